@@ -1,0 +1,112 @@
+"""The exceptions the processor raises, each tied to the OCPP-J error code it
+becomes when it can be reported to the charger.
+
+    OcppError                      a CALL we can answer with a CALLERROR
+    ├── NotImplementedAction         the action is unknown to us
+    ├── NotSupportedAction           a known action we do not handle
+    ├── ProtocolViolation            envelope and frame disagree, or a reply where a CALL belongs
+    ├── FormationViolation           a frame or payload that is not well formed
+    ├── PropertyConstraintViolation  a field breaks a constraint (length, enum value)
+    ├── OccurrenceConstraintViolation a required field is missing
+    ├── TypeConstraintViolation      a field has the wrong type
+    └── InternalFailure              our side failed for good (retries spent)
+    Undeliverable                  input we cannot address to any charger: dead-lettered
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class OcppError(Exception):
+    """Raised while handling a CALL; becomes a CALLERROR with ``code``."""
+
+    code: ClassVar[str] = "GenericError"
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class NotImplementedAction(OcppError):
+    """Raised for an action name that is not part of OCPP 1.6."""
+
+    code = "NotImplemented"
+
+
+class NotSupportedAction(OcppError):
+    """Raised for an OCPP 1.6 action this central system does not handle."""
+
+    code = "NotSupported"
+
+
+class ProtocolViolation(OcppError):
+    """Raised when the envelope and its frame disagree (message id, type, action)."""
+
+    code = "ProtocolError"
+
+
+class FormationViolation(OcppError):
+    """Raised for a frame or payload that is syntactically wrong."""
+
+    code = "FormationViolation"
+
+
+class PropertyConstraintViolation(OcppError):
+    """Raised when a field's value breaks a constraint: length, range, enum."""
+
+    code = "PropertyConstraintViolation"
+
+
+class OccurrenceConstraintViolation(OcppError):
+    """Raised when a required field is missing."""
+
+    # The OCPP-J 1.6 spec's own spelling.
+    code = "OccurenceConstraintViolation"
+
+
+class TypeConstraintViolation(OcppError):
+    """Raised when a field has the wrong JSON type."""
+
+    code = "TypeConstraintViolation"
+
+
+class InternalFailure(OcppError):
+    """Raised when handling failed on our side and the retry policy is spent."""
+
+    code = "InternalError"
+
+
+class Undeliverable(Exception):
+    """Raised for input that names no charger or message id we could answer."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# msgspec's validation messages, first match wins, mapped to the OCPP-J code
+# that names the fault. Kept here so one table decides every payload error.
+_VALIDATION_CODES: tuple[tuple[str, type[OcppError]], ...] = (
+    ("Object missing required field", OccurrenceConstraintViolation),
+    ("Object contains unknown field", FormationViolation),
+    ("Expected `object`, got", FormationViolation),
+    ("of length", PropertyConstraintViolation),
+    ("Invalid enum value", PropertyConstraintViolation),
+    ("Expected `int` >", PropertyConstraintViolation),
+    ("Expected `int` <", PropertyConstraintViolation),
+    ("Expected `float` >", PropertyConstraintViolation),
+    ("Expected `float` <", PropertyConstraintViolation),
+    ("Expected `array` of", PropertyConstraintViolation),
+    ("Expected `", TypeConstraintViolation),
+    ("Invalid RFC3339", TypeConstraintViolation),
+)
+
+
+def from_validation(action: str, message: str) -> OcppError:
+    """The CALLERROR a payload of ``action`` deserves, given msgspec's
+    validation message for it."""
+    for fragment, kind in _VALIDATION_CODES:
+        if fragment in message:
+            return kind(f"{action}: {message}")
+    return FormationViolation(f"{action}: {message}")

@@ -1,0 +1,61 @@
+"""Every Redis key, stream and group name the system uses, in one place.
+
+The first three are fixed by the ws-server's wire contract (see CONTRACT.md);
+the rest are ours. All keys share the ``ocpp:`` prefix so an operator can
+tell them apart from anything else in the same database.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+# Fixed by the ws-server contract.
+REQUESTS = "ocpp:requests"
+RESPONSES_PREFIX = "ocpp:responses:"
+
+# The stream the adapter fills and the processors' consumer group reads.
+INBOUND = "ocpp:inbound"
+GROUP = "processors"
+# Field of an inbound stream entry holding the raw envelope bytes.
+ENVELOPE_FIELD = "e"
+
+# Poison messages and undecodable input, with their reason.
+DEAD = "ocpp:dead"
+
+# transactionId allocation: a counter, and one key per StartTransaction
+# content so retries (same or new message id) map to the same id.
+TXN_SEQ = "ocpp:txn:seq"
+TXN_PREFIX = "ocpp:txn:"
+TXN_IDEMPOTENCY_PREFIX = "ocpp:txn:idem:"
+# StopTransactions for transactions we never saw, for an operator to look at.
+ANOMALIES = "ocpp:anomalies"
+
+CHARGE_POINT_PREFIX = "ocpp:cp:"
+# CALLs we sent to a charger and their outcome, keyed by charger and message id.
+CALL_PREFIX = "ocpp:call:"
+
+
+def responses(charge_point_id: str) -> str:
+    """The list the ws-server pops to write frames to ``charge_point_id``."""
+    return RESPONSES_PREFIX + charge_point_id
+
+
+def transaction(transaction_id: int) -> str:
+    return f"{TXN_PREFIX}{transaction_id}"
+
+
+def transaction_idempotency(
+    charge_point_id: str, connector_id: int, id_tag: str, meter_start: int, timestamp: str
+) -> str:
+    # A JSON array rather than a hash: unambiguous whatever the ids contain,
+    # and an operator can still find a retry by eye.
+    parts = (charge_point_id, connector_id, id_tag, meter_start, timestamp)
+    return TXN_IDEMPOTENCY_PREFIX + msgspec.json.encode(parts).decode()
+
+
+def charge_point(charge_point_id: str) -> str:
+    return CHARGE_POINT_PREFIX + charge_point_id
+
+
+def call(charge_point_id: str, message_id: str) -> str:
+    return f"{CALL_PREFIX}{charge_point_id}:{message_id}"
