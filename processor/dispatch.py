@@ -1,0 +1,221 @@
+"""Decode -> dispatch -> outcome: what the processor does with a batch of
+stream entries, free of I/O so a test can drive it without Redis.
+
+Each :class:`Delivery` becomes an :class:`Outcome`: the reply to push, the
+effects to commit, or the reason to dead-letter it. The consumer commits the
+outcomes (``processor/consumer.py``); an entry whose handler failed gets no
+outcome and stays pending, to be claimed and retried.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import anyio
+import msgspec
+
+from processor import envelope, keys
+from processor.effects import Effects
+from processor.envelope import Call, CallError, CallResult, Envelope, Rejected
+from processor.errors import (
+    InternalFailure,
+    NotImplementedAction,
+    OcppError,
+    Undeliverable,
+    from_validation,
+)
+from processor.handlers import Route
+from processor.types import Context, HandlerConfig, State
+
+log = logging.getLogger(__name__)
+
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One stream entry as read or claimed, with how often it was delivered."""
+
+    entry_id: bytes
+    raw: bytes
+    deliveries: int = 1
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What committing one entry means; empty fields mean "nothing of that"."""
+
+    entry_id: bytes
+    reply_key: str = ""
+    reply: bytes = b""
+    dead_reason: str = ""
+    raw: bytes = b""
+    effects: Effects = field(default_factory=Effects)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_envelope_bytes: int = 65536
+    max_deliveries: int = 5
+    # Chargers handled at once within a batch; one charger's messages are
+    # always handled one after another, in stream order.
+    concurrency: int = 64
+
+
+def timestamp(now: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds, as OCPP recommends (at most 3 decimals)."""
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+class Dispatcher:
+    """Turns deliveries into outcomes with the handlers in ``routes``."""
+
+    def __init__(
+        self,
+        routes: Mapping[str, Route[Any, Any]],
+        state: State,
+        config: HandlerConfig,
+        limits: Limits,
+    ) -> None:
+        self._routes = routes
+        self._state = state
+        self._config = config
+        self._limits = limits
+
+    async def handle_batch(self, deliveries: Iterable[Delivery], now: datetime) -> list[Outcome]:
+        """Outcomes for the deliveries whose handling finished; those whose
+        handler raised are left out (and logged) so they stay pending."""
+        ts = timestamp(now)
+        outcomes: dict[bytes, Outcome] = {}
+        by_charger: dict[str, list[tuple[Delivery, Envelope]]] = {}
+        order: list[bytes] = []
+        for d in deliveries:
+            order.append(d.entry_id)
+            result = self._decode(d, ts)
+            if isinstance(result, Outcome):
+                outcomes[d.entry_id] = result
+            else:
+                by_charger.setdefault(result.charge_point_id, []).append((d, result))
+
+        async def run(items: list[tuple[Delivery, Envelope]]) -> None:
+            for d, env in items:
+                try:
+                    outcomes[d.entry_id] = await self._handle(d, env, now, ts)
+                except Exception:
+                    # Left pending: claimed and retried later, dead-lettered
+                    # once OCPP_MAX_DELIVERIES is spent.
+                    log.exception(
+                        "handler failed",
+                        extra={
+                            "entry_id": d.entry_id.decode(),
+                            "charge_point_id": env.charge_point_id,
+                        },
+                    )
+
+        # A task per charger costs more than handling a message; only
+        # chargers with a message whose handler waits on Redis get one.
+        inline: list[list[tuple[Delivery, Envelope]]] = []
+        waiting: list[list[tuple[Delivery, Envelope]]] = []
+        for items in by_charger.values():
+            (waiting if any(self._reads_state(e) for _, e in items) else inline).append(items)
+        if len(waiting) < 2:
+            inline += waiting
+            waiting = []
+        for items in inline:
+            await run(items)
+        if waiting:
+            limiter = anyio.CapacityLimiter(self._limits.concurrency)
+
+            async def bounded(items: list[tuple[Delivery, Envelope]]) -> None:
+                async with limiter:
+                    await run(items)
+
+            async with anyio.create_task_group() as tg:
+                for items in waiting:
+                    tg.start_soon(bounded, items)
+        return [outcomes[i] for i in order if i in outcomes]
+
+    def _reads_state(self, env: Envelope) -> bool:
+        frame = env.payload
+        route = self._routes.get(frame.action) if isinstance(frame, Call) else None
+        return route is not None and route.reads_state
+
+    def _decode(self, d: Delivery, ts: str) -> Envelope | Outcome:
+        if not d.raw:
+            reason = "stream entry holds no envelope (not written by the adapter, or trimmed)"
+            return Outcome(d.entry_id, dead_reason=reason)
+        try:
+            env = envelope.decode(d.raw, self._limits.max_envelope_bytes)
+        except Rejected as r:
+            if r.is_reply:
+                return Outcome(d.entry_id, dead_reason=r.error.description, raw=d.raw)
+            reply = envelope.encode_error(r.charge_point_id, r.message_id, r.error, ts)
+            return Outcome(d.entry_id, reply_key=keys.responses(r.charge_point_id), reply=reply)
+        except Undeliverable as u:
+            return Outcome(d.entry_id, dead_reason=u.reason, raw=d.raw)
+        if d.deliveries > self._limits.max_deliveries:
+            return self._poison(d, env, ts)
+        return env
+
+    def _poison(self, d: Delivery, env: Envelope, ts: str) -> Outcome:
+        reason = (
+            f"delivered {d.deliveries} times, more than the limit of {self._limits.max_deliveries}"
+        )
+        out = Outcome(d.entry_id, dead_reason=reason, raw=d.raw)
+        if isinstance(env.payload, Call):
+            # The charger is waiting for an answer: tell it, don't leave it to time out.
+            error = InternalFailure(f"{env.payload.action} could not be processed")
+            out.reply_key = keys.responses(env.charge_point_id)
+            out.reply = envelope.encode_error(env.charge_point_id, env.message_id, error, ts)
+        return out
+
+    async def _handle(self, d: Delivery, env: Envelope, now: datetime, ts: str) -> Outcome:
+        frame = env.payload
+        cp = env.charge_point_id
+        out = Outcome(d.entry_id)
+        if not isinstance(frame, Call):
+            _record_reply(out.effects, cp, frame, ts)
+            return out
+        out.reply_key = keys.responses(cp)
+        try:
+            route = self._routes.get(frame.action)
+            if route is None:
+                raise NotImplementedAction(f"Action {frame.action} is not implemented")
+            try:
+                request = route.decoder.decode(frame.payload)
+            except msgspec.ValidationError as exc:
+                raise from_validation(frame.action, str(exc)) from None
+            ctx = Context(cp, frame.unique_id, now, self._config, self._state, out.effects)
+            response = await route.handler(ctx, request)
+        except OcppError as error:
+            out.effects = Effects()  # a refused CALL changes nothing
+            out.reply = envelope.encode_error(cp, frame.unique_id, error, ts)
+            return out
+        out.reply = envelope.encode_result(cp, frame.unique_id, _encoder.encode(response), ts)
+        return out
+
+
+def _record_reply(effects: Effects, cp: str, frame: CallResult | CallError, ts: str) -> None:
+    """Match a charger's reply to the CALL we sent it (see ``processor/calls.py``)."""
+    fields: dict[str, str | bytes]
+    if isinstance(frame, CallResult):
+        fields = {"state": "answered", "result": bytes(frame.payload), "answered_at": ts}
+    else:
+        fields = {
+            "state": "failed",
+            "error_code": frame.error_code,
+            "error_description": frame.error_description,
+            "answered_at": ts,
+        }
+    effects.hset_if(
+        keys.call(cp, frame.unique_id),
+        fields,
+        field="state",
+        equals="pending",
+        fallback=keys.ANOMALIES,
+        note="reply to a CALL that is unknown, expired or already answered",
+    )

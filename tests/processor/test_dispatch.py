@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import pytest
+
+from processor import keys
+from processor.dispatch import Delivery, Dispatcher, Limits, Outcome
+from processor.handlers import ROUTES
+from processor.types import HandlerConfig
+from tests.messages import call, start
+
+pytestmark = pytest.mark.anyio
+
+NOW = datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+class MemoryState:
+    """An in-memory State: allocation keyed on content, like the Redis one."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.calls: list[str] = []
+
+    async def transaction_id(self, idempotency_key: str) -> int:
+        self.calls.append(idempotency_key)
+        return self.ids.setdefault(idempotency_key, len(self.ids) + 1)
+
+
+def dispatcher(state: Any = None, **limits: int) -> Dispatcher:
+    return Dispatcher(ROUTES, state or MemoryState(), HandlerConfig(heartbeat_interval=120),
+                      Limits(**limits))  # fmt: skip
+
+
+def frame(outcome: Outcome) -> list[Any]:
+    out: list[Any] = json.loads(outcome.reply)["payload"]
+    return out
+
+
+async def handle(d: Dispatcher, *raws: bytes, deliveries: int = 1) -> list[Outcome]:
+    batch = [Delivery(f"{i}-0".encode(), raw, deliveries) for i, raw in enumerate(raws, 1)]
+    return await d.handle_batch(batch, NOW)
+
+
+async def test_boot_is_accepted_with_the_configured_interval() -> None:
+    body = {"chargePointVendor": "V", "chargePointModel": "M"}
+    [out] = await handle(dispatcher(), call("CP1", "b1", "BootNotification", body))
+    assert out.reply_key == "ocpp:responses:CP1"
+    assert frame(out) == [3, "b1", {"status": "Accepted", "currentTime": "2024-01-01T12:00:00Z",
+                                    "interval": 120}]  # fmt: skip
+    args = out.effects.args()
+    assert args[2:4] == ["HSET", keys.charge_point("CP1")]
+    assert "charge_point_vendor" in args
+
+
+async def test_reply_timestamp_has_millisecond_precision() -> None:
+    [out] = await handle(dispatcher(), call("CP1", "h1", "Heartbeat", {}))
+    assert json.loads(out.reply)["timestamp"] == "2024-01-01T12:00:00.123Z"
+
+
+async def test_start_transaction_retries_get_the_same_id() -> None:
+    state = MemoryState()
+    d = dispatcher(state)
+    first, again, new_id, other = await handle(
+        d, start("CP1", "s1"), start("CP1", "s1"), start("CP1", "s2"), start("CP1", "s3", meter=5)
+    )
+    ids = [frame(o)[2]["transactionId"] for o in (first, again, new_id, other)]
+    assert ids[0] == ids[1] == ids[2]
+    assert ids[3] != ids[0]
+    assert frame(first)[2]["idTagInfo"] == {"status": "Accepted"}
+
+
+async def test_stop_transaction_is_always_accepted() -> None:
+    body = {"meterStop": 10, "timestamp": "2024-01-01T13:00:00Z", "transactionId": 999}
+    [out] = await handle(dispatcher(), call("CP1", "t1", "StopTransaction", body))
+    assert frame(out) == [3, "t1", {}]
+    assert "hset_if" in out.effects.args()
+
+
+async def test_unknown_action_is_not_implemented_and_changes_nothing() -> None:
+    [out] = await handle(dispatcher(), call("CP1", "x1", "Foo", {}))
+    assert frame(out)[:3] == [4, "x1", "NotImplemented"]
+    assert out.effects.count == 0
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        ({"chargePointModel": "M"}, "OccurenceConstraintViolation"),
+        ({"chargePointVendor": 5, "chargePointModel": "M"}, "TypeConstraintViolation"),
+        ({"chargePointVendor": "V" * 21, "chargePointModel": "M"}, "PropertyConstraintViolation"),
+        ({"chargePointVendor": "V", "chargePointModel": "M", "x": 1}, "FormationViolation"),
+        ([], "FormationViolation"),
+    ],
+)
+async def test_invalid_payloads_get_the_spec_error(payload: Any, code: str) -> None:
+    [out] = await handle(dispatcher(), call("CP1", "b1", "BootNotification", payload))
+    assert frame(out)[2] == code
+    assert frame(out)[3].startswith("BootNotification: ")
+    assert out.effects.count == 0
+
+
+async def test_call_result_is_recorded_against_the_pending_call_without_reply() -> None:
+    raw = json.dumps({"charge_point_id": "CP1", "message_type": 3, "message_id": "r1",
+                      "payload": [3, "r1", {"status": "Accepted"}]}).encode()  # fmt: skip
+    [out] = await handle(dispatcher(), raw)
+    assert out.reply_key == ""
+    args = out.effects.args()
+    assert args[1:6] == ["hset_if", keys.call("CP1", "r1"), "state", "pending", keys.ANOMALIES]
+
+
+async def test_garbage_is_dead_lettered_with_its_reason() -> None:
+    [out] = await handle(dispatcher(), b"\xff\xfe")
+    assert out.reply_key == ""
+    assert "not valid JSON" in out.dead_reason
+    assert out.raw == b"\xff\xfe"
+
+
+async def test_poison_call_is_dead_lettered_and_the_charger_told() -> None:
+    [out] = await handle(dispatcher(max_deliveries=3), start("CP1", "s1"), deliveries=4)
+    assert "delivered 4 times" in out.dead_reason
+    assert frame(out)[:3] == [4, "s1", "InternalError"]
+    assert out.effects.count == 0
+
+
+async def test_failing_handler_leaves_the_entry_pending() -> None:
+    class Broken(MemoryState):
+        async def transaction_id(self, idempotency_key: str) -> int:
+            raise RuntimeError("boom")
+
+    outs = await handle(dispatcher(Broken()), start("CP1", "s1"), call("CP1", "h", "Heartbeat", {}))
+    assert [o.entry_id for o in outs] == [b"2-0"]
+
+
+async def test_chargers_run_concurrently_but_each_in_order() -> None:
+    # CP-A's first start waits until CP-B has started one: if chargers were
+    # handled one after another this would never finish.
+    b_started = anyio.Event()
+
+    class Gated(MemoryState):
+        async def transaction_id(self, idempotency_key: str) -> int:
+            if '"CP-B"' in idempotency_key:
+                b_started.set()
+            elif not b_started.is_set():
+                await b_started.wait()
+            return await super().transaction_id(idempotency_key)
+
+    state = Gated()
+    raws = [start("CP-A", "a1", meter=1), start("CP-A", "a2", meter=2), start("CP-B", "b1"),
+            start("CP-A", "a3", meter=3)]  # fmt: skip
+    with anyio.fail_after(5):
+        outs = await handle(dispatcher(state), *raws)
+    assert [frame(o)[1] for o in outs] == ["a1", "a2", "b1", "a3"]
+    a_calls = [k for k in state.calls if '"CP-A"' in k]
+    assert [json.loads(k.split(":", 3)[3])[3] for k in a_calls] == [1, 2, 3]
