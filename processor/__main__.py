@@ -1,0 +1,53 @@
+"""``ocpp-processor``: one replica of the consumer group."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import anyio
+
+from processor.consumer import Consumer
+from processor.dispatch import Dispatcher, Limits
+from processor.handlers import ROUTES
+from processor.lifecycle import run_until_signalled
+from processor.logs import setup
+from processor.redis_io import connect
+from processor.settings import ProcessorSettings, default_consumer_name, load
+from processor.state import RedisState
+from processor.stream import GroupStream
+from processor.types import HandlerConfig
+
+log = logging.getLogger("processor")
+
+
+async def serve(settings: ProcessorSettings) -> None:
+    """Run one replica until SIGTERM or SIGINT, then drain and return."""
+    redis = connect(settings.redis_url)
+    name = settings.consumer_name or default_consumer_name()
+    stream = GroupStream(
+        redis, name, reply_ttl_ms=settings.reply_ttl_s * 1000, dead_maxlen=settings.dead_maxlen
+    )
+    dispatcher = Dispatcher(
+        ROUTES,
+        RedisState(redis, settings.idempotency_ttl_s),
+        HandlerConfig(heartbeat_interval=settings.heartbeat_interval),
+        Limits(settings.max_envelope_bytes, settings.max_deliveries, settings.concurrency),
+    )
+    consumer = Consumer(stream, dispatcher, settings)
+    log.info("consumer %s starting", name)
+    try:
+        await run_until_signalled(consumer.run, consumer.stop, log)
+    finally:
+        await redis.aclose()
+    log.info("consumer %s stopped after %d entries", name, consumer.handled)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = load(ProcessorSettings, argv, prog="ocpp-processor")
+    setup(settings.log_level, "processor")
+    anyio.run(serve, settings, backend="asyncio")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""The processor's read loop: when to read, claim, commit and tidy up.
+
+At-least-once delivery from the consumer group plus the commit script's XACK
+fence gives effects exactly once: an entry is acknowledged in the same atomic
+step that applies its effects and pushes its reply, so a crash before that
+step leaves it pending (and another replica claims it), and a crash after it
+leaves nothing to redo.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import anyio
+from redis.exceptions import ResponseError
+
+from processor.dispatch import Delivery, Dispatcher
+from processor.lifecycle import Stopper
+from processor.redis_io import TRANSIENT, Backoff, group_lost
+from processor.settings import ProcessorSettings
+from processor.stream import GroupStream
+
+log = logging.getLogger(__name__)
+
+# How many times a commit is retried through a Redis outage once we are
+# shutting down; the entries stay pending for another replica after that.
+_COMMIT_TRIES_WHEN_STOPPING = 20
+
+
+class Consumer:
+    """Reads batches from the group, hands them to the dispatcher and commits
+    the outcomes; claims what dead replicas left behind."""
+
+    def __init__(
+        self, stream: GroupStream, dispatcher: Dispatcher, settings: ProcessorSettings
+    ) -> None:
+        self._stream = stream
+        self._dispatcher = dispatcher
+        self._settings = settings
+        self._backoff = Backoff(log)
+        self._stopper = Stopper()
+        self.handled = 0
+
+    def stop(self) -> None:
+        """Stop reading; what is in flight is finished and committed."""
+        self._stopper.stop()
+
+    async def run(self) -> None:
+        """Until :meth:`stop`: claim, read, handle and commit; then drain."""
+        s = self._settings
+        next_claim = 0.0
+        next_gc = anyio.current_time() + min(60.0, s.consumer_gc_idle_ms / 10_000)
+        await self._retrying(self._stream.ensure_group)
+        while not self._stopper.stopping:
+            try:
+                now = anyio.current_time()
+                batch: list[Delivery] = []
+                if now >= next_claim:
+                    batch = await self._claim()
+                    # Keep claiming without waiting while a backlog is left.
+                    if self._stream.claim_wrapped or not batch:
+                        next_claim = now + s.claim_interval_ms / 1000
+                if not batch:
+                    batch = await self._read_new()
+                if batch:
+                    await self._handle(batch)
+                if now >= next_gc:
+                    next_gc = now + min(60.0, s.consumer_gc_idle_ms / 10_000)
+                    for name in await self._stream.remove_idle_consumers(s.consumer_gc_idle_ms):
+                        log.info("removed idle consumer %s", name.decode(errors="replace"))
+                self._backoff.ok()
+            except ResponseError as exc:
+                if not group_lost(exc):
+                    raise
+                log.warning("consumer group missing (Redis restarted empty?); recreating it")
+                await self._retrying(self._stream.ensure_group)
+            except TRANSIENT as exc:
+                await self._backoff.wait(exc)
+        await self._drain()
+
+    async def _read_new(self) -> list[Delivery]:
+        with self._stopper.interruptible():
+            return await self._stream.read(self._settings.batch_size, self._settings.read_block_ms)
+        # Cancelled by stop(): whatever the read had taken is in our pending
+        # list and is handled by _drain.
+        return []
+
+    async def _claim(self) -> list[Delivery]:
+        s = self._settings
+        batch, vanished = await self._stream.claim(s.claim_min_idle_ms, s.batch_size)
+        if vanished:
+            log.error("pending entries vanished from the stream: %s", vanished)
+        if batch:
+            log.info("claimed %d entries idle for over %d ms", len(batch), s.claim_min_idle_ms)
+        return batch
+
+    async def _handle(self, batch: list[Delivery]) -> None:
+        # Shielded: a stop() arriving mid-batch must not abandon handled work.
+        with anyio.CancelScope(shield=True):
+            outcomes = await self._dispatcher.handle_batch(batch, datetime.now(UTC))
+            if not outcomes:
+                return
+            tries = 0
+            while True:
+                try:
+                    results = await self._stream.commit(outcomes)
+                    break
+                except TRANSIENT as exc:
+                    tries += 1
+                    if self._stopper.stopping and tries >= _COMMIT_TRIES_WHEN_STOPPING:
+                        log.error("giving up committing %d entries; left pending", len(outcomes))
+                        return
+                    await self._backoff.wait(exc)
+            self._backoff.ok()
+            for outcome, result in zip(outcomes, results, strict=True):
+                if isinstance(result, bytes):
+                    log.error(
+                        "effects failed for entry %s: %s",
+                        outcome.entry_id.decode(),
+                        result.decode(errors="replace"),
+                    )
+            self.handled += len(outcomes)
+
+    async def _drain(self) -> None:
+        """Handle what was delivered to us but not yet committed, once each."""
+        after: bytes | str = "0-0"
+        for _ in range(math.ceil(10_000 / self._settings.batch_size)):
+            try:
+                batch = await self._stream.read(self._settings.batch_size, None, start=after)
+            except (ResponseError, *TRANSIENT) as exc:
+                log.warning("could not drain pending entries, left for other replicas: %r", exc)
+                return
+            if not batch:
+                return
+            after = batch[-1].entry_id
+            await self._handle(batch)
+
+    async def _retrying(self, op: Callable[[], Awaitable[object]]) -> None:
+        while True:
+            try:
+                await op()
+                self._backoff.ok()
+                return
+            except TRANSIENT as exc:
+                await self._backoff.wait(exc)

@@ -1,0 +1,60 @@
+"""Starting and stopping a long-running service: the SIGTERM contract shared
+by the adapter and the processor (stop taking new work, finish what is in
+hand, exit 0)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+import anyio
+
+
+class Stopper:
+    """A stop flag that also interrupts the one blocking wait in progress.
+
+    Loops wrap their idle wait (a blocking Redis read) in :meth:`interruptible`
+    and leave their work outside it, so :meth:`stop` cuts the wait short but
+    never the work.
+    """
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._scope: anyio.CancelScope | None = None
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    @contextmanager
+    def interruptible(self) -> Iterator[anyio.CancelScope]:
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            if self.stopping:
+                scope.cancel()
+            try:
+                yield scope
+            finally:
+                self._scope = None
+
+
+async def run_until_signalled(
+    run: Callable[[], Awaitable[None]], stop: Callable[[], None], log: logging.Logger
+) -> None:
+    """Await ``run()``; on SIGTERM or SIGINT call ``stop()`` and let ``run``
+    finish by itself."""
+    async with anyio.create_task_group() as tg:
+
+        async def stop_on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("%s: finishing the work in hand", signal.Signals(signum).name)
+                    stop()
+                    return
+
+        tg.start_soon(stop_on_signal)
+        await run()
+        tg.cancel_scope.cancel()

@@ -1,0 +1,86 @@
+"""Connecting to Redis, riding out its outages, and reading its errors.
+
+The one place that knows how Redis reports a missing or existing consumer
+group, and how long to wait before trying again after a connection fault.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.resources import files
+from typing import Final
+
+import anyio
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# Faults worth waiting out: the server is restarting, loading, or unreachable.
+# (BusyLoadingError is a ConnectionError.)
+TRANSIENT: Final = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def connect(url: str) -> Redis:
+    """A client for ``url``; replies stay bytes, the envelope is bytes."""
+    client: Redis = Redis.from_url(url, decode_responses=False, socket_keepalive=True)
+    return client
+
+
+def group_lost(exc: ResponseError) -> bool:
+    """The group (or its stream) is gone, e.g. Redis restarted empty: NOGROUP,
+    or UNBLOCKED when the stream was deleted under a blocked XREADGROUP."""
+    return str(exc).startswith(("NOGROUP", "UNBLOCKED"))
+
+
+def is_busygroup(exc: ResponseError) -> bool:
+    """XGROUP CREATE found the group already there."""
+    return str(exc).startswith("BUSYGROUP")
+
+
+async def ensure_group(redis: Redis, stream: str, group: str) -> bool:
+    """Create ``group`` on ``stream`` (and the stream) unless it exists.
+
+    It starts at id 0, not ``$``: entries the adapter moved before any
+    processor ran must still be handled. Returns whether it was created.
+    """
+    try:
+        await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if is_busygroup(exc):
+            return False
+        raise
+    return True
+
+
+def script(redis: Redis, package: str, name: str) -> AsyncScript:
+    """The Lua script ``<package>/lua/<name>.lua``, run by EVALSHA (reloaded
+    by redis-py after a restart wiped the script cache)."""
+    source = files(package).joinpath("lua", f"{name}.lua").read_text()
+    return redis.register_script(source)
+
+
+class Backoff:
+    """Exponential backoff across a Redis outage, logged once when it starts
+    and once when it ends rather than on every failed try."""
+
+    def __init__(self, log: logging.Logger, initial: float = 0.05, cap: float = 2.0) -> None:
+        self._log = log
+        self._initial = initial
+        self._cap = cap
+        self._delay = initial
+        self.down = False
+
+    async def wait(self, exc: BaseException) -> None:
+        if not self.down:
+            self.down = True
+            self._log.warning("redis unavailable, retrying with backoff: %r", exc)
+        await anyio.sleep(self._delay)
+        self._delay = min(self._cap, self._delay * 2)
+
+    def ok(self) -> None:
+        if self.down:
+            self._log.warning("redis reachable again")
+            self.down = False
+        self._delay = self._initial
