@@ -1,0 +1,40 @@
+"""``ocpp-adapter``: moves ``ocpp:requests`` into ``ocpp:inbound``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import anyio
+
+from adapters.list_to_stream import ListToStream
+from processor.lifecycle import run_until_signalled
+from processor.logs import setup
+from processor.redis_io import connect
+from processor.settings import AdapterSettings, load
+
+log = logging.getLogger("adapter")
+
+
+async def serve(settings: AdapterSettings) -> None:
+    """Move envelopes until SIGTERM or SIGINT, finishing the batch in hand."""
+    redis = connect(settings.redis_url)
+    adapter = ListToStream(
+        redis, batch=settings.adapter_batch, trim_interval_ms=settings.trim_interval_ms
+    )
+    log.info("adapter starting")
+    try:
+        await run_until_signalled(adapter.run, adapter.stop, log)
+    finally:
+        await redis.aclose()
+    log.info("adapter stopped after moving %d envelopes", adapter.moved)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = load(AdapterSettings, argv, prog="ocpp-adapter")
+    setup(settings.log_level, "adapter")
+    anyio.run(serve, settings, backend="asyncio")
+
+
+if __name__ == "__main__":
+    main()
