@@ -1,0 +1,38 @@
+# make demo   - the whole pipeline on a private redis-server, Phase 2 messages in, replies out
+# make test   - the test suite (unit, real-Redis integration, crash tests)
+# make check  - lint, types and tests: what CI runs
+# make bench  - end-to-end throughput and latency against the BRPOP baseline
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint check bench redis-server
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# Tests and the demo start their own redis-server unless REDIS_URL is set.
+redis-server:
+	@if [ -z "$$REDIS_URL" ] && ! command -v redis-server >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; \
+	fi
+
+demo: $(BIN)/.installed redis-server
+	$(BIN)/ocpp-demo
+
+test: $(BIN)/.installed redis-server
+	$(BIN)/pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+check: lint test
+
+bench: $(BIN)/.installed redis-server
+	$(BIN)/python -m bench.e2e

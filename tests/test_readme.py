@@ -1,0 +1,26 @@
+"""The README documents every setting, with its default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from processor.settings import AdapterSettings, ProcessorSettings, describe
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+@pytest.mark.parametrize("cls", [ProcessorSettings, AdapterSettings])
+def test_every_setting_is_documented_with_its_default(cls: type) -> None:
+    for env, flag, default, _ in describe(cls):
+        row = next((line for line in README.splitlines() if line.startswith(f"| `{env}` ")), None)
+        assert row is not None, f"{env} is not in the README"
+        assert f"`{flag}`" in row
+        if default != "":
+            assert f"`{default}`" in row, f"{env}: default {default!r} not in {row!r}"
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    block = README.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
+    assert [line.split("#")[0].strip() for line in block] == ["make demo", "make test"]
