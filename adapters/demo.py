@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import redis
@@ -54,7 +54,8 @@ def pop(client: redis.Redis, key: str, timeout: float = 10) -> bytes:
     got = client.brpop([key], timeout=timeout)
     if got is None:
         sys.exit(f"no reply on {key} within {timeout}s")
-    return got[1]
+    # decode_responses is off: redis-py's str | bytes is always bytes here.
+    return cast(bytes, got[1])
 
 
 def main() -> None:
@@ -94,7 +95,8 @@ def run(client: redis.Redis, url: str) -> None:
     show("charger answers", answer)
     call_key = keys.call(CP, message_id)
     wait_for(lambda: client.hget(call_key, "state") != b"pending", 10, "the answer to be matched")
-    record = {k.decode(): v.decode() for k, v in client.hgetall(call_key).items()}
+    fields = cast(dict[bytes, bytes], client.hgetall(call_key))
+    record = {k.decode(): v.decode() for k, v in fields.items()}
     print(f"  matched to its CALL by whichever replica took it: {call_key}")
     for name in ("action", "state", "result", "sent_at", "answered_at"):
         print(f"    {name:<12} {record.get(name)}")
