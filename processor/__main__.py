@@ -12,7 +12,7 @@ from processor.dispatch import Dispatcher, Limits
 from processor.handlers import ROUTES
 from processor.lifecycle import run_until_signalled
 from processor.logs import setup
-from processor.redis_io import connect
+from processor.redis_io import TRANSIENT, connect
 from processor.settings import ProcessorSettings, default_consumer_name, load
 from processor.state import RedisState
 from processor.stream import GroupStream
@@ -33,6 +33,7 @@ async def serve(settings: ProcessorSettings) -> None:
         RedisState(redis, settings.idempotency_ttl_s),
         HandlerConfig(heartbeat_interval=settings.heartbeat_interval),
         Limits(settings.max_envelope_bytes, settings.max_deliveries, settings.concurrency),
+        transient=TRANSIENT,
     )
     consumer = Consumer(stream, dispatcher, settings)
     log.info("consumer %s starting", name)

@@ -25,9 +25,10 @@ from processor.stream import GroupStream
 
 log = logging.getLogger(__name__)
 
-# How many times a commit is retried through a Redis outage once we are
-# shutting down; the entries stay pending for another replica after that.
-_COMMIT_TRIES_WHEN_STOPPING = 20
+# How long a batch is retried through a Redis outage once we are shutting
+# down; its entries stay pending for another replica after that.
+_GIVE_UP_WHEN_STOPPING_S = 5.0
+_DRAIN_ERRORS: tuple[type[Exception], ...] = (ResponseError, *TRANSIENT)
 
 
 class Consumer:
@@ -98,21 +99,24 @@ class Consumer:
         return batch
 
     async def _handle(self, batch: list[Delivery]) -> None:
+        """Handle and commit ``batch``, through Redis outages: handling again
+        after a failed commit is safe, since the commit is fenced by XACK."""
         # Shielded: a stop() arriving mid-batch must not abandon handled work.
         with anyio.CancelScope(shield=True):
-            outcomes = await self._dispatcher.handle_batch(batch, datetime.now(UTC))
-            if not outcomes:
-                return
-            tries = 0
+            give_up_at = math.inf
             while True:
                 try:
-                    results = await self._stream.commit(outcomes)
+                    outcomes = await self._dispatcher.handle_batch(batch, datetime.now(UTC))
+                    results = await self._stream.commit(outcomes) if outcomes else []
                     break
                 except TRANSIENT as exc:
-                    tries += 1
-                    if self._stopper.stopping and tries >= _COMMIT_TRIES_WHEN_STOPPING:
-                        log.error("giving up committing %d entries; left pending", len(outcomes))
-                        return
+                    if self._stopper.stopping:
+                        give_up_at = min(
+                            give_up_at, anyio.current_time() + _GIVE_UP_WHEN_STOPPING_S
+                        )
+                        if anyio.current_time() >= give_up_at:
+                            log.error("redis still down; %d entries left pending", len(batch))
+                            return
                     await self._backoff.wait(exc)
             self._backoff.ok()
             for outcome, result in zip(outcomes, results, strict=True):
@@ -130,7 +134,7 @@ class Consumer:
         for _ in range(math.ceil(10_000 / self._settings.batch_size)):
             try:
                 batch = await self._stream.read(self._settings.batch_size, None, start=after)
-            except (ResponseError, *TRANSIENT) as exc:
+            except _DRAIN_ERRORS as exc:
                 log.warning("could not drain pending entries, left for other replicas: %r", exc)
                 return
             if not batch:
@@ -139,7 +143,7 @@ class Consumer:
             await self._handle(batch)
 
     async def _retrying(self, op: Callable[[], Awaitable[object]]) -> None:
-        while True:
+        while not self._stopper.stopping:
             try:
                 await op()
                 self._backoff.ok()

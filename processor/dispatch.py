@@ -10,7 +10,7 @@ outcome and stays pending, to be claimed and retried.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -57,6 +57,10 @@ class Outcome:
     effects: Effects = field(default_factory=Effects)
 
 
+# One charger's deliveries in a batch, in stream order.
+Group = list[tuple[Delivery, Envelope]]
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_envelope_bytes: int = 65536
@@ -80,7 +84,9 @@ class Dispatcher:
         state: State,
         config: HandlerConfig,
         limits: Limits,
+        transient: tuple[type[Exception], ...] = (),
     ) -> None:
+        self._transient = transient
         self._routes = routes
         self._state = state
         self._config = config
@@ -88,10 +94,15 @@ class Dispatcher:
 
     async def handle_batch(self, deliveries: Iterable[Delivery], now: datetime) -> list[Outcome]:
         """Outcomes for the deliveries whose handling finished; those whose
-        handler raised are left out (and logged) so they stay pending."""
+        handler raised are left out (and logged) so they stay pending.
+
+        A ``transient`` error (the state store is unreachable) would fail
+        every entry alike, so it aborts the batch instead: the first one
+        raised is re-raised once every charger's handling has stopped.
+        """
         ts = timestamp(now)
         outcomes: dict[bytes, Outcome] = {}
-        by_charger: dict[str, list[tuple[Delivery, Envelope]]] = {}
+        by_charger: dict[str, Group] = {}
         order: list[bytes] = []
         for d in deliveries:
             order.append(d.entry_id)
@@ -100,44 +111,51 @@ class Dispatcher:
                 outcomes[d.entry_id] = result
             else:
                 by_charger.setdefault(result.charge_point_id, []).append((d, result))
+        aborted: list[Exception] = []
 
-        async def run(items: list[tuple[Delivery, Envelope]]) -> None:
-            for d, env in items:
+        async def run(group: Group) -> None:
+            for d, env in group:
+                if aborted:
+                    return
                 try:
                     outcomes[d.entry_id] = await self._handle(d, env, now, ts)
+                except self._transient as exc:
+                    aborted.append(exc)
                 except Exception:
                     # Left pending: claimed and retried later, dead-lettered
                     # once OCPP_MAX_DELIVERIES is spent.
-                    log.exception(
-                        "handler failed",
-                        extra={
-                            "entry_id": d.entry_id.decode(),
-                            "charge_point_id": env.charge_point_id,
-                        },
-                    )
+                    log.exception("handler failed for entry %s from %s",
+                                  d.entry_id.decode(), env.charge_point_id)  # fmt: skip
 
+        await self._run_groups(list(by_charger.values()), run)
+        if aborted:
+            raise aborted[0]
+        return [outcomes[i] for i in order if i in outcomes]
+
+    async def _run_groups(
+        self, groups: list[Group], run: Callable[[Group], Awaitable[None]]
+    ) -> None:
+        """Run each charger's group in order; groups concurrently where it pays."""
         # A task per charger costs more than handling a message; only
         # chargers with a message whose handler waits on Redis get one.
-        inline: list[list[tuple[Delivery, Envelope]]] = []
-        waiting: list[list[tuple[Delivery, Envelope]]] = []
-        for items in by_charger.values():
-            (waiting if any(self._reads_state(e) for _, e in items) else inline).append(items)
+        waiting = [g for g in groups if any(self._reads_state(env) for _, env in g)]
         if len(waiting) < 2:
-            inline += waiting
             waiting = []
-        for items in inline:
-            await run(items)
-        if waiting:
-            limiter = anyio.CapacityLimiter(self._limits.concurrency)
+        in_tasks = {id(g) for g in waiting}
+        for group in groups:
+            if id(group) not in in_tasks:
+                await run(group)
+        if not waiting:
+            return
+        limiter = anyio.CapacityLimiter(self._limits.concurrency)
 
-            async def bounded(items: list[tuple[Delivery, Envelope]]) -> None:
-                async with limiter:
-                    await run(items)
+        async def bounded(group: Group) -> None:
+            async with limiter:
+                await run(group)
 
-            async with anyio.create_task_group() as tg:
-                for items in waiting:
-                    tg.start_soon(bounded, items)
-        return [outcomes[i] for i in order if i in outcomes]
+        async with anyio.create_task_group() as tg:
+            for group in waiting:
+                tg.start_soon(bounded, group)
 
     def _reads_state(self, env: Envelope) -> bool:
         frame = env.payload

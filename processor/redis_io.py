@@ -19,7 +19,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Faults worth waiting out: the server is restarting, loading, or unreachable.
 # (BusyLoadingError is a ConnectionError.)
-TRANSIENT: Final = (RedisConnectionError, RedisTimeoutError, OSError)
+TRANSIENT: Final[tuple[type[Exception], ...]] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+)
 
 
 def connect(url: str) -> Redis:

@@ -156,3 +156,13 @@ async def test_chargers_run_concurrently_but_each_in_order() -> None:
     assert [frame(o)[1] for o in outs] == ["a1", "a2", "b1", "a3"]
     a_calls = [k for k in state.calls if '"CP-A"' in k]
     assert [json.loads(k.split(":", 3)[3])[3] for k in a_calls] == [1, 2, 3]
+
+
+async def test_transient_failure_aborts_the_whole_batch() -> None:
+    class Unreachable(MemoryState):
+        async def transaction_id(self, idempotency_key: str) -> int:
+            raise ConnectionResetError("redis went away")
+
+    d = Dispatcher(ROUTES, Unreachable(), HandlerConfig(), Limits(), transient=(OSError,))
+    with pytest.raises(ConnectionResetError):
+        await handle(d, call("CP1", "h", "Heartbeat", {}), start("CP2", "s1"), start("CP3", "s2"))
