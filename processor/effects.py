@@ -9,28 +9,31 @@ that is safe to apply once: the commit has no rollback.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 Arg = str | bytes | int | float
+# An op as the commit script reads it: its name, then its arguments.
+Op = list[str]
 
 
 class Effects:
-    """An ordered list of Redis writes, flattened for the commit script.
+    """An ordered list of Redis writes.
 
-    Each op is recorded as ``[argc, name, *args]``; ``call`` runs a Redis
-    command, ``hset_if`` writes a hash only if a guard holds and records the
-    fields on a fallback stream otherwise.
+    ``call`` runs a Redis command; ``hset_if`` writes a hash only if a guard
+    holds and records the fields on a fallback stream otherwise. Arguments
+    are kept as str, which is how the commit ships them: numbers as Redis
+    would format them (so they cross Lua unrounded), bytes as UTF-8 text
+    (a ``UnicodeDecodeError`` here fails the handler, as it should).
     """
 
-    __slots__ = ("_args", "count")
+    __slots__ = ("ops",)
 
     def __init__(self) -> None:
-        self._args: list[Arg] = []
-        self.count = 0
+        self.ops: list[Op] = []
 
     def call(self, command: str, *args: Arg) -> None:
         """Run ``command *args`` at commit."""
-        self._op("call", command, *args)
+        self.ops.append(["call", command, *map(_arg, args)])
 
     def hset(self, key: str, fields: Mapping[str, Arg]) -> None:
         self.call("HSET", key, *_flatten(fields))
@@ -48,19 +51,18 @@ class Effects:
         """HSET ``fields`` on ``key`` if ``key`` exists (``field`` empty) or if
         its ``field`` equals ``equals``; otherwise XADD them with ``key`` and
         ``note`` to the capped stream ``fallback`` for an operator to look at."""
-        self._op("hset_if", key, field, equals, fallback, note, *_flatten(fields))
-
-    def _op(self, name: str, *args: Arg) -> None:
-        self._args.append(len(args) + 1)
-        self._args.append(name)
-        self._args.extend(args)
-        self.count += 1
-
-    def args(self) -> list[Arg]:
-        return self._args
+        self.ops.append(["hset_if", key, field, equals, fallback, note, *_flatten(fields)])
 
 
-def _flatten(fields: Mapping[str, Arg]) -> Iterator[Arg]:
+def _arg(value: Arg) -> str:
+    if isinstance(value, str):
+        return value
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _flatten(fields: Mapping[str, Arg]) -> list[str]:
+    out: list[str] = []
     for name, value in fields.items():
-        yield name
-        yield value
+        out.append(name)
+        out.append(_arg(value))
+    return out

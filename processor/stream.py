@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 
 from processor import keys
 from processor.dispatch import Delivery, Outcome
 from processor.redis_io import ensure_group, script
+
+_packer = msgspec.msgpack.Encoder()
 
 
 def _delivery(entry_id: bytes, fields: dict[bytes, bytes], deliveries: int = 1) -> Delivery:
@@ -41,7 +44,7 @@ class GroupStream:
         self.stream = stream
         self.group = group
         self.dead = dead
-        self._commit_head = [group, reply_ttl_ms, dead_maxlen, consumer]
+        self._commit_head: list[str | int] = [group, reply_ttl_ms, dead_maxlen, consumer]
         self._commit = script(redis, "processor", "commit")
         self._claim = script(redis, "processor", "claim")
         self._gc = script(redis, "processor", "gc")
@@ -85,11 +88,28 @@ class GroupStream:
     async def commit(self, outcomes: Sequence[Outcome]) -> list[Any]:
         """Ack, apply and reply for every outcome in one atomic script; see
         ``processor/lua/commit.lua`` for what each result means."""
-        args: list[Any] = list(self._commit_head)
+        # Redis's cmsgpack has no bin type, so everything in the batch travels
+        # as (UTF-8) str; raw envelopes, which may be any bytes, travel as
+        # extra arguments the batch refers to by position.
+        raws: list[bytes] = []
+        rows = []
         for o in outcomes:
-            args += (o.entry_id, o.reply_key, o.reply, o.dead_reason, o.raw, o.effects.count)
-            args += o.effects.args()
-        result: list[Any] = await self._commit(keys=[self.stream, self.dead], args=args)
+            if o.dead_reason:
+                raws.append(o.raw)
+            raw_at = len(raws) if o.dead_reason else 0
+            rows.append(
+                (
+                    o.entry_id.decode(),
+                    o.reply_key,
+                    o.reply.decode(),
+                    o.dead_reason,
+                    raw_at,
+                    o.effects.ops,
+                )
+            )
+        result: list[Any] = await self._commit(
+            keys=[self.stream, self.dead], args=[*self._commit_head, _packer.encode(rows), *raws]
+        )
         return result
 
     async def remove_idle_consumers(self, idle_ms: int) -> list[bytes]:

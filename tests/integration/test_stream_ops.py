@@ -60,12 +60,13 @@ async def test_commit_reports_failed_effects_and_still_replies(redis: Redis) -> 
 async def test_dead_letter_carries_reason_and_envelope(redis: Redis) -> None:
     stream = GroupStream(redis, "c1")
     await stream.ensure_group()
-    entry_id = await redis.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: b"junk"})
+    junk = b"\xff not UTF-8 \x00"
+    entry_id = await redis.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: junk})
     await stream.read(10, None)
-    await stream.commit([Outcome(entry_id, dead_reason="bad", raw=b"junk")])
+    await stream.commit([Outcome(entry_id, dead_reason="bad", raw=junk)])
     [(_, fields)] = await redis.xrange(keys.DEAD)
     assert fields[b"reason"] == b"bad"
-    assert fields[b"envelope"] == b"junk"
+    assert fields[b"envelope"] == junk
     assert fields[b"entry_id"] == entry_id
     assert fields[b"consumer"] == b"c1"
 

@@ -51,9 +51,9 @@ async def test_boot_is_accepted_with_the_configured_interval() -> None:
     assert out.reply_key == "ocpp:responses:CP1"
     assert frame(out) == [3, "b1", {"status": "Accepted", "currentTime": "2024-01-01T12:00:00Z",
                                     "interval": 120}]  # fmt: skip
-    args = out.effects.args()
-    assert args[2:4] == ["HSET", keys.charge_point("CP1")]
-    assert "charge_point_vendor" in args
+    [op] = out.effects.ops
+    assert op[:3] == ["call", "HSET", keys.charge_point("CP1")]
+    assert "charge_point_vendor" in op
 
 
 async def test_reply_timestamp_has_millisecond_precision() -> None:
@@ -77,13 +77,14 @@ async def test_stop_transaction_is_always_accepted() -> None:
     body = {"meterStop": 10, "timestamp": "2024-01-01T13:00:00Z", "transactionId": 999}
     [out] = await handle(dispatcher(), call("CP1", "t1", "StopTransaction", body))
     assert frame(out) == [3, "t1", {}]
-    assert "hset_if" in out.effects.args()
+    [op] = out.effects.ops
+    assert op[:2] == ["hset_if", keys.transaction(999)]
 
 
 async def test_unknown_action_is_not_implemented_and_changes_nothing() -> None:
     [out] = await handle(dispatcher(), call("CP1", "x1", "Foo", {}))
     assert frame(out)[:3] == [4, "x1", "NotImplemented"]
-    assert out.effects.count == 0
+    assert not out.effects.ops
 
 
 @pytest.mark.parametrize(
@@ -100,7 +101,7 @@ async def test_invalid_payloads_get_the_spec_error(payload: Any, code: str) -> N
     [out] = await handle(dispatcher(), call("CP1", "b1", "BootNotification", payload))
     assert frame(out)[2] == code
     assert frame(out)[3].startswith("BootNotification: ")
-    assert out.effects.count == 0
+    assert not out.effects.ops
 
 
 async def test_call_result_is_recorded_against_the_pending_call_without_reply() -> None:
@@ -108,8 +109,8 @@ async def test_call_result_is_recorded_against_the_pending_call_without_reply() 
                       "payload": [3, "r1", {"status": "Accepted"}]}).encode()  # fmt: skip
     [out] = await handle(dispatcher(), raw)
     assert out.reply_key == ""
-    args = out.effects.args()
-    assert args[1:6] == ["hset_if", keys.call("CP1", "r1"), "state", "pending", keys.ANOMALIES]
+    [op] = out.effects.ops
+    assert op[:5] == ["hset_if", keys.call("CP1", "r1"), "state", "pending", keys.ANOMALIES]
 
 
 async def test_garbage_is_dead_lettered_with_its_reason() -> None:
@@ -123,7 +124,7 @@ async def test_poison_call_is_dead_lettered_and_the_charger_told() -> None:
     [out] = await handle(dispatcher(max_deliveries=3), start("CP1", "s1"), deliveries=4)
     assert "delivered 4 times" in out.dead_reason
     assert frame(out)[:3] == [4, "s1", "InternalError"]
-    assert out.effects.count == 0
+    assert not out.effects.ops
 
 
 async def test_failing_handler_leaves_the_entry_pending() -> None:
