@@ -98,6 +98,7 @@ _VALIDATION_CODES: tuple[tuple[str, type[OcppError]], ...] = (
     ("Expected `float` >", PropertyConstraintViolation),
     ("Expected `float` <", PropertyConstraintViolation),
     ("Expected `array` of", PropertyConstraintViolation),
+    ("multiple of", PropertyConstraintViolation),
     ("Expected `", TypeConstraintViolation),
     ("Invalid RFC3339", TypeConstraintViolation),
 )
