@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Sequence
 
@@ -16,7 +17,7 @@ from processor.redis_io import TRANSIENT, connect
 from processor.settings import ProcessorSettings, default_consumer_name, load
 from processor.state import RedisState
 from processor.stream import GroupStream
-from processor.types import HandlerConfig
+from processor.types import DataTransferHandler, HandlerConfig
 
 log = logging.getLogger("processor")
 
@@ -30,8 +31,8 @@ async def serve(settings: ProcessorSettings) -> None:
     )
     dispatcher = Dispatcher(
         ROUTES,
-        RedisState(redis, settings.idempotency_ttl_s),
-        HandlerConfig(heartbeat_interval=settings.heartbeat_interval),
+        RedisState(redis, settings.idempotency_ttl_s, settings.max_session_s),
+        handler_config(settings),
         Limits(settings.max_envelope_bytes, settings.max_deliveries, settings.concurrency),
         transient=TRANSIENT,
     )
@@ -42,6 +43,34 @@ async def serve(settings: ProcessorSettings) -> None:
     finally:
         await redis.aclose()
     log.info("consumer %s stopped after %d entries", name, consumer.handled)
+
+
+def handler_config(s: ProcessorSettings) -> HandlerConfig:
+    return HandlerConfig(
+        heartbeat_interval=s.heartbeat_interval,
+        registration_policy=s.registration_policy,
+        unknown_charger_status=s.unknown_charger_status,
+        unknown_id_tag_status=s.unknown_id_tag,
+        allow_concurrent_tx=s.allow_concurrent_tx,
+        max_clock_skew_s=s.max_clock_skew_s,
+        meter_samples_cap=s.meter_samples_cap,
+        events_maxlen=s.dead_maxlen,
+        vendors=load_vendors(s.data_transfer_handlers),
+    )
+
+
+def load_vendors(spec: str) -> dict[str, DataTransferHandler]:
+    """``vendorId=package.module:function,...`` -> the DataTransfer handlers."""
+    vendors: dict[str, DataTransferHandler] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        vendor, _, target = item.partition("=")
+        module, _, name = target.partition(":")
+        if not (vendor and module and name):
+            raise SystemExit(
+                f"OCPP_DATA_TRANSFER_HANDLERS: expected vendorId=module:function, got {item!r}"
+            )
+        vendors[vendor] = getattr(importlib.import_module(module), name)
+    return vendors
 
 
 def main(argv: Sequence[str] | None = None) -> None:

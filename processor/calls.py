@@ -16,8 +16,7 @@ from datetime import UTC, datetime
 import msgspec
 from redis.asyncio import Redis
 
-from processor import envelope, keys
-from processor.dispatch import timestamp
+from processor import clock, envelope, keys
 
 _encoder = msgspec.json.Encoder()
 
@@ -34,7 +33,7 @@ async def send_call(
     """Record a pending CALL and push it to the charger; returns its message id."""
     message_id = str(uuid.uuid4())
     body = _encoder.encode(payload)
-    ts = timestamp(datetime.now(UTC))
+    ts = clock.wire(datetime.now(UTC))
     frame = envelope.encode_call(charge_point_id, message_id, action, body, ts)
     call_key = keys.call(charge_point_id, message_id)
     reply_key = keys.responses(charge_point_id)

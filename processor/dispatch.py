@@ -18,17 +18,19 @@ from typing import Any
 import anyio
 import msgspec
 
-from processor import envelope, keys
+from processor import clock, envelope, keys
 from processor.effects import Effects
 from processor.envelope import Call, CallError, CallResult, Envelope, Rejected
 from processor.errors import (
     InternalFailure,
     NotImplementedAction,
+    NotSupportedAction,
     OcppError,
     Undeliverable,
     from_validation,
 )
 from processor.handlers import Route
+from processor.messages import REQUESTS
 from processor.types import Context, HandlerConfig, State
 
 log = logging.getLogger(__name__)
@@ -70,11 +72,6 @@ class Limits:
     concurrency: int = 64
 
 
-def timestamp(now: datetime) -> str:
-    """RFC 3339 in UTC with milliseconds, as OCPP recommends (at most 3 decimals)."""
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-
-
 class Dispatcher:
     """Turns deliveries into outcomes with the handlers in ``routes``."""
 
@@ -100,7 +97,7 @@ class Dispatcher:
         every entry alike, so it aborts the batch instead: the first one
         raised is re-raised once every charger's handling has stopped.
         """
-        ts = timestamp(now)
+        ts = clock.wire(now)
         outcomes: dict[bytes, Outcome] = {}
         by_charger: dict[str, Group] = {}
         order: list[bytes] = []
@@ -202,12 +199,17 @@ class Dispatcher:
         try:
             route = self._routes.get(frame.action)
             if route is None:
+                if frame.action in REQUESTS:
+                    raise NotSupportedAction(f"{frame.action} is not supported from a charge point")
                 raise NotImplementedAction(f"Action {frame.action} is not implemented")
             try:
                 request = route.decoder.decode(frame.payload)
             except msgspec.ValidationError as exc:
                 raise from_validation(frame.action, str(exc)) from None
-            ctx = Context(cp, frame.unique_id, now, self._config, self._state, out.effects)
+            received = clock.parse(env.timestamp) or now
+            ctx = Context(
+                cp, frame.unique_id, now, received, self._config, self._state, out.effects
+            )
             response = await route.handler(ctx, request)
         except OcppError as error:
             out.effects = Effects()  # a refused CALL changes nothing
@@ -235,5 +237,5 @@ def _record_reply(effects: Effects, cp: str, frame: CallResult | CallError, ts: 
         field="state",
         equals="pending",
         fallback=keys.ANOMALIES,
-        note="reply to a CALL that is unknown, expired or already answered",
+        kind="reply to a CALL that is unknown, expired or already answered",
     )

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from processor import keys
+
 Arg = str | bytes | int | float
+_ANOMALIES_MAXLEN = 100_000
 # An op as the commit script reads it: its name, then its arguments.
 Op = list[str]
 
@@ -44,14 +47,40 @@ class Effects:
         fields: Mapping[str, Arg],
         *,
         fallback: str,
-        note: str,
+        kind: str,
         field: str = "",
         equals: str = "",
     ) -> None:
         """HSET ``fields`` on ``key`` if ``key`` exists (``field`` empty) or if
-        its ``field`` equals ``equals``; otherwise XADD them with ``key`` and
-        ``note`` to the capped stream ``fallback`` for an operator to look at."""
-        self.ops.append(["hset_if", key, field, equals, fallback, note, *_flatten(fields)])
+        its ``field`` equals ``equals``; otherwise XADD them with ``kind`` and
+        ``key`` to the capped stream ``fallback`` for an operator to look at."""
+        self.ops.append(["hset_if", key, field, equals, fallback, kind, *_flatten(fields)])
+
+    def hset_newer(
+        self, key: str, fields: Mapping[str, Arg], *, timestamp_field: str, timestamp: str
+    ) -> None:
+        """HSET ``fields`` and ``timestamp_field`` = ``timestamp`` on ``key``
+        unless it already holds a timestamp that is not older; ``timestamp``
+        must be :func:`processor.clock.stored` text."""
+        self.ops.append(["hset_newer", key, timestamp_field, timestamp, *_flatten(fields)])
+
+    def hset_once(
+        self, key: str, fields: Mapping[str, Arg], *, marker: str, fallback: str, kind: str
+    ) -> None:
+        """HSET ``fields`` and ``marker`` on ``key`` unless ``marker`` is set;
+        if it is, identical ``fields`` change nothing and different ones are
+        XADDed with ``kind`` and ``key`` to the capped stream ``fallback``."""
+        self.ops.append(["hset_once", key, marker, fallback, kind, *_flatten(fields)])
+
+    def unset_if(self, key: str, value: Arg, *, field: str = "") -> None:
+        """Delete ``key`` (or its hash ``field``) if it still holds ``value``."""
+        self.ops.append(["unset_if", key, field, _arg(value)])
+
+    def anomaly(self, charge_point_id: str, kind: str, **fields: Arg) -> None:
+        """Record something odd a charger did, for an operator to look at."""
+        self.call("XADD", keys.ANOMALIES, "MAXLEN", "~", _ANOMALIES_MAXLEN, "*",
+                  "charge_point_id", charge_point_id, "kind", kind,
+                  *_flatten(fields))  # fmt: skip
 
 
 def _arg(value: Arg) -> str:

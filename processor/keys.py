@@ -31,6 +31,16 @@ TXN_IDEMPOTENCY_PREFIX = "ocpp:txn:idem:"
 ANOMALIES = "ocpp:anomalies"
 
 CHARGE_POINT_PREFIX = "ocpp:cp:"
+# Every charger that ever booted, and the allow-list for the known-only policy.
+CHARGE_POINTS = "ocpp:chargers"
+KNOWN_CHARGE_POINTS = "ocpp:chargers:known"
+# Transactions not yet stopped.
+ACTIVE_TRANSACTIONS = "ocpp:txn:active"
+# The authorization list: one hash per idTag (status, expiry_date, parent_id_tag).
+ID_TAG_PREFIX = "ocpp:idtag:"
+# Notifications that need no state of their own, and security events.
+EVENTS = "ocpp:events"
+SECURITY_EVENTS = "ocpp:security-events"
 # CALLs we sent to a charger and their outcome, keyed by charger and message id.
 CALL_PREFIX = "ocpp:call:"
 
@@ -55,6 +65,39 @@ def transaction_idempotency(
 
 def charge_point(charge_point_id: str) -> str:
     return CHARGE_POINT_PREFIX + charge_point_id
+
+
+def connector(charge_point_id: str, connector_id: int) -> str:
+    """Status and active transaction of a connector; 0 is the charger itself."""
+    return f"{CHARGE_POINT_PREFIX}{charge_point_id}:connector:{connector_id}"
+
+
+def connectors(charge_point_id: str) -> str:
+    """The set of connector ids a charger has reported."""
+    return f"{CHARGE_POINT_PREFIX}{charge_point_id}:connectors"
+
+
+def meter_samples(charge_point_id: str, connector_id: int) -> str:
+    """A connector's meter samples, a sorted set by time, capped."""
+    return f"{connector(charge_point_id, connector_id)}:meter"
+
+
+def meter_latest(charge_point_id: str, connector_id: int) -> str:
+    """A connector's latest sample per measurand (``<measurand>[:phase][@location]``)."""
+    return f"{connector(charge_point_id, connector_id)}:latest"
+
+
+def transaction_samples(transaction_id: int) -> str:
+    return f"{TXN_PREFIX}{transaction_id}:meter"
+
+
+def id_tag(tag: str) -> str:
+    return ID_TAG_PREFIX + tag
+
+
+def id_tag_active(tag: str) -> str:
+    """The transaction an idTag is charging in, while it does."""
+    return f"{ID_TAG_PREFIX}{tag}:active"
 
 
 def call(charge_point_id: str, message_id: str) -> str:

@@ -12,7 +12,7 @@ import argparse
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, TypeVar, get_type_hints
+from typing import Annotated, Any, Literal, TypeVar, get_type_hints
 
 import msgspec
 from msgspec import Meta
@@ -68,6 +68,34 @@ class ProcessorSettings(msgspec.Struct, kw_only=True, frozen=True):
     idempotency_ttl_s: Annotated[
         int, Meta(ge=1, description="how long a StartTransaction retry maps to its transactionId")
     ] = 7 * 86400
+    registration_policy: Annotated[
+        Literal["accept-all", "known-only"],
+        Meta(description="accept every charger, or only those in ocpp:chargers:known"),
+    ] = "accept-all"
+    unknown_charger_status: Annotated[
+        Literal["Pending", "Rejected"],
+        Meta(description="what known-only tells a charger not on the list"),
+    ] = "Pending"
+    unknown_id_tag: Annotated[
+        Literal["Accepted", "Invalid"],
+        Meta(description="what an idTag not in the authorization list is told"),
+    ] = "Accepted"
+    allow_concurrent_tx: Annotated[
+        bool, Meta(description="let one idTag charge in several transactions at once")
+    ] = False
+    max_session_s: Annotated[
+        int, Meta(ge=1, description="after this, an idTag never stopped stops counting as busy")
+    ] = 86_400
+    max_clock_skew_s: Annotated[
+        int, Meta(ge=0, description="charger timestamps further ahead are anomalies")
+    ] = 600
+    meter_samples_cap: Annotated[
+        int, Meta(ge=1, description="meter samples kept per connector and per transaction")
+    ] = 10_000
+    data_transfer_handlers: Annotated[
+        str,
+        Meta(description="DataTransfer handlers: vendorId=module:function, comma-separated"),
+    ] = ""
     log_level: LogLevel = "INFO"
 
 

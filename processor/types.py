@@ -1,26 +1,69 @@
-"""Type aliases and the Protocols a handler talks to."""
+"""Type aliases, the Protocols a handler talks to, and its context."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 import msgspec
 
 if TYPE_CHECKING:
     from processor.effects import Effects
+    from processor.messages import DataTransfer, DataTransferResponse
+
+
+@dataclass(frozen=True, slots=True)
+class IdTagRecord:
+    """An idTag's entry in the authorization list."""
+
+    status: str
+    expiry_date: str | None = None
+    parent_id_tag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedTransaction:
+    transaction_id: int
+    # Another transaction the idTag is already charging in, if any.
+    concurrent_with: int | None
+    id_tag: IdTagRecord | None
 
 
 class State(Protocol):
     """The reads (and idempotent reservations) handlers need before they
     can answer; everything else they write goes through :class:`Effects`."""
 
-    async def transaction_id(self, idempotency_key: str) -> int:
-        """The transactionId for this StartTransaction content: allocated on
-        first use, the same one on every later call with the same key."""
+    async def id_tag(self, tag: str) -> tuple[IdTagRecord | None, int | None]:
+        """The tag's authorization entry and the transaction it is charging
+        in, if any."""
         ...
+
+    async def open_transaction(
+        self,
+        idempotency_key: str,
+        charge_point_id: str,
+        connector_id: int,
+        id_tag: str,
+        meter_start: int,
+        start_timestamp: str,
+        reservation_id: int | None,
+    ) -> OpenedTransaction:
+        """Open the transaction once per idempotency key: the same id (and
+        no new record) on every later call with the same key."""
+        ...
+
+    async def transaction(self, transaction_id: int) -> dict[str, str] | None:
+        """A transaction's record, or None if it is unknown."""
+        ...
+
+    async def is_known_charger(self, charge_point_id: str) -> bool:
+        """Whether the charger is on the allow-list (known-only policy)."""
+        ...
+
+
+RegistrationPolicy = Literal["accept-all", "known-only"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +71,17 @@ class HandlerConfig:
     """Settings that change what handlers answer."""
 
     heartbeat_interval: int = 300
+    registration_policy: RegistrationPolicy = "accept-all"
+    # What a charger not on the allow-list is told under known-only.
+    unknown_charger_status: Literal["Pending", "Rejected"] = "Pending"
+    # What an idTag not in the authorization list is told.
+    unknown_id_tag_status: Literal["Accepted", "Invalid"] = "Accepted"
+    allow_concurrent_tx: bool = False
+    # Timestamps further ahead of our clock than this are anomalies.
+    max_clock_skew_s: int = 600
+    meter_samples_cap: int = 10_000
+    events_maxlen: int = 100_000
+    vendors: Mapping[str, DataTransferHandler] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -38,6 +92,8 @@ class Context:
     message_id: str
     # When this batch is handled: one clock reading for all its replies.
     now: datetime
+    # When the ws-server received the frame (``now`` if it did not say).
+    received_at: datetime
     config: HandlerConfig
     state: State
     effects: Effects
@@ -46,3 +102,4 @@ class Context:
 Req = TypeVar("Req", bound=msgspec.Struct)
 Resp = TypeVar("Resp", bound=msgspec.Struct)
 Handler = Callable[[Context, Req], Awaitable[Resp]]
+DataTransferHandler = Callable[[Context, "DataTransfer"], Awaitable["DataTransferResponse"]]

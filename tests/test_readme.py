@@ -18,7 +18,8 @@ def test_every_setting_is_documented_with_its_default(cls: type) -> None:
         assert row is not None, f"{env} is not in the README"
         assert f"`{flag}`" in row
         if default != "":
-            assert f"`{default}`" in row, f"{env}: default {default!r} not in {row!r}"
+            shown = str(default).lower() if isinstance(default, bool) else default
+            assert f"`{shown}`" in row, f"{env}: default {default!r} not in {row!r}"
 
 
 def test_readme_opens_with_the_two_commands() -> None:

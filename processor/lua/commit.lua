@@ -22,11 +22,8 @@ local stream, dead = KEYS[1], KEYS[2]
 local group, ttl, dead_maxlen, consumer = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local batch = cmsgpack.unpack(ARGV[5])
 
-local function run(op)
-  if op[1] == 'call' then
-    return redis.pcall(unpack(op, 2))
-  end
-  -- hset_if: key, field, equals, fallback, note, field/value pairs
+local function hset_if(op)
+  -- key, field, equals, fallback, kind, field/value pairs
   local key, field, equals = op[2], op[3], op[4]
   local ok
   if field == '' then
@@ -38,7 +35,63 @@ local function run(op)
     return redis.pcall('HSET', key, unpack(op, 7))
   end
   return redis.pcall('XADD', op[5], 'MAXLEN', '~', dead_maxlen, '*',
-    'key', key, 'note', op[6], unpack(op, 7))
+    'kind', op[6], 'key', key, unpack(op, 7))
+end
+
+local function hset_newer(op)
+  -- key, timestamp field, timestamp, field/value pairs: newest wins, so a
+  -- late or redelivered older message never overwrites newer state.
+  -- Timestamps are fixed-width UTC text, which compares as time does.
+  local current = redis.call('HGET', op[2], op[3])
+  if current and current >= op[4] then
+    return 0
+  end
+  return redis.pcall('HSET', op[2], op[3], op[4], unpack(op, 5))
+end
+
+local function hset_once(op)
+  -- key, marker field, fallback, kind, field/value pairs: write the pairs
+  -- and the marker if the marker is absent; if it is present, an identical
+  -- write is a no-op and a different one goes to the fallback stream.
+  local key = op[2]
+  if not redis.call('HGET', key, op[3]) then
+    return redis.pcall('HSET', key, op[3], '1', unpack(op, 6))
+  end
+  for i = 6, #op, 2 do
+    if redis.call('HGET', key, op[i]) ~= op[i + 1] then
+      return redis.pcall('XADD', op[4], 'MAXLEN', '~', dead_maxlen, '*',
+        'kind', op[5], 'key', key, unpack(op, 6))
+    end
+  end
+  return 0
+end
+
+local function unset_if(op)
+  -- key, field, value: delete the key (field '') or the hash field if it
+  -- still holds value, so clearing a marker never clears someone else's.
+  if op[3] == '' then
+    if redis.call('GET', op[2]) == op[4] then
+      return redis.call('DEL', op[2])
+    end
+  elseif redis.call('HGET', op[2], op[3]) == op[4] then
+    return redis.call('HDEL', op[2], op[3])
+  end
+  return 0
+end
+
+local conditional = {
+  hset_if = hset_if, hset_newer = hset_newer, hset_once = hset_once, unset_if = unset_if,
+}
+
+local function run(op)
+  if op[1] == 'call' then
+    return redis.pcall(unpack(op, 2))
+  end
+  local ok, res = pcall(conditional[op[1]], op)
+  if ok then
+    return res
+  end
+  return {err = tostring(res)}
 end
 
 local out = {}

@@ -4,6 +4,7 @@ the dead-letter stream, and a group that disappears under it."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anyio
 import pytest
@@ -16,14 +17,14 @@ from processor.handlers import ROUTES
 from processor.settings import ProcessorSettings
 from processor.state import RedisState
 from processor.stream import GroupStream
-from processor.types import HandlerConfig
+from processor.types import HandlerConfig, OpenedTransaction
 from tests.messages import call, start
 
 pytestmark = pytest.mark.anyio
 
 
 class Broken(RedisState):
-    async def transaction_id(self, idempotency_key: str) -> int:
+    async def open_transaction(self, *args: Any) -> OpenedTransaction:
         raise RuntimeError("the state store is broken")
 
 

@@ -81,13 +81,13 @@ async def test_hset_if_writes_only_when_the_guard_holds(redis: Redis) -> None:
     for entry_id, key in zip(ids, ["call:known", "call:unknown"], strict=True):
         e = Effects()
         e.hset_if(key, {"state": "answered"}, field="state", equals="pending",
-                  fallback=keys.ANOMALIES, note="late")  # fmt: skip
+                  fallback=keys.ANOMALIES, kind="late")  # fmt: skip
         outs.append(Outcome(entry_id, effects=e))
     assert await stream.commit(outs) == [1, 1]
     assert await redis.hget("call:known", "state") == b"answered"
     assert not await redis.exists("call:unknown")
     [(_, anomaly)] = await redis.xrange(keys.ANOMALIES)
-    assert anomaly == {b"key": b"call:unknown", b"note": b"late", b"state": b"answered"}
+    assert anomaly == {b"key": b"call:unknown", b"kind": b"late", b"state": b"answered"}
 
 
 async def test_idle_consumers_holding_nothing_are_removed(redis: Redis) -> None:

@@ -10,24 +10,13 @@ import pytest
 from processor import keys
 from processor.dispatch import Delivery, Dispatcher, Limits, Outcome
 from processor.handlers import ROUTES
-from processor.types import HandlerConfig
+from processor.types import HandlerConfig, OpenedTransaction
 from tests.messages import call, start
+from tests.processor.memory_state import MemoryState
 
 pytestmark = pytest.mark.anyio
 
 NOW = datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
-
-
-class MemoryState:
-    """An in-memory State: allocation keyed on content, like the Redis one."""
-
-    def __init__(self) -> None:
-        self.ids: dict[str, int] = {}
-        self.calls: list[str] = []
-
-    async def transaction_id(self, idempotency_key: str) -> int:
-        self.calls.append(idempotency_key)
-        return self.ids.setdefault(idempotency_key, len(self.ids) + 1)
 
 
 def dispatcher(state: Any = None, **limits: int) -> Dispatcher:
@@ -51,9 +40,10 @@ async def test_boot_is_accepted_with_the_configured_interval() -> None:
     assert out.reply_key == "ocpp:responses:CP1"
     assert frame(out) == [3, "b1", {"status": "Accepted", "currentTime": "2024-01-01T12:00:00Z",
                                     "interval": 120}]  # fmt: skip
-    [op] = out.effects.ops
+    op, register = out.effects.ops
     assert op[:3] == ["call", "HSET", keys.charge_point("CP1")]
     assert "charge_point_vendor" in op
+    assert register == ["call", "SADD", keys.CHARGE_POINTS, "CP1"]
 
 
 async def test_reply_timestamp_has_millisecond_precision() -> None:
@@ -74,11 +64,12 @@ async def test_start_transaction_retries_get_the_same_id() -> None:
 
 
 async def test_stop_transaction_is_always_accepted() -> None:
-    body = {"meterStop": 10, "timestamp": "2024-01-01T13:00:00Z", "transactionId": 999}
+    body = {"meterStop": 10, "timestamp": "2024-01-01T11:59:00Z", "transactionId": 999}
     [out] = await handle(dispatcher(), call("CP1", "t1", "StopTransaction", body))
     assert frame(out) == [3, "t1", {}]
     [op] = out.effects.ops
-    assert op[:2] == ["hset_if", keys.transaction(999)]
+    assert op[:3] == ["call", "XADD", keys.ANOMALIES]
+    assert "StopTransaction for an unknown transaction" in op
 
 
 async def test_unknown_action_is_not_implemented_and_changes_nothing() -> None:
@@ -129,10 +120,12 @@ async def test_poison_call_is_dead_lettered_and_the_charger_told() -> None:
 
 async def test_failing_handler_leaves_the_entry_pending() -> None:
     class Broken(MemoryState):
-        async def transaction_id(self, idempotency_key: str) -> int:
+        async def transaction(self, transaction_id: int) -> dict[str, str] | None:
             raise RuntimeError("boom")
 
-    outs = await handle(dispatcher(Broken()), start("CP1", "s1"), call("CP1", "h", "Heartbeat", {}))
+    body = {"meterStop": 10, "timestamp": "2024-01-01T13:00:00Z", "transactionId": 1}
+    outs = await handle(dispatcher(Broken()), call("CP1", "t1", "StopTransaction", body),
+                        call("CP1", "h", "Heartbeat", {}))  # fmt: skip
     assert [o.entry_id for o in outs] == [b"2-0"]
 
 
@@ -142,12 +135,12 @@ async def test_chargers_run_concurrently_but_each_in_order() -> None:
     b_started = anyio.Event()
 
     class Gated(MemoryState):
-        async def transaction_id(self, idempotency_key: str) -> int:
-            if '"CP-B"' in idempotency_key:
+        async def open_transaction(self, key: str, *args: Any) -> OpenedTransaction:
+            if '"CP-B"' in key:
                 b_started.set()
             elif not b_started.is_set():
                 await b_started.wait()
-            return await super().transaction_id(idempotency_key)
+            return await super().open_transaction(key, *args)
 
     state = Gated()
     raws = [start("CP-A", "a1", meter=1), start("CP-A", "a2", meter=2), start("CP-B", "b1"),
@@ -161,7 +154,7 @@ async def test_chargers_run_concurrently_but_each_in_order() -> None:
 
 async def test_transient_failure_aborts_the_whole_batch() -> None:
     class Unreachable(MemoryState):
-        async def transaction_id(self, idempotency_key: str) -> int:
+        async def open_transaction(self, key: str, *args: Any) -> OpenedTransaction:
             raise ConnectionResetError("redis went away")
 
     d = Dispatcher(ROUTES, Unreachable(), HandlerConfig(), Limits(), transient=(OSError,))

@@ -1,0 +1,84 @@
+"""Boot, liveness, authorization, connector status and vendor data."""
+
+from __future__ import annotations
+
+import msgspec
+
+from processor import clock, keys
+from processor.handlers.common import event, id_tag_info, trusted_time
+from processor.messages import (
+    Authorize,
+    AuthorizeResponse,
+    BootNotification,
+    BootNotificationResponse,
+    DataTransfer,
+    DataTransferResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    StatusNotification,
+    StatusNotificationResponse,
+)
+from processor.messages.core import RegistrationStatus
+from processor.types import Context
+
+
+async def boot_notification(ctx: Context, req: BootNotification) -> BootNotificationResponse:
+    """Register or update the charger; accept it unless the known-only policy
+    is on and it is not on the allow-list."""
+    status: RegistrationStatus = "Accepted"
+    if ctx.config.registration_policy == "known-only" and not await ctx.state.is_known_charger(
+        ctx.charge_point_id
+    ):
+        status = ctx.config.unknown_charger_status
+    fields: dict[str, str] = {
+        k: v for k, v in msgspec.structs.asdict(req).items() if isinstance(v, str)
+    }
+    fields["registration_status"] = status
+    fields["last_boot"] = fields["last_seen"] = clock.stored(ctx.now)
+    ctx.effects.hset(keys.charge_point(ctx.charge_point_id), fields)
+    ctx.effects.call("SADD", keys.CHARGE_POINTS, ctx.charge_point_id)
+    # Pending and Rejected carry the interval too: it is when to boot again.
+    return BootNotificationResponse(
+        status=status,
+        current_time=ctx.now.replace(microsecond=0),
+        interval=ctx.config.heartbeat_interval,
+    )
+
+
+async def heartbeat(ctx: Context, req: Heartbeat) -> HeartbeatResponse:
+    ctx.effects.hset(keys.charge_point(ctx.charge_point_id), {"last_seen": clock.stored(ctx.now)})
+    return HeartbeatResponse(current_time=ctx.now.replace(microsecond=0))
+
+
+async def authorize(ctx: Context, req: Authorize) -> AuthorizeResponse:
+    record, charging_in = await ctx.state.id_tag(req.id_tag)
+    return AuthorizeResponse(id_tag_info=id_tag_info(ctx, record, charging_in))
+
+
+async def status_notification(ctx: Context, req: StatusNotification) -> StatusNotificationResponse:
+    """Keep the connector's status (connector 0: the charger itself); a
+    notification older than the state we hold changes nothing."""
+    when = trusted_time(ctx, req.timestamp or ctx.received_at, "StatusNotification")
+    fields: dict[str, str] = {"status": req.status, "error_code": req.error_code}
+    for name in ("info", "vendor_id", "vendor_error_code"):
+        value = getattr(req, name)
+        # Empty rather than absent, so a newer notification clears an older text.
+        fields[name] = value if value is not None else ""
+    ctx.effects.hset_newer(
+        keys.connector(ctx.charge_point_id, req.connector_id),
+        fields,
+        timestamp_field="status_timestamp",
+        timestamp=clock.stored(when),
+    )
+    ctx.effects.call("SADD", keys.connectors(ctx.charge_point_id), req.connector_id)
+    return StatusNotificationResponse()
+
+
+async def data_transfer(ctx: Context, req: DataTransfer) -> DataTransferResponse:
+    """Hand the data to the vendor's handler; ``UnknownVendorId`` without one."""
+    event(ctx, "DataTransfer", vendor_id=req.vendor_id, message_id=req.message_id or "",
+          data=req.data or "")  # fmt: skip
+    handler = ctx.config.vendors.get(req.vendor_id)
+    if handler is None:
+        return DataTransferResponse(status="UnknownVendorId")
+    return await handler(ctx, req)

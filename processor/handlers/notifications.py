@@ -1,0 +1,88 @@
+"""Status reports that need nothing but recording: diagnostics, firmware and
+log uploads, security events, and certificate signing requests."""
+
+from __future__ import annotations
+
+from processor import clock, keys
+from processor.handlers.common import event, trusted_time
+from processor.messages import (
+    DiagnosticsStatusNotification,
+    DiagnosticsStatusNotificationResponse,
+    FirmwareStatusNotification,
+    FirmwareStatusNotificationResponse,
+    LogStatusNotification,
+    LogStatusNotificationResponse,
+    SecurityEventNotification,
+    SecurityEventNotificationResponse,
+    SignCertificate,
+    SignCertificateResponse,
+    SignedFirmwareStatusNotification,
+    SignedFirmwareStatusNotificationResponse,
+)
+from processor.types import Context
+
+
+def _status(ctx: Context, action: str, prefix: str, status: str, request_id: int | None) -> None:
+    """The charger's latest status of one kind, newest-wins, plus an event."""
+    fields = {f"{prefix}_status": status}
+    if request_id is not None:
+        fields[f"{prefix}_request_id"] = str(request_id)
+    ctx.effects.hset_newer(
+        keys.charge_point(ctx.charge_point_id),
+        fields,
+        timestamp_field=f"{prefix}_status_at",
+        timestamp=clock.stored(ctx.received_at),
+    )
+    event(ctx, action, status=status, request_id="" if request_id is None else request_id)
+
+
+async def diagnostics_status_notification(
+    ctx: Context, req: DiagnosticsStatusNotification
+) -> DiagnosticsStatusNotificationResponse:
+    _status(ctx, "DiagnosticsStatusNotification", "diagnostics", req.status, None)
+    return DiagnosticsStatusNotificationResponse()
+
+
+async def firmware_status_notification(
+    ctx: Context, req: FirmwareStatusNotification
+) -> FirmwareStatusNotificationResponse:
+    _status(ctx, "FirmwareStatusNotification", "firmware", req.status, None)
+    return FirmwareStatusNotificationResponse()
+
+
+async def signed_firmware_status_notification(
+    ctx: Context, req: SignedFirmwareStatusNotification
+) -> SignedFirmwareStatusNotificationResponse:
+    _status(ctx, "SignedFirmwareStatusNotification", "signed_firmware", req.status, req.request_id)
+    return SignedFirmwareStatusNotificationResponse()
+
+
+async def log_status_notification(
+    ctx: Context, req: LogStatusNotification
+) -> LogStatusNotificationResponse:
+    _status(ctx, "LogStatusNotification", "log", req.status, req.request_id)
+    return LogStatusNotificationResponse()
+
+
+async def security_event_notification(
+    ctx: Context, req: SecurityEventNotification
+) -> SecurityEventNotificationResponse:
+    when = trusted_time(ctx, req.timestamp, "SecurityEventNotification")
+    ctx.effects.call(
+        "XADD", keys.SECURITY_EVENTS, "MAXLEN", "~", ctx.config.events_maxlen, "*",
+        "charge_point_id", ctx.charge_point_id, "type", req.type,
+        "timestamp", clock.stored(when), "tech_info", req.tech_info or "",
+    )  # fmt: skip
+    return SecurityEventNotificationResponse()
+
+
+async def sign_certificate(ctx: Context, req: SignCertificate) -> SignCertificateResponse:
+    """Keep the CSR for the operator's CA; the signed chain goes back with a
+    CertificateSigned command. Accepted, as the spec asks when the CSR is
+    taken in for processing."""
+    ctx.effects.hset(
+        keys.charge_point(ctx.charge_point_id),
+        {"csr": req.csr, "csr_received_at": clock.stored(ctx.received_at)},
+    )
+    event(ctx, "SignCertificate", csr=req.csr)
+    return SignCertificateResponse(status="Accepted")

@@ -1,0 +1,73 @@
+"""State writes on a real Redis: the reservation that opens a transaction,
+and the commit's conditional ops that make the result order-independent."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+
+from processor import keys
+from processor.dispatch import Outcome
+from processor.effects import Effects
+from processor.state import RedisState
+from processor.stream import GroupStream
+
+pytestmark = pytest.mark.anyio
+
+
+async def commit_each(redis: Redis, *effects: Effects) -> list[object]:
+    """Commit each Effects as its own entry, in order."""
+    stream = GroupStream(redis, "c1")
+    await stream.ensure_group()
+    ids = [await redis.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: b"x"}) for _ in effects]
+    await stream.read(len(ids), None)
+    return await stream.commit([Outcome(i, effects=e) for i, e in zip(ids, effects, strict=True)])
+
+
+def newer(status: str, at: str) -> Effects:
+    e = Effects()
+    e.hset_newer("conn", {"status": status}, timestamp_field="at", timestamp=at)
+    return e
+
+
+async def test_newest_wins_whatever_the_order(redis: Redis) -> None:
+    old, new = "2024-01-01T10:00:00.000000Z", "2024-01-01T11:00:00.000000Z"
+    await commit_each(redis, newer("Charging", new), newer("Available", old))
+    assert await redis.hgetall("conn") == {b"status": b"Charging", b"at": new.encode()}
+    await commit_each(redis, newer("Finishing", new))
+    assert await redis.hget("conn", "status") == b"Charging"  # same time: first kept
+
+
+async def test_unset_if_clears_only_its_own_marker(redis: Redis) -> None:
+    await redis.set("marker", "7")
+    await redis.hset("conn", "transaction_id", "8")
+    mine, theirs = Effects(), Effects()
+    mine.unset_if("marker", 7)
+    theirs.unset_if("conn", 7, field="transaction_id")
+    await commit_each(redis, mine, theirs)
+    assert not await redis.exists("marker")
+    assert await redis.hget("conn", "transaction_id") == b"8"
+
+
+async def test_opening_a_transaction_is_idempotent_by_content(redis: Redis) -> None:
+    state = RedisState(redis, idempotency_ttl_s=60, max_session_s=60)
+    await redis.hset(keys.id_tag("TAG"), mapping={"status": "Accepted", "parent_id_tag": "P"})
+    args = ("CP1", 1, "TAG", 100, "2024-01-01T11:00:00.000000Z", None)
+    first = await state.open_transaction("k1", *args)
+    again = await state.open_transaction("k1", *args)
+    other = await state.open_transaction("k2", "CP2", 1, "TAG", 5, "2024-01-01T11:05:00.000000Z", 3)
+    assert first == again
+    assert first.concurrent_with is None and first.id_tag is not None
+    assert first.id_tag.parent_id_tag == "P"
+    assert other.transaction_id == first.transaction_id + 1
+    assert other.concurrent_with == first.transaction_id
+    record = await state.transaction(first.transaction_id)
+    assert record == {"charge_point_id": "CP1", "connector_id": "1", "id_tag": "TAG",
+                      "meter_start": "100",
+                      "start_timestamp": "2024-01-01T11:00:00.000000Z"}  # fmt: skip
+    assert (await state.transaction(other.transaction_id) or {})["reservation_id"] == "3"
+    assert await redis.hget(keys.connector("CP1", 1), "transaction_id") == b"1"
+    assert await redis.smembers(keys.ACTIVE_TRANSACTIONS) == {b"1", b"2"}
+    assert 0 < await redis.ttl(keys.id_tag_active("TAG")) <= 60
+    assert await state.id_tag("TAG") == (first.id_tag, first.transaction_id)
+    assert await state.transaction(99) is None

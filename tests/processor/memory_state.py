@@ -1,0 +1,41 @@
+"""An in-memory State for handler tests that need no Redis."""
+
+from __future__ import annotations
+
+from processor.types import IdTagRecord, OpenedTransaction
+
+
+class MemoryState:
+    """An in-memory State that behaves like the Redis one."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.calls: list[str] = []
+        self.tags: dict[str, IdTagRecord] = {}
+        self.active: dict[str, int] = {}
+        self.txns: dict[int, dict[str, str]] = {}
+        self.known: set[str] = set()
+
+    async def id_tag(self, tag: str) -> tuple[IdTagRecord | None, int | None]:
+        return self.tags.get(tag), self.active.get(tag)
+
+    async def open_transaction(
+        self, key: str, cp: str, connector: int, tag: str, meter_start: int, ts: str,
+        reservation: int | None,
+    ) -> OpenedTransaction:  # fmt: skip
+        self.calls.append(key)
+        if key not in self.ids:
+            tid = self.ids[key] = len(self.ids) + 1
+            self.txns[tid] = {"charge_point_id": cp, "connector_id": str(connector),
+                              "id_tag": tag, "meter_start": str(meter_start),
+                              "start_timestamp": ts}  # fmt: skip
+            self.active.setdefault(tag, tid)
+        tid = self.ids[key]
+        holder = self.active.get(tag)
+        return OpenedTransaction(tid, holder if holder != tid else None, self.tags.get(tag))
+
+    async def transaction(self, transaction_id: int) -> dict[str, str] | None:
+        return self.txns.get(transaction_id)
+
+    async def is_known_charger(self, charge_point_id: str) -> bool:
+        return charge_point_id in self.known
