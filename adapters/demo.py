@@ -17,9 +17,9 @@ from typing import Any, cast
 import anyio
 import redis
 
-from adapters.devstack import RedisServer, Service, wait_for
+from adapters.devstack import RedisServer, Service
 from processor import keys
-from processor.calls import send_call
+from processor.command_queue import CommandQueue
 from processor.redis_io import connect
 
 CP = "TEST-CP-PHASE2"
@@ -86,20 +86,17 @@ def run(client: redis.Redis, url: str) -> None:
         show(json.loads(raw)["message_id"], pop(client, keys.responses(CP)))
 
     print("\nRemoteStartTransaction sent to the charger (what the ws-server pops):")
-    message_id = anyio.run(remote_start, url)
+    command_id = anyio.run(remote_start, url)
     show("CALL", pop(client, keys.responses(CP)))
-    answer = json.dumps({"charge_point_id": CP, "message_type": 3, "message_id": message_id,
-                         "payload": [3, message_id, {"status": "Accepted"}],
+    answer = json.dumps({"charge_point_id": CP, "message_type": 3, "message_id": command_id,
+                         "payload": [3, command_id, {"status": "Accepted"}],
                          "timestamp": "2024-01-01T12:00:01Z"}).encode()  # fmt: skip
     client.lpush(keys.REQUESTS, answer)
     show("charger answers", answer)
-    call_key = keys.call(CP, message_id)
-    wait_for(lambda: client.hget(call_key, "state") != b"pending", 10, "the answer to be matched")
-    fields = cast(dict[bytes, bytes], client.hgetall(call_key))
-    record = {k.decode(): v.decode() for k, v in fields.items()}
-    print(f"  matched to its CALL by whichever replica took it: {call_key}")
-    for name in ("action", "state", "result", "sent_at", "answered_at"):
-        print(f"    {name:<12} {record.get(name)}")
+    record = anyio.run(wait_for_outcome, url, command_id)
+    print(f"  matched to its command by whichever replica took it: {keys.command(command_id)}")
+    for name in ("action", "state", "status", "result", "round_trip_ms"):
+        print(f"    {name:<14} {record.get(name)}")
     print(f"\ndead letters: {client.xlen(keys.DEAD)}, "
           f"transactions allocated: {int(client.get(keys.TXN_SEQ) or 0)}")  # fmt: skip
 
@@ -107,9 +104,21 @@ def run(client: redis.Redis, url: str) -> None:
 async def remote_start(url: str) -> str:
     r = connect(url)
     try:
-        return await send_call(r, CP, "RemoteStartTransaction", {"idTag": "RFID123"})
+        record = await CommandQueue(r).send(CP, "RemoteStartTransaction", b'{"idTag":"RFID123"}')
+        return record.command_id
     finally:
         await r.aclose()
+
+
+async def wait_for_outcome(url: str, command_id: str) -> dict[str, str]:
+    r = connect(url)
+    try:
+        record = await CommandQueue(r).wait(command_id, timeout_s=10)
+    finally:
+        await r.aclose()
+    if record is None or record.state not in ("answered", "failed"):
+        sys.exit(f"command {command_id} got no answer: {record}")
+    return record.fields
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import anyio
 
+from processor.command_queue import CommandQueue, Sweeper
 from processor.consumer import Consumer
 from processor.dispatch import Dispatcher, Limits
 from processor.handlers import ROUTES
@@ -37,9 +38,24 @@ async def serve(settings: ProcessorSettings) -> None:
         transient=TRANSIENT,
     )
     consumer = Consumer(stream, dispatcher, settings)
+    queue = CommandQueue(
+        redis, reply_ttl_s=settings.reply_ttl_s, retention_s=settings.command_retention_s
+    )
+    sweeper = Sweeper(queue, settings.command_sweep_ms / 1000)
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sweeper.run)
+            await consumer.run()
+            sweeper.stop()
+
+    def stop() -> None:
+        consumer.stop()
+        sweeper.stop()
+
     log.info("consumer %s starting", name)
     try:
-        await run_until_signalled(consumer.run, consumer.stop, log)
+        await run_until_signalled(run, stop, log)
     finally:
         await redis.aclose()
     log.info("consumer %s stopped after %d entries", name, consumer.handled)

@@ -19,8 +19,9 @@ import anyio
 import msgspec
 
 from processor import clock, envelope, keys
+from processor.commands import CommandRecord, reply_effects
 from processor.effects import Effects
-from processor.envelope import Call, CallError, CallResult, Envelope, Rejected
+from processor.envelope import Call, Envelope, Rejected
 from processor.errors import (
     InternalFailure,
     NotImplementedAction,
@@ -57,6 +58,8 @@ class Outcome:
     dead_reason: str = ""
     raw: bytes = b""
     effects: Effects = field(default_factory=Effects)
+    # For a reply to one of our commands: the command, as it was found.
+    command: CommandRecord | None = None
 
 
 # One charger's deliveries in a batch, in stream order.
@@ -156,7 +159,9 @@ class Dispatcher:
 
     def _reads_state(self, env: Envelope) -> bool:
         frame = env.payload
-        route = self._routes.get(frame.action) if isinstance(frame, Call) else None
+        if not isinstance(frame, Call):
+            return True  # a reply: its command is looked up
+        route = self._routes.get(frame.action)
         return route is not None and route.reads_state
 
     def _decode(self, d: Delivery, ts: str) -> Envelope | Outcome:
@@ -193,7 +198,12 @@ class Dispatcher:
         cp = env.charge_point_id
         out = Outcome(d.entry_id)
         if not isinstance(frame, Call):
-            _record_reply(out.effects, cp, frame, ts)
+            # A charger's answer to one of our commands: complete it.
+            out.command = await self._state.command(frame.unique_id)
+            if out.command is None:
+                out.effects.anomaly(cp, "reply to an unknown command", command_id=frame.unique_id)
+            else:
+                reply_effects(out.effects, out.command, frame, clock.epoch_ms(now))
             return out
         out.reply_key = keys.responses(cp)
         try:
@@ -217,25 +227,3 @@ class Dispatcher:
             return out
         out.reply = envelope.encode_result(cp, frame.unique_id, _encoder.encode(response), ts)
         return out
-
-
-def _record_reply(effects: Effects, cp: str, frame: CallResult | CallError, ts: str) -> None:
-    """Match a charger's reply to the CALL we sent it (see ``processor/calls.py``)."""
-    fields: dict[str, str | bytes]
-    if isinstance(frame, CallResult):
-        fields = {"state": "answered", "result": bytes(frame.payload), "answered_at": ts}
-    else:
-        fields = {
-            "state": "failed",
-            "error_code": frame.error_code,
-            "error_description": frame.error_description,
-            "answered_at": ts,
-        }
-    effects.hset_if(
-        keys.call(cp, frame.unique_id),
-        fields,
-        field="state",
-        equals="pending",
-        fallback=keys.ANOMALIES,
-        kind="reply to a CALL that is unknown, expired or already answered",
-    )

@@ -10,13 +10,15 @@ that is safe to apply once: the commit has no rollback.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from processor import keys
 
 Arg = str | bytes | int | float
 _ANOMALIES_MAXLEN = 100_000
-# An op as the commit script reads it: its name, then its arguments.
-Op = list[str]
+# An op as the commit script reads it: its name, then its arguments (str,
+# or for complete_command nested lists).
+Op = list[Any]
 
 
 class Effects:
@@ -71,6 +73,21 @@ class Effects:
         if it is, identical ``fields`` change nothing and different ones are
         XADDed with ``kind`` and ``key`` to the capped stream ``fallback``."""
         self.ops.append(["hset_once", key, marker, fallback, kind, *_flatten(fields)])
+
+    def complete_command(
+        self,
+        command_id: str,
+        charge_point_id: str,
+        now_ms: int,
+        fields: Mapping[str, Arg],
+        applied: Effects,
+    ) -> None:
+        """Complete the command with ``fields`` and apply ``applied`` if it
+        was in flight to this charger, free its slot and send the next one;
+        a reply to a command that timed out or was answered already is
+        recorded on it (``late_*`` fields) and not applied."""
+        self.ops.append(["complete_command", command_id, charge_point_id, str(now_ms),
+                         _flatten(fields), applied.ops])  # fmt: skip
 
     def unset_if(self, key: str, value: Arg, *, field: str = "") -> None:
         """Delete ``key`` (or its hash ``field``) if it still holds ``value``."""

@@ -30,6 +30,11 @@ TXN_IDEMPOTENCY_PREFIX = "ocpp:txn:idem:"
 # StopTransactions for transactions we never saw, for an operator to look at.
 ANOMALIES = "ocpp:anomalies"
 
+# Commands (CALLs we send), their per-charger queue and in-flight slot, and
+# their deadlines. Also spelled out in processor/lua/pump.lua and commands.lua.
+COMMAND_PREFIX = "ocpp:cmd:"
+COMMAND_DEADLINES = "ocpp:cmd:deadlines"
+
 CHARGE_POINT_PREFIX = "ocpp:cp:"
 # Every charger that ever booted, and the allow-list for the known-only policy.
 CHARGE_POINTS = "ocpp:chargers"
@@ -41,8 +46,6 @@ ID_TAG_PREFIX = "ocpp:idtag:"
 # Notifications that need no state of their own, and security events.
 EVENTS = "ocpp:events"
 SECURITY_EVENTS = "ocpp:security-events"
-# CALLs we sent to a charger and their outcome, keyed by charger and message id.
-CALL_PREFIX = "ocpp:call:"
 
 
 def responses(charge_point_id: str) -> str:
@@ -100,5 +103,25 @@ def id_tag_active(tag: str) -> str:
     return f"{ID_TAG_PREFIX}{tag}:active"
 
 
-def call(charge_point_id: str, message_id: str) -> str:
-    return f"{CALL_PREFIX}{charge_point_id}:{message_id}"
+def command(command_id: str) -> str:
+    """A command's record; its id is the OCPP message id of its CALL."""
+    return COMMAND_PREFIX + command_id
+
+
+def command_done(command_id: str) -> str:
+    """Pushed to when the command has an outcome, for waiters to BLPOP."""
+    return f"{COMMAND_PREFIX}{command_id}:done"
+
+
+def command_queue(charge_point_id: str) -> str:
+    return f"{COMMAND_PREFIX}queue:{charge_point_id}"
+
+
+def command_slot(charge_point_id: str) -> str:
+    """The command in flight to a charger: OCPP-J allows one at a time."""
+    return f"{COMMAND_PREFIX}inflight:{charge_point_id}"
+
+
+def configuration(charge_point_id: str) -> str:
+    """The charger's configuration as GetConfiguration reported it."""
+    return f"{CHARGE_POINT_PREFIX}{charge_point_id}:config"

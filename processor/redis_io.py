@@ -58,11 +58,16 @@ async def ensure_group(redis: Redis, stream: str, group: str) -> bool:
     return True
 
 
-def script(redis: Redis, package: str, name: str) -> AsyncScript:
+def script(redis: Redis, package: str, name: str, *includes: str) -> AsyncScript:
     """The Lua script ``<package>/lua/<name>.lua``, run by EVALSHA (reloaded
-    by redis-py after a restart wiped the script cache)."""
-    source = files(package).joinpath("lua", f"{name}.lua").read_text()
-    return redis.register_script(source)
+    by redis-py after a restart wiped the script cache). ``includes`` name
+    files of the same folder whose functions it uses: scripts cannot call
+    one another, so shared Lua is prepended, after the shebang line."""
+    folder = files(package).joinpath("lua")
+    source = folder.joinpath(f"{name}.lua").read_text()
+    shebang, _, body = source.partition("\n") if source.startswith("#!") else ("", "", source)
+    shared = [folder.joinpath(f"{i}.lua").read_text() for i in includes]
+    return redis.register_script("\n".join(filter(None, [shebang, *shared, body])))
 
 
 class Backoff:

@@ -96,6 +96,12 @@ class ProcessorSettings(msgspec.Struct, kw_only=True, frozen=True):
         str,
         Meta(description="DataTransfer handlers: vendorId=module:function, comma-separated"),
     ] = ""
+    command_sweep_ms: Annotated[
+        int, Meta(ge=10, description="how often commands past their deadline are timed out")
+    ] = 500
+    command_retention_s: Annotated[
+        int, Meta(ge=1, description="how long a command's record is kept")
+    ] = 7 * 86400
     log_level: LogLevel = "INFO"
 
 

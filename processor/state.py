@@ -8,6 +8,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from processor import keys
+from processor.commands import CommandRecord
 from processor.redis_io import script
 from processor.types import IdTagRecord, OpenedTransaction
 
@@ -16,7 +17,7 @@ def _text(flat: list[bytes]) -> dict[str, str]:
     return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
 
-def _decoded(fields: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+def decoded(fields: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
     # decode_responses is off: redis-py's str | bytes is always bytes here.
     return {_str(k): _str(v) for k, v in fields.items()}
 
@@ -45,7 +46,7 @@ class RedisState:
             pipe.hgetall(keys.id_tag(tag))
             pipe.get(keys.id_tag_active(tag))
             fields, active = await pipe.execute()
-        record = _record(_decoded(fields))
+        record = _record(decoded(fields))
         return record, int(active) if active else None
 
     async def open_transaction(
@@ -86,7 +87,11 @@ class RedisState:
 
     async def transaction(self, transaction_id: int) -> dict[str, str] | None:
         fields = await self._redis.hgetall(keys.transaction(transaction_id))
-        return _decoded(fields) or None
+        return decoded(fields) or None
+
+    async def command(self, command_id: str) -> CommandRecord | None:
+        fields = await self._redis.hgetall(keys.command(command_id))
+        return CommandRecord.from_hash(command_id, decoded(fields))
 
     async def is_known_charger(self, charge_point_id: str) -> bool:
         return bool(await self._redis.sismember(keys.KNOWN_CHARGE_POINTS, charge_point_id))

@@ -45,7 +45,7 @@ class GroupStream:
         self.group = group
         self.dead = dead
         self._commit_head: list[str | int] = [group, reply_ttl_ms, dead_maxlen, consumer]
-        self._commit = script(redis, "processor", "commit")
+        self._commit = script(redis, "processor", "commit", "pump")
         self._claim = script(redis, "processor", "claim")
         self._gc = script(redis, "processor", "gc")
         self._claim_cursor: bytes | str = "0-0"

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 import msgspec
 
 if TYPE_CHECKING:
+    from processor.commands import CommandRecord
     from processor.effects import Effects
     from processor.messages import DataTransfer, DataTransferResponse
 
@@ -60,6 +61,10 @@ class State(Protocol):
 
     async def is_known_charger(self, charge_point_id: str) -> bool:
         """Whether the charger is on the allow-list (known-only policy)."""
+        ...
+
+    async def command(self, command_id: str) -> CommandRecord | None:
+        """A command we sent, looked up by its CALL's message id."""
         ...
 
 

@@ -79,11 +79,46 @@ local function unset_if(op)
   return 0
 end
 
+local run
+
+local function complete_command(op)
+  -- id, charge point, now ms, {field, value...}, {ops to apply if completed}
+  local id, cp, now = op[2], op[3], tonumber(op[4])
+  local cmd = 'ocpp:cmd:' .. id
+  local state = redis.call('HGET', cmd, 'state')
+  if state == 'sent' and redis.call('HGET', cmd, 'charge_point_id') == cp then
+    local sent = tonumber(redis.call('HGET', cmd, 'sent_at_ms'))
+    redis.call('HSET', cmd, 'completed_at_ms', now, 'round_trip_ms', now - sent, unpack(op[5]))
+    redis.call('ZREM', 'ocpp:cmd:deadlines', id)
+    for _, applied in ipairs(op[6]) do
+      run(applied)
+    end
+    notify(id)
+    if redis.call('GET', 'ocpp:cmd:inflight:' .. cp) == id then
+      redis.call('DEL', 'ocpp:cmd:inflight:' .. cp)
+      pump(cp, now, ttl)
+    end
+    return 1
+  end
+  if state then
+    -- Timed out, or answered already: kept for the record, not applied.
+    local late = {'late_at_ms', now}
+    for i = 1, #op[5], 2 do
+      late[#late + 1] = 'late_' .. op[5][i]
+      late[#late + 1] = op[5][i + 1]
+    end
+    return redis.pcall('HSET', cmd, unpack(late))
+  end
+  return redis.pcall('XADD', 'ocpp:anomalies', 'MAXLEN', '~', dead_maxlen, '*',
+    'kind', 'reply to an unknown command', 'charge_point_id', cp, 'command_id', id)
+end
+
 local conditional = {
   hset_if = hset_if, hset_newer = hset_newer, hset_once = hset_once, unset_if = unset_if,
+  complete_command = complete_command,
 }
 
-local function run(op)
+function run(op)
   if op[1] == 'call' then
     return redis.pcall(unpack(op, 2))
   end

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from processor.commands import CommandRecord
 from processor.types import IdTagRecord, OpenedTransaction
 
 
@@ -15,6 +16,7 @@ class MemoryState:
         self.active: dict[str, int] = {}
         self.txns: dict[int, dict[str, str]] = {}
         self.known: set[str] = set()
+        self.commands: dict[str, CommandRecord] = {}
 
     async def id_tag(self, tag: str) -> tuple[IdTagRecord | None, int | None]:
         return self.tags.get(tag), self.active.get(tag)
@@ -39,3 +41,6 @@ class MemoryState:
 
     async def is_known_charger(self, charge_point_id: str) -> bool:
         return charge_point_id in self.known
+
+    async def command(self, command_id: str) -> CommandRecord | None:
+        return self.commands.get(command_id)

@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from processor import keys
+from processor.commands import CommandRecord
 from processor.dispatch import Delivery, Dispatcher, Limits, Outcome
 from processor.handlers import ROUTES
 from processor.types import HandlerConfig, OpenedTransaction
@@ -95,13 +96,44 @@ async def test_invalid_payloads_get_the_spec_error(payload: Any, code: str) -> N
     assert not out.effects.ops
 
 
-async def test_call_result_is_recorded_against_the_pending_call_without_reply() -> None:
-    raw = json.dumps({"charge_point_id": "CP1", "message_type": 3, "message_id": "r1",
-                      "payload": [3, "r1", {"status": "Accepted"}]}).encode()  # fmt: skip
-    [out] = await handle(dispatcher(), raw)
+def reply(mid: str, payload: Any) -> bytes:
+    return json.dumps({"charge_point_id": "CP1", "message_type": 3, "message_id": mid,
+                       "payload": [3, mid, payload]}).encode()  # fmt: skip
+
+
+async def test_reply_completes_its_command_without_answering() -> None:
+    state = MemoryState()
+    fields = {"charge_point_id": "CP1", "action": "GetConfiguration", "state": "sent",
+              "request": "{}"}  # fmt: skip
+    state.commands["c1"] = CommandRecord("c1", "CP1", "GetConfiguration", "sent", fields)
+    body = {"configurationKey": [{"key": "HeartbeatInterval", "readonly": False, "value": "60"}]}
+    [out] = await handle(dispatcher(state), reply("c1", body))
     assert out.reply_key == ""
+    assert out.command is state.commands["c1"]
     [op] = out.effects.ops
-    assert op[:5] == ["hset_if", keys.call("CP1", "r1"), "state", "pending", keys.ANOMALIES]
+    assert op[:3] == ["complete_command", "c1", "CP1"]
+    assert op[4][:2] == ["state", "answered"]
+    [store] = op[5]
+    assert store[:4] == ["call", "HSET", keys.configuration("CP1"), "HeartbeatInterval"]
+
+
+async def test_invalid_confirmation_fails_its_command() -> None:
+    state = MemoryState()
+    fields = {"charge_point_id": "CP1", "action": "Reset", "state": "sent", "request": "{}"}
+    state.commands["c1"] = CommandRecord("c1", "CP1", "Reset", "sent", fields)
+    [out] = await handle(dispatcher(state), reply("c1", {"status": "Maybe"}))
+    [op] = out.effects.ops
+    outcome = dict(zip(op[4][::2], op[4][1::2], strict=True))
+    assert outcome["state"] == "failed"
+    assert outcome["error_code"] == "PropertyConstraintViolation"
+    assert op[5] == []
+
+
+async def test_reply_to_an_unknown_command_is_an_anomaly() -> None:
+    [out] = await handle(dispatcher(), reply("nope", {"status": "Accepted"}))
+    [op] = out.effects.ops
+    assert op[:3] == ["call", "XADD", keys.ANOMALIES]
+    assert "reply to an unknown command" in op
 
 
 async def test_garbage_is_dead_lettered_with_its_reason() -> None:

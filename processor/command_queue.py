@@ -1,0 +1,130 @@
+"""Sending commands to chargers: one CALL in flight per charger, the rest
+queued in Redis in order, each with a deadline.
+
+Any process may send (the API, the CLI, a processor): ``send`` records the
+command and queues it in one script that also sends it if the charger's
+slot is free. The reply, on whichever processor replica it lands, completes
+it and sends the next (``processor/commands.py``); ``expire_due``, run by
+every processor, times out what passed its deadline and frees the slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+
+import anyio
+from redis.asyncio import Redis
+
+from processor import clock, envelope, keys
+from processor.commands import CommandRecord, validate_request
+from processor.lifecycle import Stopper
+from processor.redis_io import TRANSIENT, Backoff, script
+from processor.state import decoded
+
+log = logging.getLogger(__name__)
+_SWEEP_BATCH = 100
+
+
+class CommandQueue:
+    """Commands in Redis: send, look up, wait for, time out."""
+
+    def __init__(self, redis: Redis, *, reply_ttl_s: int = 300, retention_s: int = 7 * 86400):
+        self._redis = redis
+        self._reply_ttl_ms = reply_ttl_s * 1000
+        self._retention_s = retention_s
+        self._script = script(redis, "processor", "commands", "pump")
+
+    async def send(
+        self,
+        charge_point_id: str,
+        action: str,
+        body: bytes,
+        *,
+        timeout_s: float = 30.0,
+        traceparent: str = "",
+    ) -> CommandRecord:
+        """Validate and queue a command; raises CommandRejected if invalid.
+        Returns it as recorded: ``sent`` if the charger's slot was free,
+        else ``queued``."""
+        request = validate_request(action, body)
+        command_id = str(uuid.uuid4())
+        now = datetime.now(UTC)
+        now_ms = clock.epoch_ms(now)
+        frame = envelope.encode_call(charge_point_id, command_id, action, request, clock.wire(now))
+        fields = {
+            "charge_point_id": charge_point_id,
+            "action": action,
+            "request": request.decode(),
+            "frame": frame.decode(),
+            "created_at_ms": str(now_ms),
+            "timeout_ms": str(int(timeout_s * 1000)),
+            "traceparent": traceparent,
+        }
+        deadline_ms = now_ms + int(timeout_s * 1000)
+        state = await self._script(
+            keys=[
+                keys.COMMAND_DEADLINES,
+                keys.command(command_id),
+                keys.command_queue(charge_point_id),
+            ],
+            args=[
+                "enqueue", now_ms, self._reply_ttl_ms, self._retention_s, deadline_ms,
+                charge_point_id, command_id, *[x for kv in fields.items() for x in kv],
+            ],
+        )  # fmt: skip
+        return CommandRecord(command_id, charge_point_id, action, state.decode(),
+                             {**fields, "state": state.decode()})  # fmt: skip
+
+    async def get(self, command_id: str) -> CommandRecord | None:
+        fields = await self._redis.hgetall(keys.command(command_id))
+        return CommandRecord.from_hash(command_id, decoded(fields))
+
+    async def wait(self, command_id: str, timeout_s: float) -> CommandRecord | None:
+        """The command once it has an outcome, or as it is after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            record = await self.get(command_id)
+            left = deadline - time.monotonic()
+            if record is None or record.state in ("answered", "failed", "timed_out") or left <= 0:
+                return record
+            # Woken by the script that completes or times it out.
+            await self._redis.blpop([keys.command_done(command_id)], timeout=max(left, 0.01))
+
+    async def expire_due(self, limit: int = _SWEEP_BATCH) -> int:
+        """Time out commands past their deadline; returns how many."""
+        now_ms = clock.epoch_ms(datetime.now(UTC))
+        expired = await self._script(
+            keys=[keys.COMMAND_DEADLINES],
+            args=["expire", now_ms, self._reply_ttl_ms, self._retention_s, limit],
+        )
+        return int(expired)
+
+
+class Sweeper:
+    """Times out commands past their deadline, every ``interval_s``, until
+    stopped. Every processor runs one; the script makes that safe."""
+
+    def __init__(self, queue: CommandQueue, interval_s: float) -> None:
+        self._queue = queue
+        self._interval = interval_s
+        self._stopper = Stopper()
+        self._backoff = Backoff(log)
+
+    def stop(self) -> None:
+        self._stopper.stop()
+
+    async def run(self) -> None:
+        while not self._stopper.stopping:
+            try:
+                # A full batch means more are due: go again at once.
+                if await self._queue.expire_due() == _SWEEP_BATCH:
+                    continue
+                self._backoff.ok()
+            except TRANSIENT as exc:
+                await self._backoff.wait(exc)
+                continue
+            with self._stopper.interruptible():
+                await anyio.sleep(self._interval)
