@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -27,9 +27,10 @@ def free_port() -> int:
         return port
 
 
-def wait_for(condition: object, timeout: float, what: str, interval: float = 0.01) -> None:
+def wait_for(
+    condition: Callable[[], object], timeout: float, what: str, interval: float = 0.01
+) -> None:
     """Poll ``condition()`` until it is true; raise TimeoutError after ``timeout`` s."""
-    assert callable(condition)
     deadline = time.monotonic() + timeout
     while True:
         if condition():
