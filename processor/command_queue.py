@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 _SWEEP_BATCH = 100
 
 
+def _pairs(flat: list[bytes]) -> dict[str, str]:
+    return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+
+
 class CommandQueue:
     """Commands in Redis: send, look up, wait for, time out."""
 
@@ -64,7 +68,7 @@ class CommandQueue:
             "traceparent": traceparent,
         }
         deadline_ms = now_ms + int(timeout_s * 1000)
-        state = await self._script(
+        flat = await self._script(
             keys=[
                 keys.COMMAND_DEADLINES,
                 keys.command(command_id),
@@ -75,8 +79,9 @@ class CommandQueue:
                 charge_point_id, command_id, *[x for kv in fields.items() for x in kv],
             ],
         )  # fmt: skip
-        return CommandRecord(command_id, charge_point_id, action, state.decode(),
-                             {**fields, "state": state.decode()})  # fmt: skip
+        record = CommandRecord.from_hash(command_id, _pairs(flat))
+        assert record is not None  # the script just wrote it
+        return record
 
     async def get(self, command_id: str) -> CommandRecord | None:
         fields = await self._redis.hgetall(keys.command(command_id))
@@ -90,8 +95,11 @@ class CommandQueue:
             left = deadline - time.monotonic()
             if record is None or record.state in ("answered", "failed", "timed_out") or left <= 0:
                 return record
-            # Woken by the script that completes or times it out.
-            await self._redis.blpop([keys.command_done(command_id)], timeout=max(left, 0.01))
+            # Woken by the script that completes or times it out; in slices
+            # shorter than the client's socket timeout (5 s by default).
+            await self._redis.blpop(
+                [keys.command_done(command_id)], timeout=min(max(left, 0.01), 4)
+            )
 
     async def expire_due(self, limit: int = _SWEEP_BATCH) -> int:
         """Time out commands past their deadline; returns how many."""

@@ -4,7 +4,8 @@
 --
 -- enqueue: KEYS: deadlines, command, queue. ARGV: 'enqueue', now ms, reply
 --   ttl ms, retention s, deadline ms, cp, id, field/value pairs.
---   Records the command as queued, queues it and sends it if the slot is free.
+--   Records the command as queued, queues it and sends it if the slot is
+--   free; returns the command's hash as it then is.
 -- expire: KEYS: deadlines. ARGV: 'expire', now ms, reply ttl ms, retention s,
 --   limit. Times out commands past their deadline, queued or sent, frees the
 --   slot of a sent one and sends the next.
@@ -18,7 +19,7 @@ if mode == 'enqueue' then
   redis.call('ZADD', deadlines, deadline, id)
   redis.call('RPUSH', queue, id)
   pump(cp, now, reply_ttl)
-  return redis.call('HGET', cmd, 'state')
+  return redis.call('HGETALL', cmd)
 end
 
 local expired = 0

@@ -69,6 +69,7 @@ async def test_one_call_in_flight_the_rest_queued_in_order(redis: Redis, process
     second = await CommandQueue(redis).send(CP, "ClearCache", b"{}")
     third = await q.send(CP, "UnlockConnector", b'{"connectorId":1}')
     assert [first.state, second.state, third.state] == ["sent", "queued", "queued"]
+    assert "sent_at_ms" in first.fields and "sent_at_ms" not in second.fields
     call = await charger_receives(redis)
     assert call == {"charge_point_id": CP, "message_type": 2, "message_id": first.command_id,
                     "action": "Reset", "payload": [2, first.command_id, "Reset", {"type": "Soft"}],
