@@ -1,0 +1,357 @@
+"""``ocpp-api``: the central system over HTTP.
+
+Send commands (the CALLs the central system starts) to chargers and follow
+them, read what the processors know of chargers, connectors and
+transactions, and keep the authorization list. A Litestar app served by
+uvicorn; every handler is async on one redis.asyncio client, closed on
+shutdown. The OpenAPI document is at ``/schema/openapi.json`` (and browsable
+at ``/schema``). Errors are RFC 9457 problem details.
+
+If ``OCPP_API_TOKEN`` is set, every ``/v1`` route wants
+``Authorization: Bearer <token>``; ``/healthz`` and ``/schema`` never do.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import anyio
+import msgspec
+import uvicorn
+from litestar import Litestar, Response, Router, delete, get, post, put
+from litestar.datastructures import ResponseHeader, State
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+    SecurityScheme,
+)
+from litestar.params import (
+    FromPath,
+    HeaderParameter,
+    JSONBody,
+    PathParameter,
+    QueryParameter,
+    RawBody,
+)
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
+from msgspec import Meta
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from adapters import api_queries as q
+from adapters.api_models import (
+    ChargePoint,
+    ChargePointList,
+    Command,
+    Health,
+    IdTag,
+    IdTagBody,
+    TransactionDetail,
+    TransactionList,
+)
+from adapters.api_problems import (
+    EXCEPTION_HANDLERS,
+    INVALID,
+    INVALID_OR_NOT_FOUND,
+    NOT_FOUND,
+    UNAUTHORIZED,
+    bearer_guard,
+)
+from processor.command_queue import CommandQueue
+from processor.logs import setup
+from processor.messages import CENTRAL_INITIATED
+from processor.redis_io import connect
+from processor.settings import LogLevel, RedisUrl, load
+
+log = logging.getLogger("api")
+
+
+class ApiSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """HTTP API of the OCPP central system."""
+
+    redis_url: RedisUrl = "redis://localhost:6379/0"
+    api_host: Annotated[str, Meta(description="address to listen on")] = "0.0.0.0"
+    api_port: Annotated[int, Meta(ge=1, le=65535, description="port to listen on")] = 8000
+    api_token: Annotated[
+        str,
+        Meta(description="bearer token the /v1 routes require (empty: no authentication)"),
+    ] = ""
+    reply_ttl_s: Annotated[
+        int, Meta(ge=1, description="expiry of a charger's reply list (ocpp:responses:{id})")
+    ] = 300
+    command_retention_s: Annotated[
+        int, Meta(ge=1, description="how long a command's record is kept")
+    ] = 7 * 86400
+    log_level: LogLevel = "INFO"
+
+
+# --- handlers ----------------------------------------------------------------
+
+
+def _redis(state: State) -> Redis:
+    redis: Redis = state.redis
+    return redis
+
+
+def _queue(state: State) -> CommandQueue:
+    queue: CommandQueue = state.queue
+    return queue
+
+
+_COMMAND_BODY = RequestBody(
+    content={
+        "application/json": OpenAPIMediaType(
+            schema=Schema(
+                type=OpenAPIType.OBJECT,
+                description="the action's OCPP 1.6 request payload, camelCase as in the "
+                "OCPP-J CALL; an empty body means {}",
+            )
+        )
+    },
+    description="the OCPP request payload",
+    required=False,
+)
+
+
+@dataclass
+class _CommandOperation(Operation):
+    """The command route takes its body raw (it is validated per action), so
+    its OpenAPI request body is described here."""
+
+    def __post_init__(self) -> None:
+        self.request_body = _COMMAND_BODY
+
+
+Action = Annotated[
+    str,
+    PathParameter(
+        description="a central-system-initiated OCPP 1.6 action",
+        schema_extra={"enum": sorted(CENTRAL_INITIATED)},
+    ),
+]
+
+
+@post(
+    "/charge-points/{charge_point_id:str}/commands/{action:str}",
+    status_code=HTTP_202_ACCEPTED,
+    operation_class=_CommandOperation,
+    responses={
+        200: ResponseSpec(Command, description="the command has an outcome"),
+        **INVALID_OR_NOT_FOUND,
+    },
+    response_description="the command is queued or sent; follow Location for its outcome",
+    response_headers=[
+        ResponseHeader(name="Location", description="the command (on 202)", documentation_only=True)
+    ],
+)
+async def send_command(
+    state: State,
+    charge_point_id: FromPath[str],
+    action: Action,
+    body: RawBody,
+    wait: Annotated[
+        float,
+        QueryParameter(ge=0, le=q.MAX_WAIT_S, description="seconds to wait for the outcome"),
+    ] = 0.0,
+    timeout: Annotated[  # noqa: ASYNC109 (the command's deadline, not this call's)
+        float,
+        QueryParameter(gt=0, le=q.MAX_TIMEOUT_S, description="seconds the charger has to answer"),
+    ] = 30.0,
+    traceparent: Annotated[str | None, HeaderParameter(name="traceparent", required=False)] = None,
+) -> Response[Command]:
+    """Send an OCPP command to a charger: 200 with its outcome if it has one
+    (within ``wait`` seconds), else 202 with the command as it stands."""
+    command = await q.send_command(
+        _redis(state), _queue(state), charge_point_id, action, body,
+        timeout_s=timeout, wait_s=wait, traceparent=traceparent or "",
+    )  # fmt: skip
+    if q.is_finished(command):
+        return Response(command, status_code=HTTP_200_OK)
+    location = f"/v1/commands/{command.command_id}"
+    return Response(command, status_code=HTTP_202_ACCEPTED, headers={"Location": location})
+
+
+@get("/commands/{command_id:str}", responses=NOT_FOUND)
+async def get_command(state: State, command_id: FromPath[str]) -> Command:
+    """A command and its outcome."""
+    return await q.get_command(_queue(state), command_id)
+
+
+@get("/charge-points", responses=UNAUTHORIZED)
+async def list_charge_points(state: State) -> ChargePointList:
+    """Every charger that booted."""
+    return await q.list_charge_points(_redis(state))
+
+
+@get("/charge-points/{charge_point_id:str}", responses=NOT_FOUND)
+async def get_charge_point(state: State, charge_point_id: FromPath[str]) -> ChargePoint:
+    """A charger's boot information, connectors and configuration."""
+    return await q.get_charge_point(_redis(state), charge_point_id)
+
+
+@get("/transactions", responses={**INVALID, **UNAUTHORIZED})
+async def list_transactions(
+    state: State,
+    charge_point_id: Annotated[
+        str | None, QueryParameter(required=False, description="only this charger's")
+    ] = None,
+    active: Annotated[
+        bool | None,
+        QueryParameter(required=False, description="true: only running; false: only finished"),
+    ] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=q.MAX_LIMIT)] = 100,
+    before: Annotated[
+        int | None,
+        QueryParameter(ge=1, required=False, description="only ids below this (paging)"),
+    ] = None,
+) -> TransactionList:
+    """Transactions, newest first."""
+    return await q.list_transactions(
+        _redis(state), charge_point_id=charge_point_id, active=active, limit=limit, before=before
+    )
+
+
+@get("/transactions/{transaction_id:int}", responses=NOT_FOUND)
+async def get_transaction(state: State, transaction_id: FromPath[int]) -> TransactionDetail:
+    """A transaction and its meter samples, in time order."""
+    return await q.get_transaction(_redis(state), transaction_id)
+
+
+IdTagPath = Annotated[str, PathParameter(min_length=1, max_length=20, description="the idTag")]
+
+
+@get("/id-tags/{id_tag:str}", responses=INVALID_OR_NOT_FOUND)
+async def get_id_tag(state: State, id_tag: IdTagPath) -> IdTag:
+    """An authorization list entry."""
+    return await q.get_id_tag(_redis(state), id_tag)
+
+
+@put(
+    "/id-tags/{id_tag:str}",
+    responses={201: ResponseSpec(IdTag, description="created"), **INVALID, **UNAUTHORIZED},
+    response_description="replaced",
+)
+async def put_id_tag(state: State, id_tag: IdTagPath, data: JSONBody[IdTagBody]) -> Response[IdTag]:
+    """Create or replace an authorization list entry."""
+    entry, created = await q.put_id_tag(_redis(state), id_tag, data)
+    return Response(entry, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
+
+
+@delete("/id-tags/{id_tag:str}", responses=INVALID_OR_NOT_FOUND)
+async def delete_id_tag(state: State, id_tag: IdTagPath) -> None:
+    """Remove an entry from the authorization list."""
+    await q.delete_id_tag(_redis(state), id_tag)
+
+
+@get(
+    "/healthz",
+    responses={503: ResponseSpec(Health, description="Redis does not answer")},
+)
+async def healthz(state: State) -> Response[Health]:
+    """Whether Redis answers PING (no authentication)."""
+    try:
+        with anyio.fail_after(2):
+            await _redis(state).ping()
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("health check: redis does not answer: %r", exc)
+        return Response(Health(status="unavailable"), status_code=503)
+    return Response(Health(status="ok"))
+
+
+V1_HANDLERS = [
+    send_command,
+    get_command,
+    list_charge_points,
+    get_charge_point,
+    list_transactions,
+    get_transaction,
+    get_id_tag,
+    put_id_tag,
+    delete_id_tag,
+]
+
+
+def _operation_id(handler: Any, method: Any, path: Any) -> str:
+    name: str = handler.handler_name
+    return name
+
+
+def create_app(settings: ApiSettings) -> Litestar:
+    @asynccontextmanager
+    async def redis_client(app: Litestar) -> AsyncIterator[None]:
+        redis = connect(settings.redis_url)
+        app.state.redis = redis
+        app.state.queue = CommandQueue(
+            redis, reply_ttl_s=settings.reply_ttl_s, retention_s=settings.command_retention_s
+        )
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+    auth = bool(settings.api_token)
+    v1 = Router(
+        "/v1",
+        route_handlers=V1_HANDLERS,
+        guards=[bearer_guard(settings.api_token)] if auth else None,
+        security=[{"bearer": []}] if auth else None,
+    )
+    return Litestar(
+        route_handlers=[v1, healthz],
+        lifespan=[redis_client],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=OpenAPIConfig(
+            title="OCPP 1.6 central system",
+            version="1",
+            description=__doc__,
+            operation_id_creator=_operation_id,
+            components=Components(
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
+                if auth
+                else None
+            ),
+        ),
+        logging_config=None,
+        # OCPP payloads are small; the processor refuses envelopes over 64 KiB.
+        request_max_body_size=1 << 20,
+    )
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = load(ApiSettings, argv, prog="ocpp-api")
+    setup(settings.log_level, "api")
+    log.info("api listening on %s:%d (authentication %s)", settings.api_host,
+             settings.api_port, "on" if settings.api_token else "off")  # fmt: skip
+    # uvicorn stops on SIGTERM or SIGINT: no new connections, requests in
+    # hand finished, then the lifespan closes the Redis client. It then
+    # raises the signal again for the handler it found: this one makes that
+    # (or a signal before it started serving) a clean exit 0, as the other
+    # services do.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        log_level=settings.log_level.lower(),
+        server_header=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

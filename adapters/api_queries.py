@@ -1,0 +1,416 @@
+"""The reads and writes behind the HTTP API and ``ocpp-cli``: what the
+processor keeps in Redis (``docs/state.md``), turned into the Structs of
+``adapters/api_models.py``, and commands sent through the CommandQueue.
+
+Both front ends call these and only map the two exceptions below to their
+own way of failing (404 / 400 problems, exit codes 1 / 2).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
+
+from adapters.api_models import (
+    ChargePoint,
+    ChargePointList,
+    ChargePointSummary,
+    Command,
+    ConfigurationKey,
+    Connector,
+    IdTag,
+    IdTagBody,
+    LateReply,
+    MeterSample,
+    Transaction,
+    TransactionDetail,
+    TransactionList,
+)
+from processor import clock, keys
+from processor.command_queue import CommandQueue
+from processor.commands import TERMINAL, CommandRecord, CommandRejected, validate_request
+
+MAX_LIMIT = 1000
+MAX_WAIT_S = 60.0
+MAX_TIMEOUT_S = 3600.0
+# A listing of all transactions looks at most this many ids per call; the
+# answer's next_before says where to go on.
+MAX_SCAN = 50_000
+_SCAN_CHUNK = 500
+_BOOT_FIELDS = frozenset(f.name for f in msgspec.structs.fields(ChargePoint)) - {
+    "charge_point_id",
+    "attributes",
+    "connectors",
+    "configuration",
+}
+
+
+class NotFound(LookupError):
+    """The charger, command, transaction or idTag asked for does not exist."""
+
+
+class InvalidInput(ValueError):
+    """The request is wrong; the message says how."""
+
+
+def _s(value: bytes | str) -> str:
+    # The client has decode_responses off: redis-py's bytes | str is bytes.
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _text(fields: Mapping[bytes, bytes]) -> dict[str, str]:
+    return {_s(k): _s(v) for k, v in fields.items()}
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+def _json(value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return msgspec.json.decode(value)
+    except msgspec.DecodeError:
+        return value
+
+
+def _opt(value: str | None) -> str | None:
+    """Absent and empty (a cleared text) both read as null."""
+    return value or None
+
+
+# --- commands ----------------------------------------------------------------
+
+
+def command_view(record: CommandRecord) -> Command:
+    f = record.fields
+    late = None
+    if "late_at_ms" in f:
+        late = LateReply(at_ms=_int(f["late_at_ms"]), state=f.get("late_state"),
+                         result=_json(f.get("late_result")), status=f.get("late_status"),
+                         error_code=f.get("late_error_code"),
+                         error_description=f.get("late_error_description"))  # fmt: skip
+    return Command(
+        command_id=record.command_id,
+        charge_point_id=record.charge_point_id,
+        action=record.action,
+        state=record.state,  # type: ignore[arg-type]
+        request=_json(f.get("request")),
+        result=_json(f.get("result")),
+        status=f.get("status"),
+        error_code=f.get("error_code"),
+        error_description=f.get("error_description"),
+        timeout_ms=_int(f.get("timeout_ms")),
+        created_at_ms=_int(f.get("created_at_ms")),
+        sent_at_ms=_int(f.get("sent_at_ms")),
+        completed_at_ms=_int(f.get("completed_at_ms")),
+        round_trip_ms=_int(f.get("round_trip_ms")),
+        late_reply=late,
+    )
+
+
+def is_finished(command: Command) -> bool:
+    return command.state in TERMINAL
+
+
+async def send_command(
+    redis: Redis,
+    queue: CommandQueue,
+    charge_point_id: str,
+    action: str,
+    body: bytes,
+    *,
+    timeout_s: float = 30.0,
+    wait_s: float = 0.0,
+    traceparent: str = "",
+) -> Command:
+    """Send ``action`` with the JSON ``body`` (empty means ``{}``) to the
+    charger and, if ``wait_s`` > 0, wait up to that long for its outcome."""
+    if not 0 <= wait_s <= MAX_WAIT_S:
+        raise InvalidInput(f"wait must be between 0 and {MAX_WAIT_S:g} seconds, got {wait_s:g}")
+    if not 0 < timeout_s <= MAX_TIMEOUT_S:
+        raise InvalidInput(
+            f"timeout must be above 0 and at most {MAX_TIMEOUT_S:g} seconds, got {timeout_s:g}"
+        )
+    body = body if body.strip() else b"{}"
+    try:
+        validate_request(action, body)
+    except CommandRejected as exc:
+        raise InvalidInput(str(exc)) from None
+    if not await charge_point_exists(redis, charge_point_id):
+        raise NotFound(f"charge point {charge_point_id!r} is not known")
+    try:
+        record = await queue.send(
+            charge_point_id, action, body, timeout_s=timeout_s, traceparent=traceparent
+        )
+    except CommandRejected as exc:
+        raise InvalidInput(str(exc)) from None
+    if wait_s > 0:
+        record = await wait_for_outcome(queue, record, wait_s)
+    else:  # as stored: send's copy lacks what the script added (sent_at_ms)
+        record = await queue.get(record.command_id) or record
+    return command_view(record)
+
+
+# redis-py (8+) gives every read a 5 s socket timeout by default, and a
+# blocking BLPOP longer than that fails with TimeoutError: wait in slices.
+WAIT_SLICE_S = 4.0
+
+
+async def wait_for_outcome(
+    queue: CommandQueue, record: CommandRecord, wait_s: float
+) -> CommandRecord:
+    """``record`` once it has an outcome, or as it is after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    record = await queue.get(record.command_id) or record
+    while record.state not in TERMINAL:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        record = await queue.wait(record.command_id, min(left, WAIT_SLICE_S)) or record
+    return record
+
+
+async def get_command(queue: CommandQueue, command_id: str) -> Command:
+    record = await queue.get(command_id)
+    if record is None:
+        raise NotFound(f"command {command_id!r} does not exist (or has expired)")
+    return command_view(record)
+
+
+# --- charge points -------------------------------------------------------------
+
+
+async def charge_point_exists(redis: Redis, charge_point_id: str) -> bool:
+    """Booted, on the allow-list, or at least heard from."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.sismember(keys.CHARGE_POINTS, charge_point_id)
+        pipe.sismember(keys.KNOWN_CHARGE_POINTS, charge_point_id)
+        pipe.exists(keys.charge_point(charge_point_id))
+        found: list[Any] = await pipe.execute()
+    return any(found)
+
+
+async def list_charge_points(redis: Redis) -> ChargePointList:
+    ids = sorted(_s(m) for m in await redis.smembers(keys.CHARGE_POINTS))
+    names = ["charge_point_vendor", "charge_point_model", "registration_status", "last_boot",
+             "last_seen"]  # fmt: skip
+    async with redis.pipeline(transaction=False) as pipe:
+        for cp in ids:
+            pipe.hmget(keys.charge_point(cp), names)
+        rows: list[list[bytes | None]] = await pipe.execute()
+    return ChargePointList(
+        charge_points=[
+            ChargePointSummary(
+                charge_point_id=cp,
+                **{
+                    n: v.decode() if v is not None else None
+                    for n, v in zip(names, row, strict=True)
+                },
+            )
+            for cp, row in zip(ids, rows, strict=True)
+        ]
+    )
+
+
+def _configuration_key(name: str, raw: str) -> ConfigurationKey:
+    try:
+        return msgspec.json.decode(raw, type=ConfigurationKey)
+    except msgspec.DecodeError:  # an entry not written by the processor
+        return ConfigurationKey(key=name, value=raw)
+
+
+async def get_charge_point(redis: Redis, charge_point_id: str) -> ChargePoint:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.charge_point(charge_point_id))
+        pipe.smembers(keys.connectors(charge_point_id))
+        pipe.hgetall(keys.configuration(charge_point_id))
+        pipe.sismember(keys.CHARGE_POINTS, charge_point_id)
+        raw_info, raw_connectors, raw_config, booted = await pipe.execute()
+    info = _text(raw_info)
+    if not info and not booted:
+        raise NotFound(f"charge point {charge_point_id!r} is not known")
+    connector_ids = sorted(n for n in (_int(c.decode()) for c in raw_connectors) if n is not None)
+    async with redis.pipeline(transaction=False) as pipe:
+        for n in connector_ids:
+            pipe.hgetall(keys.connector(charge_point_id, n))
+        hashes: list[dict[bytes, bytes]] = await pipe.execute()
+    connectors = []
+    for n, raw in zip(connector_ids, hashes, strict=True):
+        c = _text(raw)
+        connectors.append(
+            Connector(
+                connector_id=n,
+                status=_opt(c.get("status")),
+                error_code=_opt(c.get("error_code")),
+                info=_opt(c.get("info")),
+                vendor_id=_opt(c.get("vendor_id")),
+                vendor_error_code=_opt(c.get("vendor_error_code")),
+                status_timestamp=_opt(c.get("status_timestamp")),
+                transaction_id=_int(c.get("transaction_id")),
+            )  # fmt: skip
+        )
+    config = _text(raw_config)
+    return ChargePoint(
+        charge_point_id=charge_point_id,
+        **{name: info[name] for name in _BOOT_FIELDS if name in info},
+        attributes={k: v for k, v in info.items() if k not in _BOOT_FIELDS},
+        connectors=connectors,
+        configuration=[_configuration_key(k, config[k]) for k in sorted(config)]
+        if config
+        else None,
+    )
+
+
+# --- transactions ------------------------------------------------------------
+
+
+def _transaction(transaction_id: int, t: dict[str, str], active: bool) -> dict[str, Any]:
+    return {
+        "transaction_id": transaction_id,
+        "charge_point_id": t.get("charge_point_id"),
+        "connector_id": _int(t.get("connector_id")),
+        "id_tag": t.get("id_tag"),
+        "active": active,
+        "meter_start": _int(t.get("meter_start")),
+        "start_timestamp": t.get("start_timestamp"),
+        "reservation_id": _int(t.get("reservation_id")),
+        "id_tag_status": t.get("id_tag_status"),
+        "meter_stop": _int(t.get("meter_stop")),
+        "stop_timestamp": t.get("stop_timestamp"),
+        "stop_reason": t.get("stop_reason"),
+        "stop_id_tag": t.get("stop_id_tag"),
+        "energy_wh": _int(t.get("energy_wh")),
+    }
+
+
+async def list_transactions(
+    redis: Redis,
+    *,
+    charge_point_id: str | None = None,
+    active: bool | None = None,
+    limit: int = 100,
+    before: int | None = None,
+) -> TransactionList:
+    """Transactions newest first: only active ones (``active=True``), only
+    finished ones (``False``) or all (``None``), of one charger or all, with
+    ids below ``before`` if given."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    if before is not None and before < 1:
+        raise InvalidInput(f"before must be a transaction id (1 or more), got {before}")
+    active_ids = {
+        n
+        for n in (_int(_s(m)) for m in await redis.smembers(keys.ACTIVE_TRANSACTIONS))
+        if n is not None
+    }
+    bottom = 0  # ids looked at are above this
+    if active:
+        candidates = sorted((n for n in active_ids if before is None or n < before), reverse=True)
+    else:
+        seq = _int(_s(await redis.get(keys.TXN_SEQ) or b"")) or 0
+        top = seq if before is None else min(seq, before - 1)
+        bottom = max(top - MAX_SCAN, 0)
+        candidates = [n for n in range(top, bottom, -1) if active is None or n not in active_ids]
+    found: list[Transaction] = []
+    for start in range(0, len(candidates), _SCAN_CHUNK):
+        chunk = candidates[start : start + _SCAN_CHUNK]
+        async with redis.pipeline(transaction=False) as pipe:
+            for n in chunk:
+                pipe.hgetall(keys.transaction(n))
+            hashes: list[dict[bytes, bytes]] = await pipe.execute()
+        for n, raw in zip(chunk, hashes, strict=True):
+            t = _text(raw)
+            if not t or (
+                charge_point_id is not None and t.get("charge_point_id") != charge_point_id
+            ):
+                continue
+            found.append(Transaction(**_transaction(n, t, n in active_ids)))
+            if len(found) == limit:
+                more = n != candidates[-1] or bottom > 0
+                return TransactionList(transactions=found, next_before=n if more else None)
+    # Stopped by MAX_SCAN before reaching id 1: there is more to look at.
+    return TransactionList(transactions=found, next_before=bottom + 1 if bottom > 0 else None)
+
+
+async def get_transaction(redis: Redis, transaction_id: int) -> TransactionDetail:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.transaction(transaction_id))
+        pipe.sismember(keys.ACTIVE_TRANSACTIONS, str(transaction_id))
+        pipe.zrange(keys.transaction_samples(transaction_id), 0, -1)
+        raw, active, members = await pipe.execute()
+    t = _text(raw)
+    if not t:
+        raise NotFound(f"transaction {transaction_id} does not exist")
+    samples = []
+    for member in members:
+        try:
+            samples.append(msgspec.json.decode(member, type=MeterSample))
+        except msgspec.DecodeError:
+            continue  # not a sample the processor wrote
+    return TransactionDetail(**_transaction(transaction_id, t, bool(active)), meter_samples=samples)
+
+
+# --- id tags -----------------------------------------------------------------
+
+
+def check_id_tag(tag: str) -> None:
+    if not 1 <= len(tag) <= 20:
+        raise InvalidInput(f"an idTag has 1 to 20 characters, {tag!r} has {len(tag)}")
+
+
+def id_tag_body(status: str, expiry_date: str | None, parent_id_tag: str | None) -> IdTagBody:
+    """The body ``PUT /v1/id-tags/{tag}`` takes, from loose values."""
+    raw: dict[str, Any] = {"status": status}
+    if expiry_date is not None:
+        raw["expiry_date"] = expiry_date
+    if parent_id_tag is not None:
+        raw["parent_id_tag"] = parent_id_tag
+    try:
+        return msgspec.convert(raw, IdTagBody)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"invalid idTag entry: {exc}") from None
+
+
+async def get_id_tag(redis: Redis, tag: str) -> IdTag:
+    check_id_tag(tag)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.id_tag(tag))
+        pipe.get(keys.id_tag_active(tag))
+        raw, active = await pipe.execute()
+    fields = _text(raw)
+    if "status" not in fields:
+        raise NotFound(f"idTag {tag!r} is not in the authorization list")
+    return IdTag(id_tag=tag, status=fields["status"], expiry_date=_opt(fields.get("expiry_date")),
+                 parent_id_tag=_opt(fields.get("parent_id_tag")),
+                 active_transaction_id=_int(active.decode() if active else None))  # fmt: skip
+
+
+async def put_id_tag(redis: Redis, tag: str, body: IdTagBody) -> tuple[IdTag, bool]:
+    """Replace the tag's entry; returns it and whether it is new."""
+    check_id_tag(tag)
+    fields: dict[FieldT, EncodableT] = {"status": body.status}
+    if body.expiry_date is not None:
+        fields["expiry_date"] = clock.wire(body.expiry_date)
+    if body.parent_id_tag is not None:
+        fields["parent_id_tag"] = body.parent_id_tag
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.id_tag(tag))
+        pipe.hset(keys.id_tag(tag), mapping=fields)
+        existed, _ = await pipe.execute()
+    return await get_id_tag(redis, tag), not existed
+
+
+async def delete_id_tag(redis: Redis, tag: str) -> None:
+    check_id_tag(tag)
+    if not await redis.delete(keys.id_tag(tag)):
+        raise NotFound(f"idTag {tag!r} is not in the authorization list")

@@ -1,0 +1,178 @@
+"""``ocpp-cli``: what the HTTP API does, from a terminal, straight on Redis.
+
+It uses the same CommandQueue and the same reads and writes as the API
+(``adapters/api_queries.py``) and prints the same JSON. Exit codes: 0 done,
+1 not found, 2 invalid input, 3 Redis unavailable.
+
+    ocpp-cli send CP42 Reset '{"type": "Soft"}' --wait 10
+    ocpp-cli charge-point CP42
+    ocpp-cli transactions --charge-point CP42 --active
+    ocpp-cli id-tag put RFID123 Accepted --expiry-date 2030-01-01T00:00:00Z
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Annotated, Any
+
+import anyio
+import msgspec
+from msgspec import Meta
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from adapters import api_queries as q
+from processor.command_queue import CommandQueue
+from processor.redis_io import connect
+from processor.settings import RedisUrl, env_name
+
+OK, NOT_FOUND, INVALID, UNAVAILABLE = 0, 1, 2, 3
+
+
+class CliSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """What the CLI takes from the environment (the same names as the API)."""
+
+    redis_url: RedisUrl = "redis://localhost:6379/0"
+    reply_ttl_s: Annotated[int, Meta(ge=1)] = 300
+    command_retention_s: Annotated[int, Meta(ge=1)] = 7 * 86400
+
+
+def _settings(environ: Mapping[str, str], redis_url: str | None) -> CliSettings:
+    values = {
+        f.name: environ[env_name(f.name)]
+        for f in msgspec.structs.fields(CliSettings)
+        if env_name(f.name) in environ
+    }
+    if redis_url is not None:
+        values["redis_url"] = redis_url
+    try:
+        return msgspec.convert(values, CliSettings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise q.InvalidInput(f"invalid setting: {exc}") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ocpp-cli",
+        description="Send commands to chargers and read the central system's state in Redis.",
+        epilog="exit codes: 0 done, 1 not found, 2 invalid input, 3 Redis unavailable",
+    )
+    p.add_argument(
+        "--redis-url", help="Redis to use [env REDIS_URL, default redis://localhost:6379/0]"
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("send", help="send an OCPP command to a charger")
+    s.add_argument("charge_point_id", metavar="CP")
+    s.add_argument("action", metavar="ACTION", help="e.g. Reset, RemoteStartTransaction")
+    s.add_argument("payload", metavar="JSON", nargs="?", default="{}",
+                   help="the OCPP request payload (default {}; - reads stdin)")  # fmt: skip
+    s.add_argument("--wait", type=float, default=0.0, metavar="S",
+                   help=f"wait up to S s (at most {q.MAX_WAIT_S:g}) for the outcome")  # fmt: skip
+    s.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                   help="seconds the charger has to answer (default 30)")  # fmt: skip
+
+    s = sub.add_parser("command", help="a command and its outcome")
+    s.add_argument("command_id", metavar="ID")
+
+    sub.add_parser("charge-points", help="every charger that booted")
+    s = sub.add_parser("charge-point", help="a charger, its connectors and configuration")
+    s.add_argument("charge_point_id", metavar="ID")
+
+    s = sub.add_parser("transactions", help="transactions, newest first")
+    s.add_argument("--charge-point", metavar="ID", help="only this charger's")
+    state = s.add_mutually_exclusive_group()
+    state.add_argument("--active", action="store_const", const=True, dest="active",
+                       help="only running ones")  # fmt: skip
+    state.add_argument("--finished", action="store_const", const=False, dest="active",
+                       help="only finished ones")  # fmt: skip
+    s.add_argument("--limit", type=int, default=100, help=f"at most this many (max {q.MAX_LIMIT})")
+    s.add_argument("--before", type=int, metavar="ID", help="only ids below this (paging)")
+
+    s = sub.add_parser("transaction", help="a transaction and its meter samples")
+    s.add_argument("transaction_id", metavar="ID", type=int)
+
+    tag = sub.add_parser("id-tag", help="the authorization list").add_subparsers(
+        dest="tag_command", required=True, metavar="COMMAND"
+    )
+    s = tag.add_parser("put", help="create or replace an entry")
+    s.add_argument("id_tag", metavar="TAG")
+    s.add_argument("status", metavar="STATUS",
+                   help="Accepted, Blocked, Expired, Invalid or ConcurrentTx")  # fmt: skip
+    s.add_argument("--expiry-date", metavar="RFC3339", help="e.g. 2030-01-01T00:00:00Z")
+    s.add_argument("--parent", metavar="TAG", help="parent idTag")
+    for name, text in (("delete", "remove an entry"), ("get", "show an entry")):
+        tag.add_parser(name, help=text).add_argument("id_tag", metavar="TAG")
+    return p
+
+
+Action = Callable[[Redis, CommandQueue, argparse.Namespace], Awaitable[Any]]
+
+
+async def _send(redis: Redis, queue: CommandQueue, a: argparse.Namespace) -> Any:
+    payload = sys.stdin.read() if a.payload == "-" else a.payload
+    return await q.send_command(redis, queue, a.charge_point_id, a.action, payload.encode(),
+                                timeout_s=a.timeout, wait_s=a.wait)  # fmt: skip
+
+
+async def _id_tag(redis: Redis, queue: CommandQueue, a: argparse.Namespace) -> Any:
+    if a.tag_command == "put":
+        q.check_id_tag(a.id_tag)
+        body = q.id_tag_body(a.status, a.expiry_date, a.parent)
+        entry, _created = await q.put_id_tag(redis, a.id_tag, body)
+        return entry
+    if a.tag_command == "delete":
+        await q.delete_id_tag(redis, a.id_tag)
+        return {"id_tag": a.id_tag, "deleted": True}
+    return await q.get_id_tag(redis, a.id_tag)
+
+
+ACTIONS: dict[str, Action] = {
+    "send": _send,
+    "command": lambda r, queue, a: q.get_command(queue, a.command_id),
+    "charge-points": lambda r, queue, a: q.list_charge_points(r),
+    "charge-point": lambda r, queue, a: q.get_charge_point(r, a.charge_point_id),
+    "transactions": lambda r, queue, a: q.list_transactions(
+        r, charge_point_id=a.charge_point, active=a.active, limit=a.limit, before=a.before
+    ),
+    "transaction": lambda r, queue, a: q.get_transaction(r, a.transaction_id),
+    "id-tag": _id_tag,
+}
+
+
+async def run(args: argparse.Namespace, settings: CliSettings) -> Any:
+    redis = connect(settings.redis_url)
+    try:
+        queue = CommandQueue(
+            redis, reply_ttl_s=settings.reply_ttl_s, retention_s=settings.command_retention_s
+        )
+        return await ACTIONS[args.command](redis, queue, args)
+    finally:
+        await redis.aclose()
+
+
+def _fail(code: int, kind: str, message: str) -> int:
+    sys.stderr.write(f"ocpp-cli: {kind}: {message}\n")
+    return code
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = parser().parse_args(argv)  # exits 2 on a usage error
+    try:
+        settings = _settings(os.environ if environ is None else environ, args.redis_url)
+        result = anyio.run(run, args, settings, backend="asyncio")
+    except q.NotFound as exc:
+        return _fail(NOT_FOUND, "not found", str(exc))
+    except q.InvalidInput as exc:
+        return _fail(INVALID, "invalid input", str(exc))
+    except (RedisError, OSError) as exc:
+        return _fail(UNAVAILABLE, "redis unavailable", repr(exc))
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(result), indent=2).decode() + "\n")
+    return OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

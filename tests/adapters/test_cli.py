@@ -1,0 +1,164 @@
+"""``python -m adapters.cli`` as a subprocess against a real Redis: its JSON
+output and exit codes (0 done, 1 not found, 2 invalid input, 3 Redis down)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import redis as redis_sync
+
+from adapters.devstack import Service, free_port
+from processor import keys
+from tests.adapters.test_api import CP, charger_receives, seed
+from tests.messages import call
+
+
+def cli(url: str | None, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    if url is not None:
+        env["REDIS_URL"] = url
+    return subprocess.run([sys.executable, "-m", "adapters.cli", *args], capture_output=True,
+                          text=True, env=env, input=stdin, timeout=60)  # fmt: skip
+
+
+def ok(url: str, *args: str, stdin: str | None = None) -> Any:
+    done = cli(url, *args, stdin=stdin)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def fails(url: str | None, code: int, *args: str, says: str = "") -> None:
+    done = cli(url, *args)
+    assert done.returncode == code, (done.stdout, done.stderr)
+    assert done.stdout == ""
+    assert says in done.stderr
+
+
+@pytest.fixture
+def r(redis_db: str) -> Iterator[redis_sync.Redis]:
+    seed(redis_db)
+    client = redis_sync.Redis.from_url(redis_db)
+    yield client
+    client.close()
+
+
+def test_charge_points(redis_db: str, r: redis_sync.Redis) -> None:
+    listed = ok(redis_db, "charge-points")
+    assert [c["charge_point_id"] for c in listed["charge_points"]] == [CP, "CP2"]
+    cp = ok(redis_db, "charge-point", CP)
+    assert cp["charge_point_vendor"] == "Acme"
+    assert cp["connectors"][1]["transaction_id"] == 3
+    assert cp["configuration"][0]["key"] == "HeartbeatInterval"
+    fails(redis_db, 1, "charge-point", "NOPE", says="not found")
+
+
+def test_transactions(redis_db: str, r: redis_sync.Redis) -> None:
+    def ids(*args: str) -> list[int]:
+        return [t["transaction_id"] for t in ok(redis_db, "transactions", *args)["transactions"]]
+
+    assert ids() == [3, 2, 1]
+    assert ids("--active") == [3]
+    assert ids("--finished") == [2, 1]
+    assert ids("--charge-point", CP) == [3, 1]
+    assert ids("--limit", "1", "--before", "3") == [2]
+    txn = ok(redis_db, "transaction", "3")
+    assert txn["active"] is True and [s["value"] for s in txn["meter_samples"]] == ["200", "300"]
+    fails(redis_db, 1, "transaction", "99", says="transaction 99")
+    fails(redis_db, 2, "transaction", "three", says="invalid int")
+    fails(redis_db, 2, "transactions", "--limit", "0", says="limit")
+    fails(redis_db, 2, "transactions", "--active", "--finished")
+
+
+def test_id_tags(redis_db: str, r: redis_sync.Redis) -> None:
+    entry = ok(redis_db, "id-tag", "put", "TAG9", "Accepted", "--expiry-date",
+               "2030-01-01T00:00:00Z", "--parent", "PARENT")  # fmt: skip
+    assert entry == {"id_tag": "TAG9", "status": "Accepted",
+                     "expiry_date": "2030-01-01T00:00:00.000Z", "parent_id_tag": "PARENT",
+                     "active_transaction_id": None}  # fmt: skip
+    assert r.hgetall(keys.id_tag("TAG9")) == {
+        b"status": b"Accepted", b"parent_id_tag": b"PARENT",
+        b"expiry_date": b"2030-01-01T00:00:00.000Z",
+    }  # fmt: skip
+    assert ok(redis_db, "id-tag", "get", "TAG9") == entry
+    assert ok(redis_db, "id-tag", "get", "TAG1")["active_transaction_id"] == 3
+    assert ok(redis_db, "id-tag", "put", "TAG9", "Blocked")["expiry_date"] is None
+    assert ok(redis_db, "id-tag", "delete", "TAG9") == {"id_tag": "TAG9", "deleted": True}
+    fails(redis_db, 1, "id-tag", "get", "TAG9", says="TAG9")
+    fails(redis_db, 1, "id-tag", "delete", "TAG9", says="TAG9")
+    fails(redis_db, 2, "id-tag", "put", "X" * 21, "Accepted", says="1 to 20 characters")
+    fails(redis_db, 2, "id-tag", "put", "TAG9", "Maybe", says="Maybe")
+    fails(redis_db, 2, "id-tag", "put", "TAG9", "Accepted", "--expiry-date", "2030-01-01T00:00:00",
+          says="timezone")  # fmt: skip
+    fails(redis_db, 2, "id-tag", "put", "TAG9", "Accepted", "--parent", "P" * 21, says="20")
+    fails(redis_db, 2, "id-tag", "get", "X" * 21, says="1 to 20 characters")
+    assert not r.exists(keys.id_tag("TAG9"))
+
+
+def test_send_and_look_up_a_command(redis_db: str, r: redis_sync.Redis) -> None:
+    sent = ok(redis_db, "send", CP, "Reset", '{"type": "Soft"}', "--timeout", "5")
+    assert sent["state"] == "sent" and sent["request"] == {"type": "Soft"}
+    assert sent["timeout_ms"] == 5000
+    [raw] = r.lrange(keys.responses(CP), 0, -1)
+    assert json.loads(raw)["payload"] == [2, sent["command_id"], "Reset", {"type": "Soft"}]
+    assert ok(redis_db, "command", sent["command_id"]) == sent
+    # From stdin; the default payload is {}.
+    queued = ok(redis_db, "send", CP, "UnlockConnector", "-", stdin='{"connectorId": 1}')
+    assert queued["state"] == "queued"
+    assert ok(redis_db, "send", CP, "ClearCache")["request"] == {}
+
+    fails(redis_db, 1, "command", "nope", says="nope")
+    fails(redis_db, 1, "send", "NOPE", "ClearCache", says="NOPE")
+    fails(redis_db, 2, "send", CP, "Heartbeat", says="not a command")
+    fails(redis_db, 2, "send", CP, "Reset", '{"type": "Hardest"}', says="$.type")
+    fails(redis_db, 2, "send", CP, "Reset", "{not json", says="not valid JSON")
+    fails(redis_db, 2, "send", CP, "Reset", '{"type": "Soft"}', "--wait", "61", says="wait")
+    fails(redis_db, 2, "send", CP, "Reset", '{"type": "Soft"}', "--timeout", "0", says="timeout")
+    assert r.llen(keys.command_queue(CP)) == 2  # the invalid ones sent nothing
+
+
+def test_send_waits_for_the_chargers_answer(redis_db: str) -> None:
+    """With a real adapter and processor: the reply completes the command."""
+    services = [Service("adapters", redis_db),
+                Service("processor", redis_db, env={"OCPP_READ_BLOCK_MS": "200"})]  # fmt: skip
+    r = redis_sync.Redis.from_url(redis_db)
+    try:
+        boot = {"chargePointVendor": "V", "chargePointModel": "M"}
+        r.lpush(keys.REQUESTS, call(CP, "b1", "BootNotification", boot))
+        charger_receives(r)
+        with ThreadPoolExecutor(1) as pool:
+            done = pool.submit(
+                cli, redis_db, "send", CP, "TriggerMessage", '{"requestedMessage": "Heartbeat"}',
+                "--wait", "20",
+            )  # fmt: skip
+            sent = charger_receives(r, timeout=30)
+            mid = sent["message_id"]
+            r.lpush(keys.REQUESTS, json.dumps({
+                "charge_point_id": CP, "message_type": 3, "message_id": mid,
+                "payload": [3, mid, {"status": "Accepted"}],
+                "timestamp": "2024-01-01T12:00:01Z"}))  # fmt: skip
+            result = done.result(timeout=60)
+        assert result.returncode == 0, result.stderr
+        command = json.loads(result.stdout)
+        assert command["command_id"] == mid and command["state"] == "answered"
+        assert command["status"] == "Accepted" and command["result"] == {"status": "Accepted"}
+    finally:
+        r.close()
+        codes = [s.terminate() for s in reversed(services)]
+    assert codes == [0, 0]
+
+
+def test_redis_unavailable_and_usage_errors() -> None:
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    fails(down, 3, "charge-points", says="redis unavailable")
+    fails(None, 3, "--redis-url", down, "charge-points", says="redis unavailable")
+    fails(down, 2, "no-such-command")
+    fails(down, 2, "send", CP)  # no action
+    done = cli(down, "--help")
+    assert done.returncode == 0 and "exit codes" in done.stdout
