@@ -12,15 +12,21 @@ from processor.lifecycle import run_until_signalled
 from processor.logs import setup
 from processor.redis_io import connect
 from processor.settings import AdapterSettings, load
+from processor.telemetry import Providers, from_env
 
 log = logging.getLogger("adapter")
 
 
-async def serve(settings: AdapterSettings) -> None:
-    """Move envelopes until SIGTERM or SIGINT, finishing the batch in hand."""
+async def serve(settings: AdapterSettings, providers: Providers | None = None) -> None:
+    """Move envelopes until SIGTERM or SIGINT, finishing the batch in hand.
+    Telemetry goes to ``providers`` (none by default)."""
     redis = connect(settings.redis_url)
     adapter = ListToStream(
-        redis, batch=settings.adapter_batch, trim_interval_ms=settings.trim_interval_ms
+        redis,
+        batch=settings.adapter_batch,
+        trim_interval_ms=settings.trim_interval_ms,
+        tracer_provider=providers.tracer_provider if providers else None,
+        meter_provider=providers.meter_provider if providers else None,
     )
     log.info("adapter starting")
     try:
@@ -33,7 +39,14 @@ async def serve(settings: AdapterSettings) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     settings = load(AdapterSettings, argv, prog="ocpp-adapter")
     setup(settings.log_level, "adapter")
-    anyio.run(serve, settings, backend="asyncio")
+    try:
+        providers = from_env("ocpp-adapter")
+    except ValueError as exc:
+        raise SystemExit(f"OpenTelemetry configuration: {exc}") from None
+    try:
+        anyio.run(serve, settings, providers, backend="asyncio")
+    finally:
+        providers.shutdown()
 
 
 if __name__ == "__main__":

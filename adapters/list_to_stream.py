@@ -10,21 +10,145 @@ When the list is empty the adapter blocks in ``BLMOVE requests requests RIGHT
 RIGHT``: a move of the last element onto itself, which changes nothing but
 returns as soon as an envelope arrives. No polling, and no in-flight list to
 recover after a crash, since the blocking command never takes anything.
+
+When tracing is on, each envelope gets a trace context in the same step: the
+adapter draws one per envelope it may move (span and trace ids, sampled or
+not, in one fixed-width argument), the script stores each next to its
+envelope, or continues the envelope's own ``traceparent``, and the adapter
+records the spans of the sampled ones once the script has returned. Tracing
+off, the script is as before: no extra argument, no extra field.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import random
+import time
 from typing import Any
 
 import anyio
+from opentelemetry import metrics, trace
+from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 
-from processor import keys
+from processor import keys, telemetry
 from processor.lifecycle import Stopper
 from processor.redis_io import TRANSIENT, Backoff, script
 
 log = logging.getLogger(__name__)
+_SEND = "send"
+# Contexts drawn per move: twice the last move, at least this, so an idle
+# adapter does not draw a full batch for every envelope.
+_MIN_CONTEXTS = 16
+# One context in the script's argument: "1" if sampled (else "0"), the span
+# id, the trace id, in lowercase hex.
+_SLOT = 1 + 16 + 32
+_LOW_64 = (1 << 64) - 1
+
+
+class MoveTelemetry:
+    """The adapter's spans (one ``send`` span per envelope, under the ids
+    stored with it, recorded once the move is done) and its counters."""
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None,
+        meter_provider: metrics.MeterProvider | None,
+        source: str,
+        stream: str,
+    ) -> None:
+        provider = tracer_provider or trace.get_tracer_provider()
+        self._tracer = provider.get_tracer(telemetry.ADAPTER_SCOPE)
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter(telemetry.ADAPTER_SCOPE)
+        self.tracing = telemetry.tracing(self._tracer)
+        self._recorder = telemetry.recorder(provider) if self.tracing else None
+        self._name = f"{_SEND} {stream}"
+        self._attrs: telemetry.Attributes = {
+            "messaging.system": "redis",
+            "messaging.destination.name": stream,
+            "messaging.operation.type": _SEND,
+            "messaging.operation.name": _SEND,
+            "ocpp.source": source,
+        }
+        self.metering = telemetry.metering(meter)
+        self._labels = {"messaging.destination.name": stream}
+        self._moved = meter.create_counter(
+            "ocpp.adapter.moved", "{message}", "envelopes moved from the list to the stream"
+        )
+        self._trimmed = meter.create_counter(
+            "ocpp.adapter.trimmed", "{message}", "acknowledged entries trimmed from the stream"
+        )
+
+    def contexts(self, count: int) -> str:
+        """``count`` new trace contexts, ``_SLOT`` characters each, sampled
+        or not as the sampler says."""
+        raw = os.urandom(24 * count).hex()  # 16 + 32 hex digits a context
+        bound, keeps = self._bound, self._keeps
+        slots = []
+        for k in range(0, 48 * count, 48):
+            ids = raw[k : k + 48]
+            # The trace id is ids[16:]; its low 64 bits, ids[32:].
+            keep = int(ids[32:], 16) < bound if bound is not None else keeps(int(ids[16:], 16))
+            slots.append(("1" if keep else "0") + ids)
+        return "".join(slots)
+
+    def _keeps(self, trace_id: int) -> bool:
+        return telemetry.sampled(
+            self._tracer, telemetry.ROOT, trace_id, self._name, SpanKind.PRODUCER
+        )
+
+    @functools.cached_property
+    def _bound(self) -> int | None:
+        """The bound under which the low 64 bits of a root's trace id make
+        the sampler keep it, if its decisions are exactly that (the SDK's
+        ratio samplers, always_on, always_off): found by bisection and
+        checked against it on random ids, so each context then costs a
+        comparison rather than a call. None for any other sampler."""
+        high = random.getrandbits(64) << 64
+        lo, hi = 0, 1 << 64  # the first low part dropped is in [lo, hi]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._keeps(high | mid):
+                lo = mid + 1
+            else:
+                hi = mid
+        for _ in range(256):
+            trace_id = random.getrandbits(128) or 1
+            if self._keeps(trace_id) != ((trace_id & _LOW_64) < lo):
+                return None
+        return lo
+
+    def moved(self, contexts: str, result: Any, started_ns: int, ended_ns: int) -> int:
+        """Record the spans of a traced move's sampled envelopes; returns
+        how many moved."""
+        if not result:
+            return 0
+        count = int(result[0])
+        # The envelopes that carried a traceparent: index -> theirs.
+        theirs = {int(result[i]): result[i + 1].decode() for i in range(1, len(result), 2)}
+        spans = []
+        for i in range(count):
+            slot = contexts[i * _SLOT : (i + 1) * _SLOT]
+            parent = telemetry.span_context(theirs[i + 1]) if i + 1 in theirs else None
+            if not (parent.trace_flags.sampled if parent else slot[0] == "1"):
+                continue
+            spans.append(telemetry.SpanRecord(
+                telemetry.ADAPTER_SCOPE, self._name, SpanKind.PRODUCER.value,
+                f"{parent.trace_id:032x}" if parent else slot[17:], slot[1:17],
+                f"{parent.span_id:016x}" if parent else "", started_ns, ended_ns, self._attrs,
+            ))  # fmt: skip
+        if spans and self._recorder is not None:
+            self._recorder.record(spans)
+        return count
+
+    def count(self, moved: int, trimmed: int = 0) -> None:
+        if self.metering:
+            if moved:
+                self._moved.add(moved, self._labels)
+            if trimmed:
+                self._trimmed.add(trimmed, self._labels)
 
 
 class ListToStream:
@@ -38,7 +162,11 @@ class ListToStream:
         trim_interval_ms: int = 1000,
         source: str = keys.REQUESTS,
         stream: str = keys.INBOUND,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
+        """Spans and metrics go to the providers given (the global ones if
+        None, no-ops unless someone set them)."""
         self._redis = redis
         self._batch = batch
         self._trim_interval = trim_interval_ms / 1000
@@ -48,6 +176,8 @@ class ListToStream:
         self._trim_script = script(redis, "adapters", "trim")
         self._backoff = Backoff(log)
         self._stopper = Stopper()
+        self._telemetry = MoveTelemetry(tracer_provider, meter_provider, source, stream)
+        self._contexts = _MIN_CONTEXTS
         self.moved = 0
         self.trimmed = 0
 
@@ -75,13 +205,29 @@ class ListToStream:
         # Shielded so stop() never abandons a script whose result we need
         # to count; the script itself is atomic either way.
         with anyio.CancelScope(shield=True):
-            moved = int(
-                await self._move_script(
-                    keys=[self._source, self._stream],
-                    args=[self._batch, keys.ENVELOPE_FIELD],
+            if self._telemetry.tracing:
+                moved = await self._traced_move()
+            else:
+                moved = int(
+                    await self._move_script(
+                        keys=[self._source, self._stream],
+                        args=[self._batch, keys.ENVELOPE_FIELD],
+                    )
                 )
-            )
         self.moved += moved
+        self._telemetry.count(moved)
+        return moved
+
+    async def _traced_move(self) -> int:
+        count = min(self._batch, self._contexts)
+        contexts = self._telemetry.contexts(count)
+        started = time.time_ns()
+        result = await self._move_script(
+            keys=[self._source, self._stream],
+            args=[count, keys.ENVELOPE_FIELD, telemetry.TRACE_FIELD, contexts],
+        )
+        moved = self._telemetry.moved(contexts, result, started, time.time_ns())
+        self._contexts = max(_MIN_CONTEXTS, 2 * moved)
         return moved
 
     async def trim_once(self) -> int:
@@ -89,6 +235,7 @@ class ListToStream:
         removed = int(await self._trim_script(keys=[self._stream]))
         if removed > 0:
             self.trimmed += removed
+            self._telemetry.count(0, removed)
         return removed
 
     async def _wait(self) -> None:

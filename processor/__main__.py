@@ -18,13 +18,17 @@ from processor.redis_io import TRANSIENT, connect
 from processor.settings import ProcessorSettings, default_consumer_name, load
 from processor.state import RedisState
 from processor.stream import GroupStream
+from processor.telemetry import Providers, from_env
 from processor.types import DataTransferHandler, HandlerConfig
 
 log = logging.getLogger("processor")
 
 
-async def serve(settings: ProcessorSettings) -> None:
-    """Run one replica until SIGTERM or SIGINT, then drain and return."""
+async def serve(settings: ProcessorSettings, providers: Providers | None = None) -> None:
+    """Run one replica until SIGTERM or SIGINT, then drain and return.
+    Telemetry goes to ``providers`` (none by default)."""
+    tracer_provider = providers.tracer_provider if providers else None
+    meter_provider = providers.meter_provider if providers else None
     redis = connect(settings.redis_url)
     name = settings.consumer_name or default_consumer_name()
     stream = GroupStream(
@@ -37,10 +41,13 @@ async def serve(settings: ProcessorSettings) -> None:
         Limits(settings.max_envelope_bytes, settings.max_deliveries, settings.concurrency),
         transient=TRANSIENT,
     )
-    consumer = Consumer(stream, dispatcher, settings)
-    queue = CommandQueue(
-        redis, reply_ttl_s=settings.reply_ttl_s, retention_s=settings.command_retention_s
+    consumer = Consumer(
+        stream, dispatcher, settings, tracer_provider=tracer_provider, meter_provider=meter_provider
     )
+    queue = CommandQueue(
+        redis, reply_ttl_s=settings.reply_ttl_s, retention_s=settings.command_retention_s,
+        tracer_provider=tracer_provider,
+    )  # fmt: skip
     sweeper = Sweeper(queue, settings.command_sweep_ms / 1000)
 
     async def run() -> None:
@@ -92,7 +99,14 @@ def load_vendors(spec: str) -> dict[str, DataTransferHandler]:
 def main(argv: Sequence[str] | None = None) -> None:
     settings = load(ProcessorSettings, argv, prog="ocpp-processor")
     setup(settings.log_level, "processor")
-    anyio.run(serve, settings, backend="asyncio")
+    try:
+        providers = from_env("ocpp-processor")
+    except ValueError as exc:
+        raise SystemExit(f"OpenTelemetry configuration: {exc}") from None
+    try:
+        anyio.run(serve, settings, providers, backend="asyncio")
+    finally:
+        providers.shutdown()
 
 
 if __name__ == "__main__":

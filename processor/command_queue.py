@@ -16,9 +16,10 @@ import uuid
 from datetime import UTC, datetime
 
 import anyio
+from opentelemetry import trace
 from redis.asyncio import Redis
 
-from processor import clock, envelope, keys
+from processor import clock, envelope, keys, telemetry
 from processor.commands import CommandRecord, validate_request
 from processor.lifecycle import Stopper
 from processor.redis_io import TRANSIENT, Backoff, script
@@ -35,8 +36,18 @@ def _pairs(flat: list[bytes]) -> dict[str, str]:
 class CommandQueue:
     """Commands in Redis: send, look up, wait for, time out."""
 
-    def __init__(self, redis: Redis, *, reply_ttl_s: int = 300, retention_s: int = 7 * 86400):
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        reply_ttl_s: int = 300,
+        retention_s: int = 7 * 86400,
+        tracer_provider: trace.TracerProvider | None = None,
+    ):
         self._redis = redis
+        # The global provider by default: an API's own spans come from it.
+        provider = tracer_provider or trace.get_tracer_provider()
+        self._tracer = provider.get_tracer(telemetry.COMMAND_SCOPE)
         self._reply_ttl_ms = reply_ttl_s * 1000
         self._retention_s = retention_s
         self._script = script(redis, "processor", "commands", "pump")
@@ -52,7 +63,40 @@ class CommandQueue:
     ) -> CommandRecord:
         """Validate and queue a command; raises CommandRejected if invalid.
         Returns it as recorded: ``sent`` if the charger's slot was free,
-        else ``queued``."""
+        else ``queued``.
+
+        Traced as a ``send`` span, child of the current span (an API
+        request's), else of ``traceparent`` (W3C, e.g. the caller's header);
+        the record keeps the send span's own traceparent, so the span that
+        handles the charger's reply, on any replica, links to it."""
+        parent = trace.get_current_span().get_span_context()
+        context = (
+            None
+            if parent.is_valid
+            else telemetry.parent_context(
+                telemetry.span_context(traceparent) if traceparent else None
+            )
+        )
+        with self._tracer.start_as_current_span(
+            f"send {action}", context, trace.SpanKind.PRODUCER,
+            {"messaging.system": "redis", "messaging.operation.type": "send",
+             "messaging.operation.name": "send", "ocpp.action": action,
+             "ocpp.charge_point_id": charge_point_id, "ocpp.message_type": envelope.CALL},
+        ) as span:  # fmt: skip
+            sent = span.get_span_context()
+            if sent.is_valid:
+                traceparent = telemetry.traceparent(sent)
+            record = await self._send(charge_point_id, action, body, timeout_s, traceparent)
+            span.set_attributes(
+                {"messaging.message.id": record.command_id, "ocpp.message_id": record.command_id,
+                 "messaging.destination.name": keys.responses(charge_point_id),
+                 "ocpp.command.state": record.state}
+            )  # fmt: skip
+            return record
+
+    async def _send(
+        self, charge_point_id: str, action: str, body: bytes, timeout_s: float, traceparent: str
+    ) -> CommandRecord:
         request = validate_request(action, body)
         command_id = str(uuid.uuid4())
         now = datetime.now(UTC)

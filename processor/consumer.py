@@ -11,17 +11,24 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
+import anyio.lowlevel
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
 from redis.exceptions import ResponseError
 
-from processor.dispatch import Delivery, Dispatcher
+from processor.dispatch import Delivery, Dispatcher, Outcome
 from processor.lifecycle import Stopper
+from processor.logs import trace_fields
 from processor.redis_io import TRANSIENT, Backoff, group_lost
 from processor.settings import ProcessorSettings
 from processor.stream import GroupStream
+from processor.telemetry import GROUP_STATS_INTERVAL_S, Prepared, ProcessorTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +40,29 @@ _DRAIN_ERRORS: tuple[type[Exception], ...] = (ResponseError, *TRANSIENT)
 
 class Consumer:
     """Reads batches from the group, hands them to the dispatcher and commits
-    the outcomes; claims what dead replicas left behind."""
+    the outcomes; claims what dead replicas left behind.
+
+    Spans and metrics go to ``tracer_provider`` and ``meter_provider`` (the
+    global ones if None, no-ops unless someone set them)."""
 
     def __init__(
-        self, stream: GroupStream, dispatcher: Dispatcher, settings: ProcessorSettings
+        self,
+        stream: GroupStream,
+        dispatcher: Dispatcher,
+        settings: ProcessorSettings,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self._stream = stream
         self._dispatcher = dispatcher
         self._settings = settings
         self._backoff = Backoff(log)
         self._stopper = Stopper()
+        self._telemetry = ProcessorTelemetry(
+            tracer_provider, meter_provider,
+            stream=stream.stream, group=stream.group,
+        )  # fmt: skip
         self.handled = 0
 
     def stop(self) -> None:
@@ -52,12 +72,16 @@ class Consumer:
     async def run(self) -> None:
         """Until :meth:`stop`: claim, read, handle and commit; then drain."""
         s = self._settings
-        next_claim = 0.0
+        next_claim = next_stats = 0.0
         next_gc = anyio.current_time() + min(60.0, s.consumer_gc_idle_ms / 10_000)
         await self._retrying(self._stream.ensure_group)
         while not self._stopper.stopping:
             try:
                 now = anyio.current_time()
+                if now >= next_stats and self._telemetry.metering:
+                    next_stats = now + GROUP_STATS_INTERVAL_S
+                    t = self._telemetry
+                    t.lag, t.pending = await self._stream.group_stats()
                 batch: list[Delivery] = []
                 if now >= next_claim:
                     batch = await self._claim()
@@ -96,6 +120,7 @@ class Consumer:
             log.error("pending entries vanished from the stream: %s", vanished)
         if batch:
             log.info("claimed %d entries idle for over %d ms", len(batch), s.claim_min_idle_ms)
+            self._telemetry.claimed(len(batch))
         return batch
 
     async def _handle(self, batch: list[Delivery]) -> None:
@@ -103,11 +128,12 @@ class Consumer:
         after a failed commit is safe, since the commit is fenced by XACK."""
         # Shielded: a stop() arriving mid-batch must not abandon handled work.
         with anyio.CancelScope(shield=True):
+            started_ns = time.time_ns()
             give_up_at = math.inf
             while True:
                 try:
                     outcomes = await self._dispatcher.handle_batch(batch, datetime.now(UTC))
-                    results = await self._stream.commit(outcomes) if outcomes else []
+                    results, prepared = await self._commit(batch, outcomes, started_ns)
                     break
                 except TRANSIENT as exc:
                     if self._stopper.stopping:
@@ -119,14 +145,44 @@ class Consumer:
                             return
                     await self._backoff.wait(exc)
             self._backoff.ok()
+            if prepared is not None:
+                self._telemetry.done(prepared, results, time.time_ns())
             for outcome, result in zip(outcomes, results, strict=True):
                 if isinstance(result, bytes):
                     log.error(
                         "effects failed for entry %s: %s",
                         outcome.entry_id.decode(),
                         result.decode(errors="replace"),
+                        extra=trace_fields(_traceparent(batch, outcome.entry_id)),
                     )
             self.handled += len(outcomes)
+
+    async def _commit(
+        self, batch: list[Delivery], outcomes: list[Outcome], started_ns: int
+    ) -> tuple[list[Any], Prepared | None]:
+        """Commit ``outcomes``. With telemetry on, its work for the batch is
+        done while the commit script runs: the loop waits on Redis then, so
+        the work costs it no time."""
+        t = self._telemetry
+        if not t.enabled:
+            return (await self._stream.commit(outcomes) if outcomes else []), None
+        results: list[Any] = []
+        failed: list[Exception] = []
+
+        async def commit() -> None:
+            try:
+                results.extend(await self._stream.commit(outcomes))
+            except Exception as exc:  # re-raised as is, not in an ExceptionGroup
+                failed.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            if outcomes:
+                tg.start_soon(commit)
+                await anyio.lowlevel.checkpoint()  # the commit runs up to its wait for Redis
+            prepared = t.prepare(batch, outcomes, started_ns)
+        if failed:
+            raise failed[0]
+        return results, prepared
 
     async def _drain(self) -> None:
         """Handle what was delivered to us but not yet committed, once each."""
@@ -150,3 +206,7 @@ class Consumer:
                 return
             except TRANSIENT as exc:
                 await self._backoff.wait(exc)
+
+
+def _traceparent(batch: list[Delivery], entry_id: bytes) -> bytes:
+    return next((d.traceparent for d in batch if d.entry_id == entry_id), b"")

@@ -31,6 +31,7 @@ from processor.errors import (
     from_validation,
 )
 from processor.handlers import Route
+from processor.logs import trace_fields
 from processor.messages import REQUESTS
 from processor.types import Context, HandlerConfig, State
 
@@ -46,6 +47,8 @@ class Delivery:
     entry_id: bytes
     raw: bytes
     deliveries: int = 1
+    # W3C traceparent the adapter stored with the entry; empty if none.
+    traceparent: bytes = b""
 
 
 @dataclass(slots=True)
@@ -58,8 +61,14 @@ class Outcome:
     dead_reason: str = ""
     raw: bytes = b""
     effects: Effects = field(default_factory=Effects)
-    # For a reply to one of our commands: the command, as it was found.
+    # For a reply to one of our commands: the command, as it was found, and
+    # the state the reply gives it (answered or failed).
     command: CommandRecord | None = None
+    command_state: str = ""
+    # What was handled and how, for telemetry: the envelope once decoded,
+    # and the OCPP error code when the reply is a CALLERROR.
+    envelope: Envelope | None = None
+    error_code: str = ""
 
 
 # One charger's deliveries in a batch, in stream order.
@@ -125,7 +134,8 @@ class Dispatcher:
                     # Left pending: claimed and retried later, dead-lettered
                     # once OCPP_MAX_DELIVERIES is spent.
                     log.exception("handler failed for entry %s from %s",
-                                  d.entry_id.decode(), env.charge_point_id)  # fmt: skip
+                                  d.entry_id.decode(), env.charge_point_id,
+                                  extra=trace_fields(d.traceparent))  # fmt: skip
 
         await self._run_groups(list(by_charger.values()), run)
         if aborted:
@@ -174,7 +184,8 @@ class Dispatcher:
             if r.is_reply:
                 return Outcome(d.entry_id, dead_reason=r.error.description, raw=d.raw)
             reply = envelope.encode_error(r.charge_point_id, r.message_id, r.error, ts)
-            return Outcome(d.entry_id, reply_key=keys.responses(r.charge_point_id), reply=reply)
+            return Outcome(d.entry_id, reply_key=keys.responses(r.charge_point_id), reply=reply,
+                           error_code=r.error.code)  # fmt: skip
         except Undeliverable as u:
             return Outcome(d.entry_id, dead_reason=u.reason, raw=d.raw)
         if d.deliveries > self._limits.max_deliveries:
@@ -185,25 +196,28 @@ class Dispatcher:
         reason = (
             f"delivered {d.deliveries} times, more than the limit of {self._limits.max_deliveries}"
         )
-        out = Outcome(d.entry_id, dead_reason=reason, raw=d.raw)
+        out = Outcome(d.entry_id, dead_reason=reason, raw=d.raw, envelope=env)
         if isinstance(env.payload, Call):
             # The charger is waiting for an answer: tell it, don't leave it to time out.
             error = InternalFailure(f"{env.payload.action} could not be processed")
             out.reply_key = keys.responses(env.charge_point_id)
             out.reply = envelope.encode_error(env.charge_point_id, env.message_id, error, ts)
+            out.error_code = error.code
         return out
 
     async def _handle(self, d: Delivery, env: Envelope, now: datetime, ts: str) -> Outcome:
         frame = env.payload
         cp = env.charge_point_id
-        out = Outcome(d.entry_id)
+        out = Outcome(d.entry_id, envelope=env)
         if not isinstance(frame, Call):
             # A charger's answer to one of our commands: complete it.
             out.command = await self._state.command(frame.unique_id)
             if out.command is None:
                 out.effects.anomaly(cp, "reply to an unknown command", command_id=frame.unique_id)
             else:
-                reply_effects(out.effects, out.command, frame, clock.epoch_ms(now))
+                out.command_state = reply_effects(
+                    out.effects, out.command, frame, clock.epoch_ms(now)
+                )
             return out
         out.reply_key = keys.responses(cp)
         try:
@@ -224,6 +238,7 @@ class Dispatcher:
         except OcppError as error:
             out.effects = Effects()  # a refused CALL changes nothing
             out.reply = envelope.encode_error(cp, frame.unique_id, error, ts)
+            out.error_code = error.code
             return out
         out.reply = envelope.encode_result(cp, frame.unique_id, _encoder.encode(response), ts)
         return out

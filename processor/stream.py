@@ -11,18 +11,26 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from processor import keys
 from processor.dispatch import Delivery, Outcome
 from processor.redis_io import ensure_group, script
+from processor.telemetry import TRACE_FIELD
 
 _packer = msgspec.msgpack.Encoder()
+_ENVELOPE = keys.ENVELOPE_FIELD.encode()
+_TRACE = TRACE_FIELD.encode()
 
 
 def _delivery(entry_id: bytes, fields: dict[bytes, bytes], deliveries: int = 1) -> Delivery:
     # An entry without the envelope field was not written by the adapter; it
     # gets an empty envelope, which the dispatcher dead-letters as invalid.
-    return Delivery(entry_id, fields.get(keys.ENVELOPE_FIELD.encode(), b""), deliveries)
+    return Delivery(entry_id, fields.get(_ENVELOPE, b""), deliveries, fields.get(_TRACE, b""))
+
+
+def _text(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 class GroupStream:
@@ -111,6 +119,20 @@ class GroupStream:
             keys=[self.stream, self.dead], args=[*self._commit_head, _packer.encode(rows), *raws]
         )
         return result
+
+    async def group_stats(self) -> tuple[int | None, int | None]:
+        """The group's lag (entries not yet delivered to it; None when Redis
+        cannot tell) and its pending count, by one XINFO GROUPS; (None,
+        None) if the stream or group is missing."""
+        try:
+            groups = await self.redis.xinfo_groups(self.stream)
+        except ResponseError:  # no such key: Redis lost the stream
+            return None, None
+        for info in groups:
+            if _text(info.get("name")) == self.group:
+                lag = info.get("lag")
+                return (None if lag is None else int(lag)), int(info.get("pending") or 0)
+        return None, None
 
     async def remove_idle_consumers(self, idle_ms: int) -> list[bytes]:
         removed: list[bytes] = await self._gc(

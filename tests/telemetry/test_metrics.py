@@ -1,0 +1,85 @@
+"""Metrics through an InMemoryMetricReader: messages by action and outcome,
+processing time, end-to-end latency, the group's lag and pending count,
+claims, dead letters and the adapter's moves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from adapters.list_to_stream import ListToStream
+from processor import keys
+from processor.stream import GroupStream
+from tests.messages import call
+from tests.telemetry.conftest import Telemetry, consumer, eventually, running
+
+pytestmark = pytest.mark.anyio
+
+
+def counts(t: Telemetry, metric: str) -> dict[tuple[tuple[str, object], ...], int]:
+    return {tuple(sorted(p.attributes.items())): p.value for p in t.points(metric)}
+
+
+async def test_messages_by_action_and_outcome_with_timings(
+    redis: Redis, otel: Callable[..., Telemetry]
+) -> None:
+    t = otel()
+    adapter = ListToStream(redis, meter_provider=t.meter_provider)
+    for envelope in (
+        call("CP1", "h1", "Heartbeat", {}),
+        call("CP1", "h2", "Heartbeat", {}),
+        call("CP2", "x1", "NoSuchAction", {}),
+        b"garbage",
+    ):
+        await redis.lpush(keys.REQUESTS, envelope)
+    assert await adapter.move_once() == 4
+    async with running(consumer(redis, "P", t)):
+        await eventually(lambda: sum(p.value for p in t.points("ocpp.messages")) == 4)
+
+    assert counts(t, "ocpp.messages") == {
+        (("ocpp.action", "Heartbeat"), ("ocpp.message_type", 2), ("ocpp.outcome", "result")): 2,
+        (("ocpp.action", "other"), ("ocpp.message_type", 2), ("ocpp.outcome", "error")): 1,
+        (("ocpp.action", ""), ("ocpp.message_type", 0), ("ocpp.outcome", "dead_letter")): 1,
+    }
+    assert counts(t, "ocpp.dead_letters") == {(("ocpp.action", ""),): 1}
+    assert counts(t, "ocpp.adapter.moved") == {(("messaging.destination.name", keys.INBOUND),): 4}
+    [duration] = t.points("messaging.process.duration")
+    assert duration.count >= 1 and duration.sum >= 0
+    assert dict(duration.attributes)["messaging.consumer.group.name"] == keys.GROUP
+    # From the envelopes' 2024 timestamps: one per batch and action.
+    latency = {p.attributes["ocpp.action"]: p for p in t.points("ocpp.message.latency")}
+    assert set(latency) == {"Heartbeat", "other"}
+    assert latency["Heartbeat"].min > 3600
+
+
+async def test_group_lag_pending_and_claims(redis: Redis, otel: Callable[..., Telemetry]) -> None:
+    t = otel()
+    for n in range(3):
+        await redis.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: call("CP1", f"h{n}", "Heartbeat", {})})
+    # A replica that read two entries and died: they stay pending.
+    await redis.xgroup_create(keys.INBOUND, keys.GROUP, id="0")
+    await redis.xreadgroup(keys.GROUP, "dead", {keys.INBOUND: ">"}, count=2)
+
+    c = consumer(redis, "P", t, claim_min_idle_ms=1, batch_size=1)
+    # Before it handles anything, the first look at the group: 2 pending, 1 new.
+    assert t.points("ocpp.stream.pending") == []
+    async with running(c):
+        await eventually(lambda: sum(p.value for p in t.points("ocpp.claims")) == 2)
+        await eventually(lambda: sum(p.value for p in t.points("ocpp.messages")) == 3)
+    [pending] = t.points("ocpp.stream.pending")
+    [lag] = t.points("ocpp.stream.lag")
+    assert (pending.value, lag.value) == (2, 1)
+    assert dict(pending.attributes) == {
+        "messaging.system": "redis",
+        "messaging.destination.name": keys.INBOUND,
+        "messaging.consumer.group.name": keys.GROUP,
+    }
+
+
+async def test_group_stats_of_a_lost_stream_are_unknown(redis: Redis) -> None:
+    stream = GroupStream(redis, "P")
+    assert await stream.group_stats() == (None, None)
+    await stream.ensure_group()
+    assert await stream.group_stats() == (0, 0)

@@ -1,0 +1,250 @@
+"""Spans across the pipeline, on the real Redis: the adapter starts or
+continues each envelope's trace, the processor continues it, and a reply to
+one of our commands, on whichever replica, links to the span that sent it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import SpanKind
+from redis.asyncio import Redis
+
+from adapters.list_to_stream import ListToStream, MoveTelemetry
+from processor import keys, telemetry
+from processor.command_queue import CommandQueue
+from tests.messages import call
+from tests.telemetry.conftest import Telemetry, attrs, by_attr, consumer, eventually, running
+
+pytestmark = pytest.mark.anyio
+
+PROCESS = "process ocpp:inbound"
+SEND = "send ocpp:inbound"
+THEIR_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+THEIR_SPAN = "00f067aa0ba902b7"
+
+
+def with_traceparent(envelope: bytes, traceparent: str) -> bytes:
+    return json.dumps({**json.loads(envelope), "traceparent": traceparent}).encode()
+
+
+def reply(cp: str, message_id: str, payload: object) -> bytes:
+    return json.dumps({"charge_point_id": cp, "message_type": 3, "message_id": message_id,
+                       "payload": [3, message_id, payload],
+                       "timestamp": "2024-01-01T12:00:01Z"}).encode()  # fmt: skip
+
+
+async def test_reply_handled_by_the_other_replica_links_to_the_send_span(
+    redis: Redis, otel: Callable[..., Telemetry]
+) -> None:
+    a, b = otel(), otel()  # two processes: nothing shared but Redis
+    replica_a, replica_b = consumer(redis, "A", a), consumer(redis, "B", b)
+    queue = CommandQueue(redis, tracer_provider=a.tracer_provider)
+    api = a.tracer_provider.get_tracer("api")
+
+    # Replica A sees the charger boot, then goes away.
+    await redis.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: call("CP1", "h1", "Heartbeat", {})})
+    async with running(replica_a):
+        await eventually(lambda: len(a.finished(PROCESS)) == 1)
+    with api.start_as_current_span("POST /chargers/CP1/commands") as request:
+        record = await queue.send("CP1", "RemoteStartTransaction", b'{"idTag":"T1"}')
+    assert record.state == "sent"
+
+    [send] = a.finished("send RemoteStartTransaction")
+    assert send.kind is SpanKind.PRODUCER
+    assert send.parent is not None
+    assert send.parent.span_id == request.get_span_context().span_id
+    assert attrs(send)["ocpp.message_id"] == record.command_id
+    assert attrs(send)["ocpp.action"] == "RemoteStartTransaction"
+    assert record.fields["traceparent"] == telemetry.traceparent(send.context)
+    stored = await redis.hget(keys.command(record.command_id), "traceparent")
+    assert stored == telemetry.traceparent(send.context).encode()
+
+    # The charger's answer lands on replica B, which never saw the CALL.
+    await redis.xadd(
+        keys.INBOUND,
+        {keys.ENVELOPE_FIELD: reply("CP1", record.command_id, {"status": "Accepted"})},
+    )
+    async with running(replica_b):
+        await eventually(lambda: len(b.finished(PROCESS)) == 1)
+    [handled] = b.finished(PROCESS)
+    assert [link.context.span_id for link in handled.links] == [send.context.span_id]
+    assert handled.links[0].context.trace_id == send.context.trace_id
+    a_attrs = attrs(handled)
+    assert a_attrs["ocpp.action"] == "RemoteStartTransaction"
+    assert a_attrs["ocpp.outcome"] == "answered"
+    assert a_attrs["ocpp.command.round_trip_ms"] >= 0
+    assert a_attrs["ocpp.message_type"] == 3
+    assert handled.kind is SpanKind.CONSUMER
+    assert len(a.finished(PROCESS)) == 1  # A did not handle it
+
+    [rtt] = b.points("ocpp.command.duration")
+    assert rtt.count == 1
+    assert dict(rtt.attributes) == {"ocpp.action": "RemoteStartTransaction",
+                                    "ocpp.command.outcome": "answered"}  # fmt: skip
+
+
+async def test_two_replicas_at_once_whichever_handles_the_reply_links_it(
+    redis: Redis, otel: Callable[..., Telemetry]
+) -> None:
+    a, b = otel(), otel()
+    queue = CommandQueue(redis, tracer_provider=a.tracer_provider)
+    record = await queue.send("CP1", "ClearCache", b"{}")
+    [send] = a.finished("send ClearCache")
+    async with running(consumer(redis, "A", a), consumer(redis, "B", b)):
+        for n in range(20):  # other traffic, spread over both
+            await redis.xadd(
+                keys.INBOUND, {keys.ENVELOPE_FIELD: call(f"CP{n}", f"h{n}", "Heartbeat", {})}
+            )
+        await redis.xadd(
+            keys.INBOUND,
+            {keys.ENVELOPE_FIELD: reply("CP1", record.command_id, {"status": "Accepted"})},
+        )
+        await eventually(lambda: len(a.finished(PROCESS)) + len(b.finished(PROCESS)) == 21)
+    [handled] = [s for s in a.finished(PROCESS) + b.finished(PROCESS) if s.links]
+    assert handled.links[0].context.span_id == send.context.span_id
+    assert attrs(handled)["ocpp.command.id"] == record.command_id
+
+
+async def test_without_tracing_a_command_keeps_the_traceparent_it_was_given(
+    redis: Redis,
+) -> None:
+    queue = CommandQueue(redis, tracer_provider=trace.NoOpTracerProvider())
+    theirs = f"00-{THEIR_TRACE}-{THEIR_SPAN}-01"
+    assert (await queue.send("CP1", "ClearCache", b"{}")).fields["traceparent"] == ""
+    record = await queue.send("CP2", "ClearCache", b"{}", traceparent=theirs)
+    assert record.fields["traceparent"] == theirs
+
+
+async def test_send_continues_a_given_traceparent_outside_any_span(
+    redis: Redis, otel: Callable[..., Telemetry]
+) -> None:
+    t = otel()
+    queue = CommandQueue(redis, tracer_provider=t.tracer_provider)
+    theirs = f"00-{THEIR_TRACE}-{THEIR_SPAN}-01"
+    record = await queue.send("CP1", "Reset", b'{"type":"Soft"}', traceparent=theirs)
+    [send] = t.finished("send Reset")
+    assert f"{send.context.trace_id:032x}" == THEIR_TRACE
+    assert send.parent is not None and f"{send.parent.span_id:016x}" == THEIR_SPAN
+    assert record.fields["traceparent"] == telemetry.traceparent(send.context)
+
+
+async def test_adapter_starts_or_continues_each_trace_and_the_processor_continues_it(
+    redis: Redis, otel: Callable[..., Telemetry]
+) -> None:
+    adapter_t, processor_t = otel(), otel()
+    adapter = ListToStream(redis, tracer_provider=adapter_t.tracer_provider)
+    theirs = f"00-{THEIR_TRACE}-{THEIR_SPAN}-01"
+    await redis.lpush(keys.REQUESTS, with_traceparent(call("CP1", "m1", "Heartbeat", {}), theirs))
+    await redis.lpush(keys.REQUESTS, call("CP2", "m2", "Heartbeat", {}))
+    assert await adapter.move_once() == 2
+
+    continued, started = adapter_t.finished(SEND)  # in arrival order
+    assert continued.kind is SpanKind.PRODUCER
+    assert f"{continued.context.trace_id:032x}" == THEIR_TRACE
+    assert continued.parent is not None and f"{continued.parent.span_id:016x}" == THEIR_SPAN
+    assert started.parent is None  # a trace of its own
+    assert started.context.trace_id != continued.context.trace_id
+    entries = await redis.xrange(keys.INBOUND)
+    stored = [fields[b"tp"].decode() for _, fields in entries]
+    assert stored == [telemetry.traceparent(continued.context),
+                      telemetry.traceparent(started.context)]  # fmt: skip
+
+    async with running(consumer(redis, "P", processor_t)):
+        await eventually(lambda: len(processor_t.finished(PROCESS)) == 2)
+    spans = processor_t.finished(PROCESS)
+    for producer, cp in ((continued, "CP1"), (started, "CP2")):
+        span = by_attr(spans, "ocpp.charge_point_id", cp)
+        assert span.context.trace_id == producer.context.trace_id
+        assert span.parent is not None and span.parent.span_id == producer.context.span_id
+        assert attrs(span)["ocpp.action"] == "Heartbeat"
+        assert attrs(span)["ocpp.outcome"] == "result"
+        assert attrs(span)["messaging.message.id"] in {e.decode() for e, _ in entries}
+        assert attrs(span)["messaging.system"] == "redis"
+        assert attrs(span)["messaging.destination.name"] == keys.INBOUND
+        assert attrs(span)["messaging.consumer.group.name"] == keys.GROUP
+        assert attrs(span)["messaging.operation.type"] == "process"
+
+
+async def test_unsampled_traces_cost_no_spans_anywhere(
+    redis: Redis, otel: Callable[..., Telemetry]
+) -> None:
+    adapter_t, processor_t = otel(ParentBased(ALWAYS_OFF)), otel(ParentBased(ALWAYS_OFF))
+    adapter = ListToStream(redis, tracer_provider=adapter_t.tracer_provider)
+    theirs = f"00-{THEIR_TRACE}-{THEIR_SPAN}-00"
+    await redis.lpush(keys.REQUESTS, with_traceparent(call("CP1", "m1", "Heartbeat", {}), theirs))
+    await redis.lpush(keys.REQUESTS, call("CP2", "m2", "Heartbeat", {}))
+    assert await adapter.move_once() == 2
+    async with running(consumer(redis, "P", processor_t)):
+        for cp in ("CP1", "CP2"):
+            assert await redis.brpop([keys.responses(cp)], timeout=5)
+    assert adapter_t.finished() == [] and processor_t.finished() == []
+    theirs, ours = [fields[b"tp"].decode() for _, fields in await redis.xrange(keys.INBOUND)]
+    assert theirs.startswith(f"00-{THEIR_TRACE}-") and theirs.endswith("-00")  # continued
+    assert ours == "-"  # a trace of our own that is not sampled: nothing to continue
+
+
+async def test_tracing_off_stores_no_trace_field(redis: Redis) -> None:
+    adapter = ListToStream(redis)  # the global provider: a no-op here
+    await redis.lpush(keys.REQUESTS, call("CP1", "m1", "Heartbeat", {}))
+    assert await adapter.move_once() == 1
+    [(_, fields)] = await redis.xrange(keys.INBOUND)
+    assert set(fields) == {keys.ENVELOPE_FIELD.encode()}
+
+
+async def test_a_dead_lettered_message_is_an_error_span(
+    redis: Redis, otel: Callable[..., Telemetry]
+) -> None:
+    t = otel()
+    await redis.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: b"not json"})
+    async with running(consumer(redis, "P", t)):
+        await eventually(lambda: len(t.finished(PROCESS)) == 1)
+    [span] = t.finished(PROCESS)
+    assert span.status.status_code.name == "ERROR"
+    assert span.status.description is not None
+    assert span.status.description.startswith("dead-lettered")
+    assert attrs(span)["ocpp.outcome"] == "dead_letter"
+
+
+class HighBit(Sampler):
+    """Keeps traces by their trace id's top bit: no threshold on the low bits."""
+
+    def should_sample(self, parent_context: Any, trace_id: int, *args: Any, **kw: Any) -> Any:
+        keep = trace_id >> 127 == 1
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if keep else Decision.DROP)
+
+    def get_description(self) -> str:
+        return "HighBit"
+
+
+@pytest.mark.parametrize(
+    ("sampler", "bound"),
+    [
+        (ParentBased(TraceIdRatioBased(0.25)), TraceIdRatioBased.get_bound_for_rate(0.25)),
+        (ALWAYS_ON, 1 << 64),
+        (ParentBased(ALWAYS_OFF), 0),
+        (HighBit(), None),
+    ],
+)
+def test_the_adapter_samples_its_traces_as_the_sampler_says(
+    otel: Callable[..., Telemetry], sampler: Sampler, bound: int | None
+) -> None:
+    adapter = MoveTelemetry(otel(sampler).tracer_provider, None, keys.REQUESTS, keys.INBOUND)
+    assert adapter._bound == bound  # a comparison stands in for the sampler only if exact
+    contexts = adapter.contexts(200)
+    for k in range(0, len(contexts), 49):
+        flag, trace_id = contexts[k], int(contexts[k + 17 : k + 49], 16)
+        decision = sampler.should_sample(telemetry.ROOT, trace_id, "send").decision
+        assert (flag == "1") == (decision is Decision.RECORD_AND_SAMPLE)
