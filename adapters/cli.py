@@ -22,9 +22,10 @@ import anyio
 import msgspec
 from msgspec import Meta
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from adapters import api_queries as q
+from processor import keys
 from processor.command_queue import CommandQueue
 from processor.redis_io import connect
 from processor.settings import RedisUrl, env_name
@@ -95,6 +96,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("transaction", help="a transaction and its meter samples")
     s.add_argument("transaction_id", metavar="ID", type=int)
 
+    s = sub.add_parser("health", help="exit 0 if Redis answers (and the group exists)")
+    s.add_argument("--group", action="store_true", help="also require the processors' group")
     tag = sub.add_parser("id-tag", help="the authorization list").add_subparsers(
         dest="tag_command", required=True, metavar="COMMAND"
     )
@@ -130,7 +133,22 @@ async def _id_tag(redis: Redis, queue: CommandQueue, a: argparse.Namespace) -> A
     return await q.get_id_tag(redis, a.id_tag)
 
 
+async def _health(redis: Redis, queue: CommandQueue, a: argparse.Namespace) -> Any:
+    """For container health checks: Redis reachable and, for a processor,
+    its consumer group in place (a Redis that restarted empty has none)."""
+    await redis.ping()
+    if a.group:
+        try:
+            groups = await redis.xinfo_groups(keys.INBOUND)
+        except ResponseError:  # no stream yet
+            groups = []
+        if not any(g["name"] in (keys.GROUP, keys.GROUP.encode()) for g in groups):
+            raise q.NotFound(f"consumer group {keys.GROUP} on {keys.INBOUND}")
+    return {"redis": "ok", "group": "ok" if a.group else "not checked"}
+
+
 ACTIONS: dict[str, Action] = {
+    "health": _health,
     "send": _send,
     "command": lambda r, queue, a: q.get_command(queue, a.command_id),
     "charge-points": lambda r, queue, a: q.list_charge_points(r),

@@ -162,3 +162,11 @@ def test_redis_unavailable_and_usage_errors() -> None:
     fails(down, 2, "send", CP)  # no action
     done = cli(down, "--help")
     assert done.returncode == 0 and "exit codes" in done.stdout
+
+
+def test_health_checks_redis_and_the_group(redis_db: str, r: redis_sync.Redis) -> None:
+    assert ok(redis_db, "health") == {"redis": "ok", "group": "not checked"}
+    fails(redis_db, 1, "health", "--group", says="consumer group processors")
+    r.xgroup_create("ocpp:inbound", "processors", id="0", mkstream=True)
+    assert ok(redis_db, "health", "--group") == {"redis": "ok", "group": "ok"}
+    fails("redis://127.0.0.1:1/0", 3, "health")
