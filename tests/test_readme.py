@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 
 from adapters.api import ApiSettings
+from adapters.gateway import GatewaySettings
 from processor.settings import AdapterSettings, ProcessorSettings, describe
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
 
-@pytest.mark.parametrize("cls", [ProcessorSettings, AdapterSettings, ApiSettings])
+@pytest.mark.parametrize("cls", [ProcessorSettings, AdapterSettings, ApiSettings, GatewaySettings])
 def test_every_setting_is_documented_with_its_default(cls: type) -> None:
     for env, flag, default, _ in describe(cls):
         row = next((line for line in README.splitlines() if line.startswith(f"| `{env}` ")), None)

@@ -1,0 +1,21 @@
+# One image for every service: ocpp-gateway, ocpp-adapter, ocpp-processor,
+# ocpp-api, ocpp-cli. Pick one with the command, e.g. `docker run IMAGE ocpp-api`.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY adapters adapters
+COPY processor processor
+# A wheel-only install into a prefix the runtime stage copies whole.
+RUN pip install --no-cache-dir --prefix=/install .
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin ocpp
+COPY --from=build /install /usr/local
+USER ocpp
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    REDIS_URL=redis://redis:6379/0
+# Redis reachable; processors check their consumer group too (compose).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["ocpp-cli", "health"]
+CMD ["ocpp-processor"]
