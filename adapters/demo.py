@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from contextlib import ExitStack
 from typing import Any, cast
 
@@ -69,7 +70,11 @@ def main() -> None:
             print(f"using REDIS_URL={url}")
         client = redis.Redis.from_url(url)
         client.delete(keys.responses(CP))
-        services = [Service("adapters", url)] + [Service("processor", url) for _ in range(2)]
+        # The services' JSON log lines go to a file, not between the replies.
+        logs = stack.enter_context(tempfile.NamedTemporaryFile(
+            prefix="ocpp-demo-", suffix=".log", delete=False))  # fmt: skip
+        services = [Service("adapters", url, log=logs)]
+        services += [Service("processor", url, log=logs) for _ in range(2)]
         print(f"started ocpp-adapter and two ocpp-processor replicas "
               f"(pids {' '.join(str(s.pid) for s in services)})")  # fmt: skip
         try:
@@ -77,6 +82,7 @@ def main() -> None:
         finally:
             codes = [s.terminate() for s in services]
             print(f"stopped all services with SIGTERM; exit codes {codes}")
+            print(f"their logs (JSON lines): {logs.name}")
 
 
 def run(client: redis.Redis, url: str) -> None:
