@@ -1,4 +1,4 @@
-# make demo   - the whole pipeline on a private redis-server, Phase 2 messages in, replies out
+# make demo   - the whole stack on a private redis-server, with a simulated fleet of chargers
 # make test   - the test suite (unit, real-Redis integration, crash tests)
 # make check  - lint, types and tests: what CI runs
 # make bench  - end-to-end throughput and latency against the BRPOP baseline

@@ -1,24 +1,30 @@
-"""``ocpp-demo``: the README's first command.
+"""``ocpp-demo``: the README's first command, the whole stack at work.
 
-Starts a private redis-server (unless ``REDIS_URL`` is set), the adapter and
-two processors; pushes the user's Phase 2 messages the way the ws-server
-does; prints the replies; sends a RemoteStartTransaction and shows the
-charger's answer matched to it; then stops everything with SIGTERM.
+Starts a private redis-server (unless ``REDIS_URL`` is set), the gateway,
+the adapter, three processors and the API; pushes the user's Phase 2
+messages the way the ws-server does and prints the replies; runs a
+simulated fleet of chargers (``ocpp-sim``) through the gateway; sends a
+RemoteStartTransaction to a simulated charger through the API and shows its
+answer; prints a summary; then stops everything with SIGTERM.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
+import urllib.request
 from contextlib import ExitStack
 from typing import Any, cast
 
 import anyio
 import redis
 
-from adapters.devstack import RedisServer, Service
+from adapters.devstack import RedisServer, Service, free_port, wait_for
 from processor import keys
 from processor.command_queue import CommandQueue
 from processor.redis_io import connect
@@ -73,16 +79,94 @@ def main() -> None:
         # The services' JSON log lines go to a file, not between the replies.
         logs = stack.enter_context(tempfile.NamedTemporaryFile(
             prefix="ocpp-demo-", suffix=".log", delete=False))  # fmt: skip
-        services = [Service("adapters", url, log=logs)]
-        services += [Service("processor", url, log=logs) for _ in range(2)]
-        print(f"started ocpp-adapter and two ocpp-processor replicas "
-              f"(pids {' '.join(str(s.pid) for s in services)})")  # fmt: skip
+        gateway_port, api_port = free_port(), free_port()
+        services = [
+            Service("adapters.gateway", url, env={"OCPP_GATEWAY_PORT": str(gateway_port)},
+                    log=logs),
+            Service("adapters", url, log=logs),
+            *[Service("processor", url, log=logs) for _ in range(3)],
+            Service("adapters.api", url, env={"OCPP_API_PORT": str(api_port)}, log=logs),
+        ]  # fmt: skip
+        print("started ocpp-gateway, ocpp-adapter, three ocpp-processor replicas and ocpp-api")
         try:
+            wait_for(lambda: _http_ok(api_port, "/healthz"), 30, "the API")
+            wait_for(lambda: _listening(gateway_port), 30, "the gateway")
             run(client, url)
+            fleet(client, url, gateway_port, api_port)
         finally:
             codes = [s.terminate() for s in services]
             print(f"stopped all services with SIGTERM; exit codes {codes}")
             print(f"their logs (JSON lines): {logs.name}")
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _http_ok(port: int, path: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def fleet(client: redis.Redis, url: str, gateway_port: int, api_port: int) -> None:
+    ws = f"ws://127.0.0.1:{gateway_port}"
+    chargers, sessions = 20, 2
+    print(f"\nocpp-sim: {chargers} simulated chargers, {sessions} charging sessions each, "
+          f"through the gateway at {ws}")  # fmt: skip
+    sim = subprocess.run(
+        [sys.executable, "-m", "adapters.sim", "--url", ws, "--chargers", str(chargers),
+         "--sessions", str(sessions), "--json", "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    summary = json.loads(sim.stdout)
+    lat = summary["latency_ms"]
+    print(f"  sessions completed  {summary['sessions_completed']}")
+    print(f"  messages            {summary['messages_sent']} at {summary['msgs_per_s']:.0f} msg/s, "
+          f"{summary['errors']} errors")  # fmt: skip
+    print(f"  latency ms          p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  "
+          f"p99 {lat['p99']:.1f}  max {lat['max']:.1f}")  # fmt: skip
+    closed = sum(1 for k in client.scan_iter(f"{keys.TXN_PREFIX}*") if _closed(client, k))
+    print(f"  transactions closed in Redis: {closed}")
+
+    print("\nRemoteStartTransaction through the API to a simulated charger that stays online:")
+    lingering = subprocess.Popen(
+        [sys.executable, "-m", "adapters.sim", "--url", ws, "--chargers", "1", "--prefix", "DEMO",
+         "--sessions", "0", "--linger", "60", "--json", "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: client.sismember(keys.CHARGE_POINTS, "DEMO-0001"), 30, "DEMO-0001")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{api_port}/v1/charge-points/DEMO-0001/commands/"
+            "RemoteStartTransaction?wait=10",
+            data=b'{"idTag": "DEMO-TAG", "connectorId": 1}',
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=20) as r:
+            command = json.loads(r.read())
+        print(f"  POST /v1/charge-points/DEMO-0001/commands/RemoteStartTransaction?wait=10 -> "
+              f"{command['state']}, status {command.get('status')}, "
+              f"round trip {command.get('round_trip_ms')} ms")  # fmt: skip
+    finally:
+        lingering.send_signal(signal.SIGTERM)
+        lingering.wait(30)
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    where = (
+        f"sent to {endpoint}"
+        if endpoint
+        else ("not exported: set OTEL_EXPORTER_OTLP_ENDPOINT (docker compose up runs Jaeger)")
+    )
+    print(f"\ntraces: {where}")  # fmt: skip
+
+
+def _closed(client: redis.Redis, key: bytes | str) -> bool:
+    name = key.decode() if isinstance(key, bytes) else key
+    tail = name.removeprefix(keys.TXN_PREFIX)
+    return tail.isdigit() and bool(client.hexists(name, "stop_timestamp"))
 
 
 def run(client: redis.Redis, url: str) -> None:
