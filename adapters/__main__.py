@@ -12,7 +12,7 @@ from processor.lifecycle import run_until_signalled
 from processor.logs import setup
 from processor.redis_io import connect
 from processor.settings import AdapterSettings, load
-from processor.telemetry import Providers, from_env
+from processor.telemetry import Providers, configured
 
 log = logging.getLogger("adapter")
 
@@ -39,14 +39,8 @@ async def serve(settings: AdapterSettings, providers: Providers | None = None) -
 def main(argv: Sequence[str] | None = None) -> None:
     settings = load(AdapterSettings, argv, prog="ocpp-adapter")
     setup(settings.log_level, "adapter")
-    try:
-        providers = from_env("ocpp-adapter")
-    except ValueError as exc:
-        raise SystemExit(f"OpenTelemetry configuration: {exc}") from None
-    try:
+    with configured("ocpp-adapter") as providers:
         anyio.run(serve, settings, providers, backend="asyncio")
-    finally:
-        providers.shutdown()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from processor.redis_io import TRANSIENT, connect
 from processor.settings import ProcessorSettings, default_consumer_name, load
 from processor.state import RedisState
 from processor.stream import GroupStream
-from processor.telemetry import Providers, from_env
+from processor.telemetry import Providers, configured
 from processor.types import DataTransferHandler, HandlerConfig
 
 log = logging.getLogger("processor")
@@ -99,14 +99,8 @@ def load_vendors(spec: str) -> dict[str, DataTransferHandler]:
 def main(argv: Sequence[str] | None = None) -> None:
     settings = load(ProcessorSettings, argv, prog="ocpp-processor")
     setup(settings.log_level, "processor")
-    try:
-        providers = from_env("ocpp-processor")
-    except ValueError as exc:
-        raise SystemExit(f"OpenTelemetry configuration: {exc}") from None
-    try:
+    with configured("ocpp-processor") as providers:
         anyio.run(serve, settings, providers, backend="asyncio")
-    finally:
-        providers.shutdown()
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol
@@ -105,6 +105,21 @@ class Providers:
 
 def disabled() -> Providers:
     return Providers(trace.NoOpTracerProvider(), metrics.NoOpMeterProvider())
+
+
+@contextlib.contextmanager
+def configured(service_name: str) -> Iterator[Providers]:
+    """:func:`from_env`'s providers for the life of a service, shut down (and
+    so flushed) after it. A bad ``OTEL_*`` setting stops the service at start,
+    saying why."""
+    try:
+        providers = from_env(service_name)
+    except ValueError as exc:
+        raise SystemExit(f"OpenTelemetry configuration: {exc}") from None
+    try:
+        yield providers
+    finally:
+        providers.shutdown()
 
 
 def from_env(default_service_name: str, *, offload: bool = True) -> Providers:
