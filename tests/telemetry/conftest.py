@@ -13,7 +13,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler
 from redis.asyncio import Redis
@@ -53,8 +53,35 @@ class Telemetry:
         return out
 
 
+class _Progress:
+    """Wakes ``eventually`` whenever a span is exported: what the tests wait
+    for (spans, metrics, log lines) changes only as a batch is finished, and
+    finishing a batch ends its spans."""
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+
+    def notify(self) -> None:
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> None:
+        self._event = anyio.Event()
+        await self._event.wait()
+
+
+progress = _Progress()
+
+
+class NotifyingSpanExporter(InMemorySpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = super().export(spans)
+        progress.notify()
+        return result
+
+
 def make_telemetry(sampler: Sampler = ALWAYS_ON) -> Telemetry:
-    spans = InMemorySpanExporter()
+    spans = NotifyingSpanExporter()
     tracer_provider = TracerProvider(sampler=sampler, shutdown_on_exit=False)
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
     reader = InMemoryMetricReader()
@@ -108,7 +135,8 @@ async def running(*consumers: Consumer) -> AsyncIterator[None]:
 
 
 async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool]) -> None:
-    """Wait until ``check()`` holds; fails after 10 s."""
+    """Wait until ``check()`` holds, re-checking as spans are exported;
+    fails after 10 s."""
     with anyio.fail_after(10):
         while True:
             result = check()
@@ -116,7 +144,7 @@ async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool]) 
                 result = await result
             if result:
                 return
-            await anyio.sleep(0.01)
+            await progress.wait()
 
 
 def attrs(span: ReadableSpan) -> dict[str, Any]:
