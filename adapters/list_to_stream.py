@@ -33,9 +33,10 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 
-from processor import keys, telemetry
+from processor import keys, trace_context
 from processor.lifecycle import Stopper
 from processor.redis_io import TRANSIENT, Backoff, script
+from processor.spans import ADAPTER_SCOPE, Attributes, SpanRecord, recorder
 
 log = logging.getLogger(__name__)
 _SEND = "send"
@@ -60,19 +61,19 @@ class MoveTelemetry:
         stream: str,
     ) -> None:
         provider = tracer_provider or trace.get_tracer_provider()
-        self._tracer = provider.get_tracer(telemetry.ADAPTER_SCOPE)
-        meter = (meter_provider or metrics.get_meter_provider()).get_meter(telemetry.ADAPTER_SCOPE)
-        self.tracing = telemetry.tracing(self._tracer)
-        self._recorder = telemetry.recorder(provider) if self.tracing else None
+        self._tracer = provider.get_tracer(ADAPTER_SCOPE)
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter(ADAPTER_SCOPE)
+        self.tracing = trace_context.tracing(self._tracer)
+        self._recorder = recorder(provider) if self.tracing else None
         self._name = f"{_SEND} {stream}"
-        self._attrs: telemetry.Attributes = {
+        self._attrs: Attributes = {
             "messaging.system": "redis",
             "messaging.destination.name": stream,
             "messaging.operation.type": _SEND,
             "messaging.operation.name": _SEND,
             "ocpp.source": source,
         }
-        self.metering = telemetry.metering(meter)
+        self.metering = trace_context.metering(meter)
         self._labels = {"messaging.destination.name": stream}
         self._moved = meter.create_counter(
             "ocpp.adapter.moved", "{message}", "envelopes moved from the list to the stream"
@@ -95,8 +96,8 @@ class MoveTelemetry:
         return "".join(slots)
 
     def _keeps(self, trace_id: int) -> bool:
-        return telemetry.sampled(
-            self._tracer, telemetry.ROOT, trace_id, self._name, SpanKind.PRODUCER
+        return trace_context.sampled(
+            self._tracer, trace_context.ROOT, trace_id, self._name, SpanKind.PRODUCER
         )
 
     @functools.cached_property
@@ -131,11 +132,11 @@ class MoveTelemetry:
         spans = []
         for i in range(count):
             slot = contexts[i * _SLOT : (i + 1) * _SLOT]
-            parent = telemetry.span_context(theirs[i + 1]) if i + 1 in theirs else None
+            parent = trace_context.span_context(theirs[i + 1]) if i + 1 in theirs else None
             if not (parent.trace_flags.sampled if parent else slot[0] == "1"):
                 continue
-            spans.append(telemetry.SpanRecord(
-                telemetry.ADAPTER_SCOPE, self._name, SpanKind.PRODUCER.value,
+            spans.append(SpanRecord(
+                ADAPTER_SCOPE, self._name, SpanKind.PRODUCER.value,
                 f"{parent.trace_id:032x}" if parent else slot[17:], slot[1:17],
                 f"{parent.span_id:016x}" if parent else "", started_ns, ended_ns, self._attrs,
             ))  # fmt: skip
@@ -224,7 +225,7 @@ class ListToStream:
         started = time.time_ns()
         result = await self._move_script(
             keys=[self._source, self._stream],
-            args=[count, keys.ENVELOPE_FIELD, telemetry.TRACE_FIELD, contexts],
+            args=[count, keys.ENVELOPE_FIELD, trace_context.TRACE_FIELD, contexts],
         )
         moved = self._telemetry.moved(contexts, result, started, time.time_ns())
         self._contexts = max(_MIN_CONTEXTS, 2 * moved)

@@ -19,10 +19,11 @@ import anyio
 from opentelemetry import trace
 from redis.asyncio import Redis
 
-from processor import clock, envelope, keys, telemetry
+from processor import clock, envelope, keys, trace_context
 from processor.commands import CommandRecord, validate_request
 from processor.lifecycle import Stopper
 from processor.redis_io import TRANSIENT, Backoff, script
+from processor.spans import COMMAND_SCOPE
 from processor.state import decoded
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class CommandQueue:
         self._redis = redis
         # The global provider by default: an API's own spans come from it.
         provider = tracer_provider or trace.get_tracer_provider()
-        self._tracer = provider.get_tracer(telemetry.COMMAND_SCOPE)
+        self._tracer = provider.get_tracer(COMMAND_SCOPE)
         self._reply_ttl_ms = reply_ttl_s * 1000
         self._retention_s = retention_s
         self._script = script(redis, "processor", "commands", "pump")
@@ -73,8 +74,8 @@ class CommandQueue:
         context = (
             None
             if parent.is_valid
-            else telemetry.parent_context(
-                telemetry.span_context(traceparent) if traceparent else None
+            else trace_context.parent_context(
+                trace_context.span_context(traceparent) if traceparent else None
             )
         )
         with self._tracer.start_as_current_span(
@@ -85,7 +86,7 @@ class CommandQueue:
         ) as span:  # fmt: skip
             sent = span.get_span_context()
             if sent.is_valid:
-                traceparent = telemetry.traceparent(sent)
+                traceparent = trace_context.traceparent(sent)
             record = await self._send(charge_point_id, action, body, timeout_s, traceparent)
             span.set_attributes(
                 {"messaging.message.id": record.command_id, "ocpp.message_id": record.command_id,

@@ -22,13 +22,13 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from redis.exceptions import ResponseError
 
+from processor.consumer_telemetry import GROUP_STATS_INTERVAL_S, Prepared, ProcessorTelemetry
 from processor.dispatch import Delivery, Dispatcher, Outcome
 from processor.lifecycle import Stopper
 from processor.logs import trace_fields
 from processor.redis_io import TRANSIENT, Backoff, group_lost
 from processor.settings import ProcessorSettings
 from processor.stream import GroupStream
-from processor.telemetry import GROUP_STATS_INTERVAL_S, Prepared, ProcessorTelemetry
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 from processor import keys
 from processor.dispatch import Delivery, Outcome
 from processor.redis_io import ensure_group, script
-from processor.telemetry import TRACE_FIELD
+from processor.trace_context import TRACE_FIELD
 
 _packer = msgspec.msgpack.Encoder()
 _ENVELOPE = keys.ENVELOPE_FIELD.encode()

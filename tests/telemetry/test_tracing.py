@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 
 from adapters.list_to_stream import ListToStream, MoveTelemetry
-from processor import keys, telemetry
+from processor import keys, trace_context
 from processor.command_queue import CommandQueue
 from tests.messages import call
 from tests.telemetry.conftest import Telemetry, attrs, by_attr, consumer, eventually, running
@@ -68,9 +68,9 @@ async def test_reply_handled_by_the_other_replica_links_to_the_send_span(
     assert send.parent.span_id == request.get_span_context().span_id
     assert attrs(send)["ocpp.message_id"] == record.command_id
     assert attrs(send)["ocpp.action"] == "RemoteStartTransaction"
-    assert record.fields["traceparent"] == telemetry.traceparent(send.context)
+    assert record.fields["traceparent"] == trace_context.traceparent(send.context)
     stored = await redis.hget(keys.command(record.command_id), "traceparent")
-    assert stored == telemetry.traceparent(send.context).encode()
+    assert stored == trace_context.traceparent(send.context).encode()
 
     # The charger's answer lands on replica B, which never saw the CALL.
     await redis.xadd(
@@ -138,7 +138,7 @@ async def test_send_continues_a_given_traceparent_outside_any_span(
     [send] = t.finished("send Reset")
     assert f"{send.context.trace_id:032x}" == THEIR_TRACE
     assert send.parent is not None and f"{send.parent.span_id:016x}" == THEIR_SPAN
-    assert record.fields["traceparent"] == telemetry.traceparent(send.context)
+    assert record.fields["traceparent"] == trace_context.traceparent(send.context)
 
 
 async def test_adapter_starts_or_continues_each_trace_and_the_processor_continues_it(
@@ -159,8 +159,8 @@ async def test_adapter_starts_or_continues_each_trace_and_the_processor_continue
     assert started.context.trace_id != continued.context.trace_id
     entries = await redis.xrange(keys.INBOUND)
     stored = [fields[b"tp"].decode() for _, fields in entries]
-    assert stored == [telemetry.traceparent(continued.context),
-                      telemetry.traceparent(started.context)]  # fmt: skip
+    assert stored == [trace_context.traceparent(continued.context),
+                      trace_context.traceparent(started.context)]  # fmt: skip
 
     async with running(consumer(redis, "P", processor_t)):
         await eventually(lambda: len(processor_t.finished(PROCESS)) == 2)
@@ -246,5 +246,5 @@ def test_the_adapter_samples_its_traces_as_the_sampler_says(
     contexts = adapter.contexts(200)
     for k in range(0, len(contexts), 49):
         flag, trace_id = contexts[k], int(contexts[k + 17 : k + 49], 16)
-        decision = sampler.should_sample(telemetry.ROOT, trace_id, "send").decision
+        decision = sampler.should_sample(trace_context.ROOT, trace_id, "send").decision
         assert (flag == "1") == (decision is Decision.RECORD_AND_SAMPLE)

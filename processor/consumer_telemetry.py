@@ -1,0 +1,320 @@
+"""What the processor records: per message a ``process`` span continuing the
+message's trace, per batch the metrics, summed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.trace import SpanContext, SpanKind
+
+from processor import clock
+from processor.dispatch import Delivery, Outcome
+from processor.messages import REQUESTS
+from processor.spans import PROCESSOR_SCOPE, Attributes, SpanRecord, recorder
+from processor.trace_context import (
+    PROCESS_SPAN,
+    SAMPLED_FLAGS,
+    follows_parent,
+    metering,
+    new_span_id,
+    parent_context,
+    random_ids,
+    sampled,
+    span_context,
+    tracing,
+)
+
+GROUP_STATS_INTERVAL_S = 5.0
+# messaging.*.duration advice from the semantic conventions, in seconds.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+LATENCY_BUCKETS = (0.001, 0.0025, *DURATION_BUCKETS, 30, 60, 300)
+_KNOWN_ACTIONS = frozenset(REQUESTS)
+
+
+def _action(action: str | None) -> str:
+    """A bounded metric label: unknown actions (a charger may send anything)
+    are ``other``."""
+    return action if action in _KNOWN_ACTIONS else "other"
+
+
+def _outcome(o: Outcome) -> tuple[str, str, int]:
+    """(action, outcome, message type) of a handled message."""
+    env = o.envelope
+    if o.command is not None:
+        return o.command.action, _command_outcome(o), env.message_type if env else 3
+    if env is None:
+        return "", "dead_letter" if o.dead_reason else "error", 0
+    if o.dead_reason:
+        status = "dead_letter"
+    elif env.message_type != 2:
+        status = "unknown_command"
+    else:
+        status = "error" if o.error_code else "result"
+    return _action(env.action), status, env.message_type
+
+
+def _command_outcome(o: Outcome) -> str:
+    """answered or failed; late if the command was no longer waiting (it
+    timed out, or another reply came first) and the commit will skip it."""
+    assert o.command is not None
+    return o.command_state if o.command.state == "sent" else "late"
+
+
+class ProcessorTelemetry:
+    """Spans and metrics of one consumer: per message a ``process`` span
+    continuing the message's trace (a reply to one of our commands links to
+    the span that sent it), and per batch the metrics, summed."""
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None,
+        meter_provider: metrics.MeterProvider | None,
+        *,
+        stream: str,
+        group: str,
+    ) -> None:
+        provider = tracer_provider or trace.get_tracer_provider()
+        tracer = provider.get_tracer(PROCESSOR_SCOPE)
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter(PROCESSOR_SCOPE)
+        self._tracer = tracer
+        self.tracing = tracing(tracer)
+        self.metering = metering(meter)
+        self._recorder = recorder(provider) if self.tracing else None
+        self._follow_flags = follows_parent(tracer)
+        self._span_name = f"{PROCESS_SPAN} {stream}"
+        base: dict[str, Any] = {
+            "messaging.system": "redis",
+            "messaging.destination.name": stream,
+            "messaging.consumer.group.name": group,
+        }
+        self._metric_attrs = {**base, "messaging.operation.name": PROCESS_SPAN}
+        self._span_attrs: Attributes = {
+            **self._metric_attrs,
+            "messaging.operation.type": PROCESS_SPAN,
+        }
+        # (Which replica: the resource's service.instance.id says.)
+        self._label_cache: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self.lag: int | None = None
+        self.pending: int | None = None
+        self._messages = meter.create_counter(
+            "ocpp.messages", "{message}", "messages handled, by action and outcome"
+        )
+        self._handling = meter.create_histogram(
+            "messaging.process.duration", "s",
+            "time from reading a batch to its commit; one measurement per batch",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )  # fmt: skip
+        self._latency = meter.create_histogram(
+            "ocpp.message.latency", "s",
+            "envelope timestamp to commit, per batch and action: its oldest message",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
+        )  # fmt: skip
+        self._claims = meter.create_counter(
+            "ocpp.claims", "{message}", "entries taken over from other consumers"
+        )
+        self._dead = meter.create_counter(
+            "ocpp.dead_letters", "{message}", "entries moved to the dead-letter stream"
+        )
+        self._commands = meter.create_counter(
+            "ocpp.commands", "{command}", "replies to our commands, by action and outcome"
+        )
+        self._round_trip = meter.create_histogram(
+            "ocpp.command.duration", "s", "from sending a command to handling its reply",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
+        )  # fmt: skip
+        meter.create_observable_gauge(
+            "ocpp.stream.lag", [lambda _: self._observe(self.lag, base)],
+            "{message}", "entries in the stream not yet delivered to the group",
+        )  # fmt: skip
+        meter.create_observable_gauge(
+            "ocpp.stream.pending", [lambda _: self._observe(self.pending, base)],
+            "{message}", "entries delivered to the group and not yet acknowledged",
+        )  # fmt: skip
+
+    @staticmethod
+    def _observe(value: int | None, attrs: dict[str, Any]) -> list[metrics.Observation]:
+        return [] if value is None else [metrics.Observation(value, attrs)]
+
+    @property
+    def enabled(self) -> bool:
+        return self.tracing or self.metering
+
+    def claimed(self, count: int) -> None:
+        if count and self.metering:
+            self._claims.add(count, self._metric_attrs)
+
+    def prepare(
+        self, batch: Sequence[Delivery], outcomes: Sequence[Outcome], started_ns: int
+    ) -> Prepared:
+        """The batch's telemetry, but for what its commit decides: run while
+        the commit is in flight (``processor/consumer.py``), so it costs the
+        read-handle-commit loop nothing. ``outcomes`` are in batch order,
+        those whose handler failed left out."""
+        prepared = Prepared(started_ns)
+        if self.metering:
+            self._tally(outcomes, prepared)
+            if len(batch) > len(outcomes):
+                prepared.counts["", "handler_failed", 0] = len(batch) - len(outcomes)
+        if self._recorder is not None:
+            prepared.spans = self._trace(batch, outcomes, started_ns)
+        return prepared
+
+    def done(self, prepared: Prepared, results: Sequence[Any], ended_ns: int) -> None:
+        """Finish what :meth:`prepare` began, with the commit's ``results``."""
+        if self.metering:
+            for key, n in prepared.counts.items():
+                self._messages.add(n, self._labels(key))
+                if key[1] == "dead_letter":
+                    self._dead.add(n, {"ocpp.action": key[0]})
+            for o in prepared.commands:
+                self._command_done(o, ended_ns)
+            self._handling.record((ended_ns - prepared.started_ns) / 1e9, self._metric_attrs)
+            for action, timestamp in prepared.oldest.items():
+                received = clock.parse(timestamp)
+                if received is not None:
+                    latency = max(0.0, ended_ns / 1e9 - received.timestamp())
+                    self._latency.record(latency, {"ocpp.action": _action(action)})
+        if prepared.spans and self._recorder is not None:
+            for span, at in prepared.spans:
+                span.end_ns = ended_ns
+                result = results[at] if at is not None and at < len(results) else None
+                if isinstance(result, bytes) and not span.error:
+                    span.error = f"effects failed: {result.decode(errors='replace')}"
+            self._recorder.record([span for span, _ in prepared.spans])
+
+    @staticmethod
+    def _tally(outcomes: Sequence[Outcome], prepared: Prepared) -> None:
+        """Messages by (action, outcome, type), the first timestamp seen per
+        action, and the replies to commands."""
+        counts, oldest = prepared.counts, prepared.oldest
+        # CALLs answered, the common case, are tallied by action alone: cheap.
+        tallies: tuple[dict[str, int], dict[str, int]] = ({}, {})  # results, errors
+        for o in outcomes:
+            env = o.envelope
+            if env is not None and env.message_type == 2 and not o.dead_reason:
+                action = env.action or ""
+                tally = tallies[bool(o.error_code)]
+                n = tally.get(action)
+                tally[action] = 1 if n is None else n + 1
+                if n is None and action not in oldest and env.timestamp:
+                    oldest[action] = env.timestamp
+                continue
+            key = _outcome(o)
+            counts[key] = counts.get(key, 0) + 1
+            if key[0] not in oldest and env is not None and env.timestamp:
+                oldest[key[0]] = env.timestamp
+            if o.command is not None:
+                prepared.commands.append(o)
+        for tally, outcome in zip(tallies, ("result", "error"), strict=True):
+            for action, n in tally.items():
+                key = (_action(action), outcome, 2)
+                counts[key] = counts.get(key, 0) + n
+
+    def _labels(self, key: tuple[str, str, int]) -> dict[str, Any]:
+        labels = self._label_cache.get(key)
+        if labels is None:
+            labels = {"ocpp.action": key[0], "ocpp.outcome": key[1], "ocpp.message_type": key[2]}
+            self._label_cache[key] = labels
+        return labels
+
+    def _command_done(self, o: Outcome, ended_ns: int) -> None:
+        assert o.command is not None
+        labels = {"ocpp.action": o.command.action, "ocpp.command.outcome": _command_outcome(o)}
+        self._commands.add(1, labels)
+        rtt = round_trip_s(o, ended_ns)
+        if rtt is not None:
+            self._round_trip.record(rtt, labels)
+
+    def _trace(
+        self, batch: Sequence[Delivery], outcomes: Sequence[Outcome], started_ns: int
+    ) -> list[tuple[SpanRecord, int | None]]:
+        """Records of the batch's sampled messages' spans, with the index of
+        their outcome. With a parent-based sampler, a message whose trace
+        was not sampled costs a look at its flags."""
+        if self._follow_flags:
+            flags = SAMPLED_FLAGS
+            batch = [d for d in batch if not d.traceparent or d.traceparent[53:] in flags]
+        if not batch:
+            return []
+        at = {o.entry_id: n for n, o in enumerate(outcomes)}
+        spans = []
+        for d in batch:
+            parent = span_context(d.traceparent) if d.traceparent else None
+            trace_id = parent.trace_id if parent else random_ids()[0]
+            if not (self._follow_flags and parent and parent.trace_flags.sampled) and not sampled(
+                self._tracer, parent_context(parent), trace_id, self._span_name, SpanKind.CONSUMER
+            ):
+                continue
+            n = at.get(d.entry_id)
+            o = None if n is None else outcomes[n]
+            spans.append((self._record(d, o, trace_id, parent, started_ns), n))
+        return spans
+
+    def _record(
+        self, d: Delivery, o: Outcome | None, trace_id: int, parent: SpanContext | None, start: int
+    ) -> SpanRecord:
+        attrs: Attributes = {**self._span_attrs, "messaging.message.id": d.entry_id.decode()}
+        if d.deliveries > 1:
+            attrs["ocpp.deliveries"] = d.deliveries
+        links: list[str] = []
+        error = ""
+        if o is None:
+            error = "handler failed; left pending for a retry"
+        else:
+            _describe(o, attrs)
+            if o.command is not None:
+                linked = o.command.fields.get("traceparent", "")
+                if span_context(linked) is not None:
+                    links.append(linked)
+                rtt = round_trip_s(o, time.time_ns())
+                if rtt is not None:
+                    attrs["ocpp.command.round_trip_ms"] = round(rtt * 1000, 3)
+            if o.dead_reason:
+                error = f"dead-lettered: {o.dead_reason}"
+        return SpanRecord(
+            PROCESSOR_SCOPE, self._span_name, SpanKind.CONSUMER.value, f"{trace_id:032x}",
+            new_span_id(), f"{parent.span_id:016x}" if parent else "", start, 0, attrs, links,
+            error,
+        )  # fmt: skip
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A batch's telemetry between :meth:`ProcessorTelemetry.prepare` and
+    :meth:`~ProcessorTelemetry.done`."""
+
+    started_ns: int
+    counts: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    oldest: dict[str, str] = field(default_factory=dict)
+    commands: list[Outcome] = field(default_factory=list)
+    spans: list[tuple[SpanRecord, int | None]] = field(default_factory=list)
+
+
+def _describe(o: Outcome, attrs: Attributes) -> None:
+    env = o.envelope
+    if env is not None:
+        attrs["ocpp.charge_point_id"] = env.charge_point_id
+        attrs["ocpp.message_type"] = env.message_type
+        attrs["ocpp.message_id"] = env.message_id
+        if env.action:
+            attrs["ocpp.action"] = env.action
+    action, outcome, _ = _outcome(o)
+    if o.command is not None:
+        attrs["ocpp.action"] = action
+        attrs["ocpp.command.id"] = o.command.command_id
+    attrs["ocpp.outcome"] = outcome
+    if o.error_code:
+        attrs["ocpp.error_code"] = o.error_code
+
+
+def round_trip_s(o: Outcome, now_ns: int) -> float | None:
+    """Seconds from sending ``o``'s command to now, if it was sent."""
+    sent = o.command.fields.get("sent_at_ms", "") if o.command is not None else ""
+    if not sent.isdigit():
+        return None
+    return max(0.0, now_ns / 1e9 - int(sent) / 1000)
