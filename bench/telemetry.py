@@ -167,6 +167,7 @@ def run_once(args: argparse.Namespace, env: dict[str, str]) -> Run:
         system.run_phase("w", args.warmup, None)
         exporters = {f"{role} exporter": pid for role, service in system.services.items()
                      for pid in children(service.pid)}  # fmt: skip
+        settle(list(exporters.values()))
         before = {**system.cpu(), **{k: cpu_seconds(pid) for k, pid in exporters.items()}}
         tracker = system.run_phase("t", args.messages, None)
         after = {**system.cpu(), **{k: cpu_seconds(pid) for k, pid in exporters.items()}}
@@ -174,6 +175,22 @@ def run_once(args: argparse.Namespace, env: dict[str, str]) -> Run:
     seconds = tracker.last_at - tracker.first_at
     cpu = {k: 1e6 * (after[k] - before[k]) / args.messages for k in before}
     return Run(bool(env), args.messages, seconds, cpu)
+
+
+def settle(pids: Sequence[int], quiet_s: float = 0.3, deadline_s: float = 20.0) -> None:
+    """Wait until the exporter processes have used no CPU for ``quiet_s``:
+    past their start-up (imports, at the lowest priority, may outlast the
+    warm-up), which a service pays once, not per message."""
+    started = time.monotonic()
+    last = [cpu_seconds(pid) for pid in pids]
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < quiet_s:
+        if time.monotonic() - started > deadline_s:
+            raise BenchFailure(f"the span exporters kept busy for {deadline_s:.0f} s")
+        time.sleep(0.05)  # polling /proc: there is nothing to wait on
+        now = [cpu_seconds(pid) for pid in pids]
+        if now != last:
+            last, quiet_since = now, time.monotonic()
 
 
 def children(pid: int) -> list[int]:

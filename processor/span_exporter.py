@@ -6,10 +6,12 @@ spans exported as the ``OTEL_*`` environment says. Started by
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,11 +22,16 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind
 from opentelemetry.trace.status import Status, StatusCode
 
+from processor.otlp import Encoder
+from processor.otlp_http import HttpConfig, HttpSender
 from processor.spans import FRAME_DECODER, SOCKET_BUFFER, SpanRecord
-from processor.telemetry import exporter_class, exporter_names
+from processor.telemetry import exporter_class, exporter_names, otlp_protocol
 from processor.trace_context import SAMPLED, span_context
 
+log = logging.getLogger(__name__)
+
 _UNSET = Status(StatusCode.UNSET)
+_CREDENTIAL_PROVIDER = "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER"
 
 
 class _Replay:
@@ -59,7 +66,68 @@ class _Replay:
                 processor.on_end(span)
 
 
-def _export(fd: int, attributes: dict[str, Any]) -> None:
+def fast_path() -> bool:
+    """Whether traces go by OTLP/HTTP alone, as :mod:`processor.otlp`
+    encodes them; any other exporter, protocol or credential hook takes the
+    SDK's way."""
+    return (
+        exporter_names("traces") == ["otlp"]
+        and otlp_protocol("traces") == "http/protobuf"
+        and not os.environ.get(_CREDENTIAL_PROVIDER)
+    )
+
+
+def _export_sdk(sock: socket.socket, attributes: dict[str, Any]) -> None:
+    processors: list[sdk_trace.SpanProcessor] = [
+        BatchSpanProcessor(exporter_class(name, "traces")()) for name in exporter_names("traces")
+    ]
+    replay = _Replay(processors, Resource(attributes))
+    try:
+        while frame := sock.recv(SOCKET_BUFFER):
+            replay.record(FRAME_DECODER.decode(frame))
+    finally:
+        for processor in processors:
+            processor.shutdown()
+
+
+def _export_otlp_http(sock: socket.socket, attributes: dict[str, Any]) -> None:
+    """Records batched as OTEL_BSP_* says: sent when a batch is full or the
+    oldest record has waited the schedule delay, and at the end."""
+    config = HttpConfig.from_env()
+    encoder, sender = Encoder(attributes), HttpSender(config)
+    pending: list[SpanRecord] = []
+    due = 0.0
+
+    def flush() -> None:
+        for i in range(0, len(pending), config.batch_size):
+            chunk = pending[i : i + config.batch_size]
+            sender.send(encoder.request(chunk), len(chunk))
+        pending.clear()
+
+    try:
+        while True:
+            # (A zero timeout would make the socket non-blocking.)
+            sock.settimeout(max(due - time.monotonic(), 0.001) if pending else None)
+            try:
+                frame = sock.recv(SOCKET_BUFFER)
+            except TimeoutError:
+                flush()
+                continue
+            if not frame:
+                break
+            if not pending:
+                due = time.monotonic() + config.delay_s
+            pending += FRAME_DECODER.decode(frame)
+            if len(pending) >= config.batch_size:
+                flush()
+    finally:
+        flush()
+        sender.close()
+        if sender.dropped:
+            log.warning("%d spans could not be exported", sender.dropped)
+
+
+def main(fd: int, attributes: dict[str, Any]) -> None:
     """The exporter process: records from the socket ``fd`` become spans
     exported as the environment says, until the service closes the socket
     (or dies); then it flushes and returns."""
@@ -73,19 +141,12 @@ def _export(fd: int, attributes: dict[str, Any]) -> None:
     except (AttributeError, OSError):
         os.nice(19)
     setup("WARNING", f"{attributes.get('service.name', 'ocpp')}-exporter")
-    processors: list[sdk_trace.SpanProcessor] = [
-        BatchSpanProcessor(exporter_class(name, "traces")()) for name in exporter_names("traces")
-    ]
-    replay = _Replay(processors, Resource(attributes))
     sock = socket.socket(fileno=fd)
     try:
-        while frame := sock.recv(SOCKET_BUFFER):
-            replay.record(FRAME_DECODER.decode(frame))
+        (_export_otlp_http if fast_path() else _export_sdk)(sock, attributes)
     finally:
         sock.close()
-        for processor in processors:
-            processor.shutdown()
 
 
 if __name__ == "__main__":
-    _export(int(sys.argv[1]), json.loads(sys.argv[2]))
+    main(int(sys.argv[1]), json.loads(sys.argv[2]))

@@ -6,12 +6,14 @@ through a socket that never blocks.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -31,6 +33,7 @@ PROCESSOR_SCOPE = "ocpp.processor"
 ADAPTER_SCOPE = "ocpp.adapter"
 RECORDS_PER_FRAME = 100  # ~40 kB: well within the socket's buffer
 SOCKET_BUFFER = 4 << 20
+FLUSH_AFTER_S = 0.2
 
 
 # -- spans as records ------------------------------------------------------------
@@ -134,18 +137,41 @@ FRAME_DECODER = msgspec.msgpack.Decoder(list[SpanRecord])
 
 
 class Shipper:
-    """Sends records to the exporter process, a frame per call (or per
-    hundred records). Never blocks: when the socket is full, or the process
-    gone, the records are dropped and counted."""
+    """Sends records to the exporter process in frames of up to a hundred.
+    Records made in an event loop wait up to ``FLUSH_AFTER_S`` for others
+    to share their frame: a frame costs the exporter a wake-up and a read,
+    more than encoding the few spans a batch of messages samples. Never
+    blocks: when the socket is full, or the process gone, the records are
+    dropped and counted."""
 
     def __init__(self, sock: socket.socket, process: subprocess.Popen[bytes]) -> None:
         self._sock = sock
         self._process = process
+        self._lock = threading.Lock()  # the SDK may end spans in any thread
+        self._buffer: list[SpanRecord] = []
+        self._flush_due = False
         self.dropped = 0
 
     def record(self, spans: Sequence[SpanRecord]) -> None:
-        for i in range(0, len(spans), RECORDS_PER_FRAME):
-            chunk = spans[i : i + RECORDS_PER_FRAME]
+        with self._lock:
+            self._buffer += spans
+            if len(self._buffer) < RECORDS_PER_FRAME and not self._flush_due:
+                try:
+                    asyncio.get_running_loop().call_later(FLUSH_AFTER_S, self.flush)
+                    self._flush_due = True
+                except RuntimeError:  # no event loop here to flush later
+                    pass
+            if len(self._buffer) >= RECORDS_PER_FRAME or not self._flush_due:
+                self._send()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._send()
+
+    def _send(self) -> None:
+        records, self._buffer, self._flush_due = self._buffer, [], False
+        for i in range(0, len(records), RECORDS_PER_FRAME):
+            chunk = records[i : i + RECORDS_PER_FRAME]
             try:
                 self._sock.send(FRAME_ENCODER.encode(chunk))
             except OSError:  # full (BlockingIOError), or the exporter is gone
@@ -155,6 +181,7 @@ class Shipper:
 
     def close(self, timeout: float = 30.0) -> None:
         """Let the exporter export what it has, and wait for it to exit."""
+        self.flush()
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_WR)
         self._sock.close()
@@ -200,6 +227,11 @@ class OffloadedTracerProvider(sdk_trace.TracerProvider):
         super().__init__(resource=resource, shutdown_on_exit=False)
         self.shipper = shipper
         self.add_span_processor(_Shipping(shipper))
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        flushed = super().force_flush(timeout_millis)
+        self.shipper.flush()  # to the exporter process, which exports in its own time
+        return flushed
 
     def shutdown(self) -> None:
         super().shutdown()

@@ -130,15 +130,19 @@ def exporter_names(signal: str) -> list[str]:
     return [n for n in (part.strip() for part in names.split(",")) if n and n != "none"]
 
 
+def otlp_protocol(signal: str) -> str:
+    return (
+        os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+
+
 def exporter_class(name: str, signal: str) -> Any:
     """The exporter class registered under ``name`` for ``signal``, by the
     entry points the SDK's own auto-configuration uses."""
     if name == "otlp":
-        protocol = (
-            os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
-            or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-            or "http/protobuf"
-        ).strip()
+        protocol = otlp_protocol(signal)
         if protocol not in _OTLP_BY_PROTOCOL:
             raise ValueError(f"unsupported OTLP protocol {protocol!r} for {signal}")
         name = _OTLP_BY_PROTOCOL[protocol]

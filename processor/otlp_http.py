@@ -1,0 +1,135 @@
+"""OTLP/HTTP for the exporter process's fast path: requests encoded by
+:mod:`processor.otlp`, posted as the standard ``OTEL_EXPORTER_OTLP_*``
+variables say, with the Python SDK's readings of them (the timeout in
+seconds, ``OTEL_EXPORTER_OTLP_ENDPOINT`` a base to which ``/v1/traces`` is
+appended, a signal-specific endpoint taken as it is), and batched as
+``OTEL_BSP_*`` says.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import random
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import requests
+from opentelemetry.util.re import parse_env_headers
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"
+# Worth another try, as the OTLP specification lists them.
+RETRYABLE = frozenset({429, 502, 503, 504})
+
+
+def _env(env: Mapping[str, str], name: str) -> str | None:
+    """The traces-specific variable, else the general one."""
+    return env.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or env.get(f"OTEL_EXPORTER_OTLP_{name}")
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        log.warning("%s=%r is not a number; using %s", name, raw, default)
+        return default
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    endpoint: str = DEFAULT_ENDPOINT
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float = 10.0
+    compression: str = "none"  # or gzip, deflate
+    verify: str | bool = True  # a CA bundle's path, or the system's
+    client_cert: tuple[str, str] | None = None
+    batch_size: int = 512
+    delay_s: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> HttpConfig:
+        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        if not endpoint and (base := env.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
+            endpoint = base.rstrip("/") + "/v1/traces"
+        compression = (_env(env, "COMPRESSION") or "none").strip().lower()
+        if compression not in ("none", "gzip", "deflate"):
+            log.warning("unknown OTLP compression %r; sending uncompressed", compression)
+            compression = "none"
+        cert, key = _env(env, "CLIENT_CERTIFICATE"), _env(env, "CLIENT_KEY")
+        return cls(
+            endpoint=endpoint or DEFAULT_ENDPOINT,
+            headers=parse_env_headers(_env(env, "HEADERS") or "", liberal=True),
+            timeout_s=_number(env, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", 0)
+            or _number(env, "OTEL_EXPORTER_OTLP_TIMEOUT", 10.0),
+            compression=compression,
+            verify=_env(env, "CERTIFICATE") or True,
+            client_cert=(cert, key) if cert and key else None,
+            batch_size=max(1, int(_number(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512))),
+            delay_s=_number(env, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000,
+        )
+
+
+class HttpSender:
+    """Posts requests to the collector over one kept-alive connection.
+    A request that fails with a retryable status or a connection error is
+    tried again, with jittered exponential backoff, until its timeout has
+    passed; then it is dropped and counted, as the SDK's exporters do."""
+
+    def __init__(self, config: HttpConfig) -> None:
+        self.config = config
+        self.dropped = 0
+        self._session = requests.Session()
+        self._session.headers.update(config.headers)
+        self._session.headers["Content-Type"] = "application/x-protobuf"
+        if config.compression != "none":
+            self._session.headers["Content-Encoding"] = config.compression
+        self._session.verify = config.verify
+        self._session.cert = config.client_cert
+        self._failing = False
+
+    def send(self, body: bytes, spans: int) -> bool:
+        if self.config.compression == "gzip":
+            body = gzip.compress(body, compresslevel=6)
+        elif self.config.compression == "deflate":
+            body = zlib.compress(body)
+        deadline = time.monotonic() + self.config.timeout_s
+        delay = 0.5
+        while True:
+            left = deadline - time.monotonic()
+            error = self._post(body, max(left, 0.1))
+            if error is None:
+                if self._failing:
+                    log.warning("span export to %s works again", self.config.endpoint)
+                    self._failing = False
+                return True
+            retryable, reason = error
+            left = deadline - time.monotonic()
+            if not retryable or left <= delay:
+                break
+            time.sleep(random.uniform(delay / 2, delay))  # backoff between attempts
+            delay *= 2
+        self.dropped += spans
+        if not self._failing:
+            log.warning("span export to %s failed (%s): dropping spans until it works",
+                        self.config.endpoint, reason)  # fmt: skip
+            self._failing = True
+        return False
+
+    def _post(self, body: bytes, timeout: float) -> tuple[bool, str] | None:
+        """None on success, else (whether to try again, why not)."""
+        try:
+            response = self._session.post(self.config.endpoint, data=body, timeout=timeout)
+        except requests.RequestException as exc:
+            return True, type(exc).__name__
+        if response.ok:
+            return None
+        return response.status_code in RETRYABLE, f"HTTP {response.status_code}"
+
+    def close(self) -> None:
+        self._session.close()

@@ -1,0 +1,211 @@
+"""The exporter process's fast path: our OTLP encoding against the SDK's,
+and the OTLP/HTTP sender against a real HTTP receiver."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.resources import Resource
+
+from processor import span_exporter
+from processor.otlp import Encoder
+from processor.otlp_http import DEFAULT_ENDPOINT, HttpConfig, HttpSender
+from processor.span_exporter import _Replay
+from processor.spans import SpanRecord
+
+INT64 = st.integers(-(2**63), 2**63 - 1)
+VALUES = st.one_of(st.text(max_size=40), st.booleans(), INT64, st.floats(allow_nan=False))
+HEX32 = st.integers(1, 2**128 - 1).map(lambda n: f"{n:032x}")
+HEX16 = st.integers(1, 2**64 - 1).map(lambda n: f"{n:016x}")
+TRACEPARENTS = st.builds(lambda t, s, f: f"00-{t}-{s}-{f:02x}", HEX32, HEX16, st.integers(0, 255))
+RECORDS = st.builds(
+    SpanRecord,
+    scope=st.sampled_from(["ocpp.processor", "ocpp.adapter", "ocpp.commands"]),
+    name=st.text(min_size=1, max_size=30),
+    kind=st.integers(0, 4),
+    trace_id=HEX32,
+    span_id=HEX16,
+    parent_id=st.one_of(st.just(""), HEX16),
+    start_ns=st.integers(0, 2**63),
+    end_ns=st.integers(0, 2**63),
+    attributes=st.dictionaries(st.text(min_size=1, max_size=20), VALUES, max_size=12),
+    links=st.lists(TRACEPARENTS, max_size=2),
+    error=st.one_of(st.just(""), st.text(min_size=1, max_size=30)),
+)
+RESOURCE = {"service.name": "ocpp-processor", "service.instance.id": "h-1", "pid": 7}
+
+
+class Collect(sdk_trace.SpanProcessor):
+    def __init__(self) -> None:
+        self.spans: list[sdk_trace.ReadableSpan] = []
+
+    def on_end(self, span: sdk_trace.ReadableSpan) -> None:
+        self.spans.append(span)
+
+
+def sdk_request(records: list[SpanRecord]) -> ExportTraceServiceRequest:
+    """What the SDK's own exporters would send for ``records``."""
+    collect = Collect()
+    _Replay([collect], Resource(RESOURCE)).record(records)
+    return encode_spans(collect.spans)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(RECORDS, min_size=1, max_size=6))
+def test_our_encoding_is_the_sdks(records: list[SpanRecord]) -> None:
+    ours = ExportTraceServiceRequest.FromString(Encoder(RESOURCE).request(records))
+    assert ours == sdk_request(records)
+
+
+def test_repeated_and_unique_values_encode_alike_after_the_cache_gives_up() -> None:
+    encoder = Encoder(RESOURCE)
+    records = [
+        SpanRecord("ocpp.processor", "process", 4, f"{n + 1:032x}", f"{n + 1:016x}", "", n, n + 1,
+                   {"messaging.message.id": f"1-{n}", "ocpp.action": "Heartbeat",
+                    "flag": n % 2 == 1, "n": n % 2})
+        for n in range(2_500)
+    ]  # fmt: skip
+    for chunk in (records[:1_200], records[1_200:]):
+        ours = ExportTraceServiceRequest.FromString(encoder.request(chunk))
+        assert ours == sdk_request(chunk)
+
+
+# -- configuration ---------------------------------------------------------------
+
+
+def test_config_reads_the_standard_variables() -> None:
+    assert HttpConfig.from_env({}).endpoint == DEFAULT_ENDPOINT
+    config = HttpConfig.from_env({
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/",
+        "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s%20ecret,x-tenant=a",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "3",
+        "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE": "/etc/ca.pem",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "64",
+        "OTEL_BSP_SCHEDULE_DELAY": "250",
+    })  # fmt: skip
+    assert config.endpoint == "http://collector:4318/v1/traces"  # a base: the path is appended
+    assert config.headers == {"api-key": "s ecret", "x-tenant": "a"}
+    assert (config.timeout_s, config.compression, config.verify) == (3.0, "gzip", "/etc/ca.pem")
+    assert (config.batch_size, config.delay_s) == (64, 0.25)
+    traces = HttpConfig.from_env({
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://ignored:4318",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://c:443/custom",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "3",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "7",
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "brotli",
+    })  # fmt: skip
+    assert traces.endpoint == "https://c:443/custom"  # signal-specific: as it is
+    assert (traces.timeout_s, traces.compression) == (7.0, "none")
+
+
+@pytest.mark.parametrize(
+    ("env", "fast"),
+    [
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, True),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, False),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"}, False),
+        ({"OTEL_TRACES_EXPORTER": "otlp,console"}, False),
+        ({"OTEL_TRACES_EXPORTER": "console"}, False),
+        ({"OTEL_TRACES_EXPORTER": "otlp",
+          "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER": "x"}, False),
+    ],
+)  # fmt: skip
+def test_only_plain_otlp_http_takes_the_fast_path(
+    env: dict[str, str], fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",
+                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL",
+                 "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert span_exporter.fast_path() is fast
+
+
+# -- the sender against a receiver -------------------------------------------------
+
+
+class Receiver:
+    """Answers each POST with the next status of ``statuses`` (then 200),
+    and keeps the bodies it accepted, decompressed, with their headers."""
+
+    def __init__(self) -> None:
+        self.statuses: list[int] = []
+        self.accepted: list[tuple[dict[str, str], bytes]] = []
+        self.attempts = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.attempts += 1
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                if status == 200:
+                    if self.headers.get("Content-Encoding") == "gzip":
+                        body = gzip.decompress(body)
+                    receiver.accepted.append((dict(self.headers), body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    thread = threading.Thread(target=r.server.serve_forever, daemon=True)
+    thread.start()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()
+    thread.join()
+
+
+def test_the_sender_posts_protobuf_with_headers_and_gzip(receiver: Receiver) -> None:
+    sender = HttpSender(HttpConfig(receiver.url, {"api-key": "k"}, compression="gzip"))
+    body = Encoder(RESOURCE).request([SpanRecord("s", "n", 1, "1" * 32, "2" * 16, "", 1, 2, {})])
+    assert sender.send(body, 1)
+    sender.close()
+    [(headers, got)] = receiver.accepted
+    assert got == body
+    assert headers["Content-Type"] == "application/x-protobuf"
+    assert headers["api-key"] == "k"
+
+
+def test_the_sender_retries_what_the_collector_says_may_work_later(receiver: Receiver) -> None:
+    receiver.statuses = [503, 429]
+    sender = HttpSender(HttpConfig(receiver.url, timeout_s=10))
+    assert sender.send(b"x", 3)
+    assert (receiver.attempts, len(receiver.accepted), sender.dropped) == (3, 1, 0)
+
+
+def test_the_sender_drops_what_the_collector_refuses(receiver: Receiver) -> None:
+    receiver.statuses = [400]
+    sender = HttpSender(HttpConfig(receiver.url))
+    assert not sender.send(b"x", 3)
+    assert (receiver.attempts, sender.dropped) == (1, 3)
+    assert sender.send(b"y", 1)  # and goes on with the next
+    assert [body for _, body in receiver.accepted] == [b"y"]
+
+
+def test_the_sender_gives_up_on_an_unreachable_collector_within_its_timeout() -> None:
+    sender = HttpSender(HttpConfig("http://127.0.0.1:9/v1/traces", timeout_s=1.5))
+    assert not sender.send(b"x", 2)
+    assert sender.dropped == 2
