@@ -1,20 +1,23 @@
-"""Redis for the tests: ``REDIS_URL`` if set, else the testcontainers Redis
-module when a Docker engine answers, else a private ``redis-server`` on a
-free port. Fault tests that kill or restart Redis always get a private
-server of their own (``private_redis``).
+"""Redis for the tests: ``REDIS_URL`` if set, else per ``OCPP_TEST_REDIS``
+(``auto``, ``testcontainers`` or ``private``) a container started by the
+testcontainers Redis module or a private ``redis-server`` on a free port;
+``auto`` takes the container when a Docker engine answers. Fault tests that
+kill or restart Redis always get a private server of their own
+(``private_redis``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis as redis_sync
+from testcontainers.community.redis import RedisContainer
 
-from adapters.devstack import RedisServer
+from adapters.devstack import RedisServer, free_port
 
 
 @pytest.fixture
@@ -41,6 +44,43 @@ def _docker_reachable() -> bool:
         client.close()
 
 
+class HostNetworkRedisContainer(RedisContainer):
+    """A ``RedisContainer`` on the host's network stack. Nothing is mapped
+    there, so redis-server is told to listen on a free loopback port (6379
+    may be taken on the host) and that port is the one to connect to, for
+    the readiness ping as for the tests."""
+
+    def __init__(self, image: str) -> None:
+        super().__init__(image, port=free_port())
+        self.ports.clear()  # nothing to publish: the engine would only warn
+        self.with_kwargs(network_mode="host")
+        self.with_command(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        )
+
+    def get_container_host_ip(self) -> str:
+        return "127.0.0.1"
+
+    def get_exposed_port(self, port: int) -> int:
+        return port
+
+
+@contextmanager
+def _container_redis() -> Iterator[str]:
+    """A Redis container for the session (``OCPP_TEST_REDIS_IMAGE``,
+    ``OCPP_TEST_DOCKER_NETWORK``), removed on exit; yields its URL."""
+    image = os.environ.get("OCPP_TEST_REDIS_IMAGE", "redis:7")
+    network_mode = os.environ.get("OCPP_TEST_DOCKER_NETWORK")
+    if network_mode == "host":
+        container: RedisContainer = HostNetworkRedisContainer(image)
+    else:
+        container = RedisContainer(image)
+        if network_mode:
+            container.with_kwargs(network_mode=network_mode)
+    with container as c:
+        yield f"redis://{c.get_container_host_ip()}:{c.get_exposed_port(c.port)}/0"
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A Redis shared by the session; flushed before each test by ``redis_db``."""
@@ -48,19 +88,11 @@ def redis_url() -> Iterator[str]:
         yield url
         return
     backend = os.environ.get("OCPP_TEST_REDIS", "auto")
+    if backend not in ("auto", "testcontainers", "private"):
+        raise ValueError(f"OCPP_TEST_REDIS={backend!r}: use auto, testcontainers or private")
     if backend == "testcontainers" or (backend == "auto" and _docker_reachable()):
-        from testcontainers.redis import RedisContainer
-
-        image = os.environ.get("OCPP_TEST_REDIS_IMAGE", "redis:7")
-        container: Any = RedisContainer(image)
-        network_mode = os.environ.get("OCPP_TEST_DOCKER_NETWORK")
-        if network_mode:
-            container = container.with_kwargs(network_mode=network_mode)
-        with container as c:
-            if network_mode == "host":
-                yield "redis://127.0.0.1:6379/0"
-            else:
-                yield f"redis://{c.get_container_host_ip()}:{c.get_exposed_port(6379)}/0"
+        with _container_redis() as url:
+            yield url
         return
     with RedisServer() as server:
         yield server.url
