@@ -22,12 +22,12 @@ import anyio
 import msgspec
 from msgspec import Meta
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from adapters import api_queries as q
 from processor import keys
 from processor.command_queue import CommandQueue
-from processor.redis_io import connect
+from processor.redis_io import connect, group_exists
 from processor.settings import RedisUrl, env_name
 
 OK, NOT_FOUND, INVALID, UNAVAILABLE = 0, 1, 2, 3
@@ -137,13 +137,8 @@ async def _health(redis: Redis, queue: CommandQueue, a: argparse.Namespace) -> A
     """For container health checks: Redis reachable and, for a processor,
     its consumer group in place (a Redis that restarted empty has none)."""
     await redis.ping()
-    if a.group:
-        try:
-            groups = await redis.xinfo_groups(keys.INBOUND)
-        except ResponseError:  # no stream yet
-            groups = []
-        if not any(g["name"] in (keys.GROUP, keys.GROUP.encode()) for g in groups):
-            raise q.NotFound(f"consumer group {keys.GROUP} on {keys.INBOUND}")
+    if a.group and not await group_exists(redis, keys.INBOUND, keys.GROUP):
+        raise q.NotFound(f"consumer group {keys.GROUP} on {keys.INBOUND}")
     return {"redis": "ok", "group": "ok" if a.group else "not checked"}
 
 
