@@ -43,10 +43,18 @@ log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S: Final = 1.0
 LIVEZ: Final = "/livez"
 READYZ: Final = "/readyz"
-_ALIVE: Final = b'{"alive":true}'
 _NOT_FOUND: Final = b'{"error":"not found"}'
 _NOT_ALLOWED: Final = b'{"error":"method not allowed"}'
 _encoder = msgspec.json.Encoder()
+
+
+class Liveness(msgspec.Struct, kw_only=True):
+    """The body of ``/livez``."""
+
+    alive: bool
+
+
+_ALIVE: Final = _encoder.encode(Liveness(alive=True))
 
 
 class Readiness(msgspec.Struct, kw_only=True, omit_defaults=True):
