@@ -407,7 +407,8 @@ async def test_health_and_openapi(client: AsyncTestClient[Any]) -> None:
     assert set(doc["paths"]) == {
         "/v1/charge-points/{charge_point_id}/commands/{action}", "/v1/commands/{command_id}",
         "/v1/charge-points", "/v1/charge-points/{charge_point_id}", "/v1/transactions",
-        "/v1/transactions/{transaction_id}", "/v1/id-tags/{id_tag}", "/healthz",
+        "/v1/transactions/{transaction_id}", "/v1/id-tags/{id_tag}", "/healthz", "/livez",
+        "/readyz",
     }  # fmt: skip
     send = doc["paths"]["/v1/charge-points/{charge_point_id}/commands/{action}"]["post"]
     assert {"200", "202", "400", "404"} <= set(send["responses"])
