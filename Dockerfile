@@ -15,7 +15,10 @@ USER ocpp
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     REDIS_URL=redis://redis:6379/0
-# Redis reachable; processors check their consumer group too (compose).
+# GET /readyz of the default command, ocpp-processor (Redis reachable and
+# its consumer group in place). Other commands answer elsewhere: the adapter
+# on 9102, the gateway on 9103, the API on 8000. Give them their own check
+# (docker-compose.yml does; `docker run --health-cmd`).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["ocpp-cli", "health"]
+    CMD ["ocpp-cli", "probe", "http://127.0.0.1:9101/readyz"]
 CMD ["ocpp-processor"]

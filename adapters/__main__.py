@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import anyio
 
 from adapters.list_to_stream import ListToStream
+from processor.health import HealthServer, redis_probe
 from processor.lifecycle import run_until_signalled
 from processor.logs import setup
 from processor.redis_io import connect
@@ -28,9 +29,17 @@ async def serve(settings: AdapterSettings, providers: Providers | None = None) -
         tracer_provider=providers.tracer_provider if providers else None,
         meter_provider=providers.meter_provider if providers else None,
     )
+    health = HealthServer(redis_probe(redis), settings.health_port)
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(health.run)
+            await adapter.run()
+            health.stop()
+
     log.info("adapter starting")
     try:
-        await run_until_signalled(adapter.run, adapter.stop, log)
+        await run_until_signalled(run, adapter.stop, log)
     finally:
         await redis.aclose()
     log.info("adapter stopped after moving %d envelopes", adapter.moved)

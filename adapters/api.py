@@ -8,7 +8,8 @@ shutdown. The OpenAPI document is at ``/schema/openapi.json`` (and browsable
 at ``/schema``). Errors are RFC 9457 problem details.
 
 If ``OCPP_API_TOKEN`` is set, every ``/v1`` route wants
-``Authorization: Bearer <token>``; ``/healthz`` and ``/schema`` never do.
+``Authorization: Bearer <token>``; ``/livez``, ``/readyz``, ``/healthz`` and
+``/schema`` never do.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ from adapters.api_problems import (
     bearer_guard,
 )
 from processor.command_queue import CommandQueue
+from processor.health import Liveness, Readiness, ReadinessCheck, redis_probe
 from processor.logs import setup
 from processor.messages import CENTRAL_INITIATED
 from processor.redis_io import connect
@@ -268,6 +270,20 @@ async def healthz(state: State) -> Response[Health]:
     return Response(Health(status="ok"))
 
 
+@get("/livez")
+async def livez() -> Liveness:
+    """Alive while the server runs, whether Redis answers or not (no authentication)."""
+    return Liveness(alive=True)
+
+
+@get("/readyz", responses={503: ResponseSpec(Readiness, description="not ready, and why")})
+async def readyz(state: State) -> Response[Readiness]:
+    """Ready when Redis answers PING within a second (no authentication)."""
+    check: ReadinessCheck = state.readiness
+    ready = await check()
+    return Response(ready, status_code=HTTP_200_OK if ready.ready else 503)
+
+
 V1_HANDLERS = [
     send_command,
     get_command,
@@ -294,6 +310,7 @@ def create_app(settings: ApiSettings) -> Litestar:
         app.state.queue = CommandQueue(
             redis, reply_ttl_s=settings.reply_ttl_s, retention_s=settings.command_retention_s
         )
+        app.state.readiness = ReadinessCheck(redis_probe(redis))
         try:
             yield
         finally:
@@ -307,7 +324,7 @@ def create_app(settings: ApiSettings) -> Litestar:
         security=[{"bearer": []}] if auth else None,
     )
     return Litestar(
-        route_handlers=[v1, healthz],
+        route_handlers=[v1, livez, readyz, healthz],
         lifespan=[redis_client],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(

@@ -2,12 +2,15 @@
 
 It uses the same CommandQueue and the same reads and writes as the API
 (``adapters/api_queries.py``) and prints the same JSON. Exit codes: 0 done,
-1 not found, 2 invalid input, 3 Redis unavailable.
+1 not found, 2 invalid input, 3 Redis unavailable. ``probe`` is the
+exception: a container health check for images without curl, it exits 0
+when a URL answers 2xx and 1 otherwise (Docker reserves 2).
 
     ocpp-cli send CP42 Reset '{"type": "Soft"}' --wait 10
     ocpp-cli charge-point CP42
     ocpp-cli transactions --charge-point CP42 --active
     ocpp-cli id-tag put RFID123 Accepted --expiry-date 2030-01-01T00:00:00Z
+    ocpp-cli probe http://127.0.0.1:9101/readyz
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any
 
@@ -22,12 +27,12 @@ import anyio
 import msgspec
 from msgspec import Meta
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from adapters import api_queries as q
 from processor import keys
 from processor.command_queue import CommandQueue
-from processor.redis_io import connect
+from processor.redis_io import connect, group_exists
 from processor.settings import RedisUrl, env_name
 
 OK, NOT_FOUND, INVALID, UNAVAILABLE = 0, 1, 2, 3
@@ -59,7 +64,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ocpp-cli",
         description="Send commands to chargers and read the central system's state in Redis.",
-        epilog="exit codes: 0 done, 1 not found, 2 invalid input, 3 Redis unavailable",
+        epilog="exit codes: 0 done, 1 not found, 2 invalid input, 3 Redis unavailable "
+        "(probe: 0 or 1)",
     )
     p.add_argument(
         "--redis-url", help="Redis to use [env REDIS_URL, default redis://localhost:6379/0]"
@@ -95,6 +101,11 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("transaction", help="a transaction and its meter samples")
     s.add_argument("transaction_id", metavar="ID", type=int)
+
+    s = sub.add_parser("probe", help="exit 0 if URL answers 2xx, else 1 (a health check)")
+    s.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:9101/readyz")
+    s.add_argument("--timeout", type=float, default=3.0, metavar="S",
+                   help="seconds to wait for the answer (default 3)")  # fmt: skip
 
     s = sub.add_parser("health", help="exit 0 if Redis answers (and the group exists)")
     s.add_argument("--group", action="store_true", help="also require the processors' group")
@@ -137,13 +148,8 @@ async def _health(redis: Redis, queue: CommandQueue, a: argparse.Namespace) -> A
     """For container health checks: Redis reachable and, for a processor,
     its consumer group in place (a Redis that restarted empty has none)."""
     await redis.ping()
-    if a.group:
-        try:
-            groups = await redis.xinfo_groups(keys.INBOUND)
-        except ResponseError:  # no stream yet
-            groups = []
-        if not any(g["name"] in (keys.GROUP, keys.GROUP.encode()) for g in groups):
-            raise q.NotFound(f"consumer group {keys.GROUP} on {keys.INBOUND}")
+    if a.group and not await group_exists(redis, keys.INBOUND, keys.GROUP):
+        raise q.NotFound(f"consumer group {keys.GROUP} on {keys.INBOUND}")
     return {"redis": "ok", "group": "ok" if a.group else "not checked"}
 
 
@@ -172,6 +178,23 @@ async def run(args: argparse.Namespace, settings: CliSettings) -> Any:
         await redis.aclose()
 
 
+def probe(url: str, timeout: float) -> int:
+    """GET ``url``: 0 if it answers 2xx, else 1; its body goes to stdout
+    (where Docker keeps a health check's output)."""
+    if not url.startswith(("http://", "https://")):
+        return _fail(1, "invalid input", f"not an http(s) URL: {url!r}")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            sys.stdout.write(resp.read(4096).decode(errors="replace") + "\n")
+            return OK
+    except urllib.error.HTTPError as exc:
+        with exc:
+            sys.stdout.write(exc.read(4096).decode(errors="replace") + "\n")
+        return _fail(1, "probe", f"HTTP {exc.code} from {url}")
+    except OSError as exc:  # URLError, timeouts
+        return _fail(1, "probe", f"{url}: {exc}")
+
+
 def _fail(code: int, kind: str, message: str) -> int:
     sys.stderr.write(f"ocpp-cli: {kind}: {message}\n")
     return code
@@ -179,6 +202,8 @@ def _fail(code: int, kind: str, message: str) -> int:
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args = parser().parse_args(argv)  # exits 2 on a usage error
+    if args.command == "probe":  # no Redis involved
+        return probe(args.url, args.timeout)
     try:
         settings = _settings(os.environ if environ is None else environ, args.redis_url)
         result = anyio.run(run, args, settings, backend="asyncio")

@@ -112,7 +112,11 @@ class RedisServer:
 
 
 class Service:
-    """One of our services (``python -m <module>``) as a subprocess."""
+    """One of our services (``python -m <module>``) as a subprocess.
+
+    Its health probes are off unless ``health_port`` is given: several
+    services, and several processors, share this machine, and each service's
+    default port could be taken."""
 
     def __init__(
         self,
@@ -121,9 +125,16 @@ class Service:
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         log: IO[bytes] | None = None,
+        health_port: int = 0,
     ) -> None:
-        full_env = {**os.environ, "REDIS_URL": redis_url, **(env or {})}
+        full_env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "OCPP_HEALTH_PORT": str(health_port),
+            **(env or {}),
+        }
         self.module = module
+        self.health_port = health_port
         self.process = subprocess.Popen(
             [sys.executable, "-m", module, *args],
             env=full_env,

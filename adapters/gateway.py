@@ -57,10 +57,11 @@ from websockets.typing import Subprotocol
 from adapters.gateway_auth import Credentials, PathRefused, identity, tls_context
 from adapters.gateway_inbound import Forwarder, envelope, received_now
 from adapters.gateway_outbound import Notifier, Pump, Session
+from processor.health import HealthServer, redis_probe
 from processor.lifecycle import run_until_signalled
 from processor.logs import setup
 from processor.redis_io import connect
-from processor.settings import LogLevel, RedisUrl, load
+from processor.settings import HealthPort, LogLevel, RedisUrl, load
 
 log = logging.getLogger("gateway")
 
@@ -92,6 +93,7 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True):
         int, Meta(ge=1, description="expiry given to a reply list unsent frames went back to")
     ] = 300
     redis_url: RedisUrl = "redis://localhost:6379/0"
+    health_port: HealthPort = 9103
     log_level: LogLevel = "INFO"
 
 
@@ -222,8 +224,16 @@ async def serve_gateway(
     """Run the gateway until SIGTERM or SIGINT."""
     redis = connect(settings.redis_url)
     gateway = Gateway(settings, redis, credentials, tls)
+    health = HealthServer(redis_probe(redis), settings.health_port)
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(health.run)
+            await gateway.run()
+            health.stop()
+
     try:
-        await run_until_signalled(gateway.run, gateway.stop, log)
+        await run_until_signalled(run, gateway.stop, log)
     finally:
         await redis.aclose()
     log.info("gateway stopped after forwarding %d frames", gateway.forwarder.forwarded)

@@ -12,6 +12,7 @@ from processor.command_queue import CommandQueue, Sweeper
 from processor.consumer import Consumer
 from processor.dispatch import Dispatcher, Limits
 from processor.handlers import ROUTES
+from processor.health import HealthServer, redis_probe
 from processor.lifecycle import run_until_signalled
 from processor.logs import setup
 from processor.redis_io import TRANSIENT, connect
@@ -49,12 +50,18 @@ async def serve(settings: ProcessorSettings, providers: Providers | None = None)
         tracer_provider=tracer_provider,
     )  # fmt: skip
     sweeper = Sweeper(queue, settings.command_sweep_ms / 1000)
+    # Ready once Redis answers and the group the consumer creates exists.
+    health = HealthServer(
+        redis_probe(redis, group=stream.group, stream=stream.stream), settings.health_port
+    )
 
     async def run() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(sweeper.run)
+            tg.start_soon(health.run)
             await consumer.run()
             sweeper.stop()
+            health.stop()
 
     def stop() -> None:
         consumer.stop()

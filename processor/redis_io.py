@@ -58,6 +58,16 @@ async def ensure_group(redis: Redis, stream: str, group: str) -> bool:
     return True
 
 
+async def group_exists(redis: Redis, stream: str, group: str) -> bool:
+    """Whether ``group`` is on ``stream`` (False if the stream is missing)."""
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except ResponseError:  # no such key
+        return False
+    name = group.encode()
+    return any(g["name"] in (group, name) for g in groups)
+
+
 def script(redis: Redis, package: str, name: str, *includes: str) -> AsyncScript:
     """The Lua script ``<package>/lua/<name>.lua``, run by EVALSHA (reloaded
     by redis-py after a restart wiped the script cache). ``includes`` name

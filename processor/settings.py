@@ -21,6 +21,10 @@ S = TypeVar("S", bound=msgspec.Struct)
 
 RedisUrl = Annotated[str, Meta(description="Redis to connect to (redis:// or rediss://)")]
 LogLevel = Annotated[str, Meta(description="log level: DEBUG, INFO, WARNING, ERROR")]
+# Each service has its own default, so they can all run on one host.
+HealthPort = Annotated[
+    int, Meta(ge=0, le=65535, description="port answering GET /livez and /readyz (0: none)")
+]
 
 
 def default_consumer_name() -> str:
@@ -102,6 +106,7 @@ class ProcessorSettings(msgspec.Struct, kw_only=True, frozen=True):
     command_retention_s: Annotated[
         int, Meta(ge=1, description="how long a command's record is kept")
     ] = 7 * 86400
+    health_port: HealthPort = 9101
     log_level: LogLevel = "INFO"
 
 
@@ -113,6 +118,7 @@ class AdapterSettings(msgspec.Struct, kw_only=True, frozen=True):
     trim_interval_ms: Annotated[
         int, Meta(ge=1, description="how often the stream is trimmed of acknowledged entries")
     ] = 1000
+    health_port: HealthPort = 9102
     log_level: LogLevel = "INFO"
 
 

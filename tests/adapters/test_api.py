@@ -407,7 +407,8 @@ async def test_health_and_openapi(client: AsyncTestClient[Any]) -> None:
     assert set(doc["paths"]) == {
         "/v1/charge-points/{charge_point_id}/commands/{action}", "/v1/commands/{command_id}",
         "/v1/charge-points", "/v1/charge-points/{charge_point_id}", "/v1/transactions",
-        "/v1/transactions/{transaction_id}", "/v1/id-tags/{id_tag}", "/healthz",
+        "/v1/transactions/{transaction_id}", "/v1/id-tags/{id_tag}", "/healthz", "/livez",
+        "/readyz",
     }  # fmt: skip
     send = doc["paths"]["/v1/charge-points/{charge_point_id}/commands/{action}"]["post"]
     assert {"200", "202", "400", "404"} <= set(send["responses"])
@@ -422,6 +423,11 @@ async def test_redis_down_gives_503() -> None:
     async with AsyncTestClient(app=app) as c:
         health = await c.get("/healthz")
         assert health.status_code == 503 and health.json() == {"status": "unavailable"}
+        ready = await c.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["ready"] is False
+        assert ready.json()["reason"].startswith("redis unreachable: ")
+        alive = await c.get("/livez")
+        assert alive.status_code == 200 and alive.json() == {"alive": True}
         assert_problem(await c.get("/v1/charge-points"), 503, "Redis")
 
 
@@ -437,7 +443,10 @@ async def test_token_required_when_configured(redis_db: str, header: str | None)
             assert resp.headers["www-authenticate"] == "Bearer"
         ok = await c.get("/v1/charge-points", headers={"authorization": f"Bearer {TOKEN}"})
         assert ok.status_code == 200
-        assert (await c.get("/healthz")).status_code == 200
+        for path in ("/healthz", "/livez", "/readyz"):
+            assert (await c.get(path)).status_code == 200, path
+        ready = await c.get("/readyz")
+        assert ready.json() == {"ready": True}
         doc = await c.get("/schema/openapi.json")
         assert doc.status_code == 200
         assert doc.json()["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"

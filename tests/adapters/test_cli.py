@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis as redis_sync
 
-from adapters.devstack import Service, free_port
+from adapters.devstack import Service, free_port, wait_for
 from processor import keys
 from tests.adapters.test_api import CP, charger_receives, seed
 from tests.messages import call
@@ -170,3 +170,26 @@ def test_health_checks_redis_and_the_group(redis_db: str, r: redis_sync.Redis) -
     r.xgroup_create("ocpp:inbound", "processors", id="0", mkstream=True)
     assert ok(redis_db, "health", "--group") == {"redis": "ok", "group": "ok"}
     fails("redis://127.0.0.1:1/0", 3, "health")
+
+
+def test_probe_answers_as_a_container_health_check(redis_db: str) -> None:
+    """0 on 2xx, 1 on anything else, the body on stdout either way."""
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    services = [Service("adapters", url, health_port=free_port()) for url in (redis_db, down)]
+    up, stuck = (f"http://127.0.0.1:{s.health_port}" for s in services)
+    try:
+        wait_for(lambda: cli(None, "probe", f"{up}/readyz").returncode == 0, 30, "readiness")
+        done = cli(None, "probe", f"{up}/readyz")
+        assert json.loads(done.stdout) == {"ready": True} and done.stderr == ""
+        assert cli(None, "probe", f"{stuck}/livez").returncode == 0
+        done = cli(None, "probe", f"{stuck}/readyz")
+        assert done.returncode == 1 and "HTTP 503" in done.stderr
+        assert json.loads(done.stdout)["reason"].startswith("redis unreachable")
+        assert cli(None, "probe", f"{up}/nope").returncode == 1
+    finally:
+        codes = [s.terminate() for s in services]
+    assert codes == [0, 0]
+    done = cli(None, "probe", f"{up}/livez", "--timeout", "1")
+    assert done.returncode == 1 and "Connection refused" in done.stderr
+    done = cli(None, "probe", "127.0.0.1:9101/readyz")
+    assert done.returncode == 1 and "not an http(s) URL" in done.stderr
