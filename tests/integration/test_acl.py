@@ -1,7 +1,7 @@
 """Least privilege: the services under the Redis ACL users of the shipped
 ``deploy/redis-users.acl``, each with only the commands and keys it needs,
 on a private redis-server loaded with exactly that file (test passwords in
-place of its placeholders).
+place of its placeholders); and over TLS (``rediss://``).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +28,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 from redis.retry import Retry
 
-from adapters.devstack import RedisServer, Service, free_port, wait_for
+from adapters.devstack import RedisServer, Service, TlsFiles, free_port, wait_for
 from processor import keys
 
 TIMEOUT = 30.0
@@ -78,10 +79,10 @@ class Acl:
         return [e for e in entries if e.get("object") != "client|setinfo"]
 
 
-def _acl(directory: Path) -> Iterator[Acl]:
+def _acl(directory: Path, tls: TlsFiles | None = None) -> Iterator[Acl]:
     path, passwords = users_file(directory)
     assert sorted(passwords) == sorted(USERS)
-    with RedisServer(args=["--aclfile", str(path)]) as server:
+    with RedisServer(args=["--aclfile", str(path)], tls=tls) as server:
         acl = Acl(server, passwords)
         try:
             yield acl
@@ -287,3 +288,56 @@ def test_each_user_is_refused_outside_its_rights(acl: Acl) -> None:
 def test_the_readme_shows_the_shipped_lines() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert f"```\n{ACL_FILE.read_text()}```" in readme
+
+
+# --- TLS -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_acl(tmp_path: Path) -> Iterator[Acl]:
+    """The ACL users on a redis-server serving TLS only, its certificate
+    self-signed for 127.0.0.1."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl CLI")
+    cert, key = tmp_path / "redis.crt", tmp_path / "redis.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+         "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    yield from _acl(tmp_path, TlsFiles(cert, key, cert))
+
+
+@pytest.mark.slow
+def test_the_pipeline_runs_over_tls(tls_acl: Acl, tmp_path: Path) -> None:
+    assert tls_acl.server.url.startswith("rediss://")
+    # TLS only, and the server is verified: no plain connection, no
+    # connection trusting another CA.
+    once = Retry(NoBackoff(), 0)
+    with pytest.raises(redis_sync.ConnectionError):
+        redis_sync.Redis(port=tls_acl.server.port, socket_timeout=2, retry=once).ping()
+    with pytest.raises(redis_sync.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+        redis_sync.Redis.from_url(f"rediss://127.0.0.1:{tls_acl.server.port}/0", retry=once).ping()
+    stack = start_stack(tls_acl, tmp_path, api=False)
+    charger = sim(stack.gateway_port, "--chargers", "1", "--sessions", "1", "--prefix", "TLS")
+    try:
+        summary = finish_run(charger)
+    finally:
+        codes = stack.stop()
+    assert summary["errors"] == 0 and summary["sessions_completed"] == 1, summary
+    assert all(code == 0 for _, code in codes), codes
+    assert "by client tracking" in stack.log("adapters.gateway")
+    assert tls_acl.client("ocpp-admin").sismember(keys.CHARGE_POINTS, "TLS-0001")
+
+
+def finish_run(process: subprocess.Popen[str]) -> dict[str, Any]:
+    """The summary of a simulator run that ends by itself."""
+    try:
+        out, _ = process.communicate(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    summary: dict[str, Any] = json.loads(out)
+    return summary
