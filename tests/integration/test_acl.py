@@ -158,8 +158,9 @@ def sim(port: int, *args: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def finish(process: subprocess.Popen[str]) -> dict[str, Any]:
-    if process.poll() is None:
+def finish(process: subprocess.Popen[str], *, stop: bool = True) -> dict[str, Any]:
+    """The simulator's summary, once it has ended (by SIGTERM if ``stop``)."""
+    if stop and process.poll() is None:
         process.send_signal(signal.SIGTERM)
     try:
         out, _ = process.communicate(timeout=TIMEOUT)
@@ -322,22 +323,10 @@ def test_the_pipeline_runs_over_tls(tls_acl: Acl, tmp_path: Path) -> None:
     stack = start_stack(tls_acl, tmp_path, api=False)
     charger = sim(stack.gateway_port, "--chargers", "1", "--sessions", "1", "--prefix", "TLS")
     try:
-        summary = finish_run(charger)
+        summary = finish(charger, stop=False)
     finally:
         codes = stack.stop()
     assert summary["errors"] == 0 and summary["sessions_completed"] == 1, summary
     assert all(code == 0 for _, code in codes), codes
     assert "by client tracking" in stack.log("adapters.gateway")
     assert tls_acl.client("ocpp-admin").sismember(keys.CHARGE_POINTS, "TLS-0001")
-
-
-def finish_run(process: subprocess.Popen[str]) -> dict[str, Any]:
-    """The summary of a simulator run that ends by itself."""
-    try:
-        out, _ = process.communicate(timeout=TIMEOUT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    summary: dict[str, Any] = json.loads(out)
-    return summary
