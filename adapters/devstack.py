@@ -14,10 +14,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 def free_port() -> int:
@@ -40,11 +44,31 @@ def wait_for(
         time.sleep(interval)
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS-only redis-server: its certificate and key, and
+    the CA its clients trust (which may be the certificate itself)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 class RedisServer:
     """A private ``redis-server`` with AOF on, killable and restartable on
-    the same port and data directory (so a restart keeps its data)."""
+    the same port and data directory (so a restart keeps its data).
 
-    def __init__(self, port: int | None = None, directory: Path | None = None) -> None:
+    ``args`` are more ``redis-server`` options (say ``--aclfile``); with
+    ``tls`` it serves TLS only, on ``port``, and ``url`` is ``rediss://``."""
+
+    def __init__(
+        self,
+        port: int | None = None,
+        directory: Path | None = None,
+        *,
+        args: Sequence[str] = (),
+        tls: TlsFiles | None = None,
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not found: apt-get install -y redis-server")
@@ -53,30 +77,48 @@ class RedisServer:
         self._own_dir = directory is None
         self.directory = directory or Path(tempfile.mkdtemp(prefix="ocpp-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
+        self.args = list(args)
+        self.tls = tls
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        if self.tls is None:
+            return f"redis://127.0.0.1:{self.port}/0"
+        return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={quote(str(self.tls.ca))}"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
+        listen = ["--port", str(self.port)]
+        if self.tls is not None:
+            listen = [
+                "--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
+                "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no",
+            ]  # fmt: skip
         args = [
             self.binary,
-            "--port", str(self.port),
+            *listen,
             "--bind", "127.0.0.1",
             "--dir", str(self.directory),
             "--appendonly", "yes",
             "--save", "",
             "--daemonize", "no",
             "--logfile", str(self.directory / "redis.log"),
+            *self.args,
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        # No retries of its own: ready() is polled, and a refused login
+        # (the default user is off) would be retried for seconds.
+        client = redis.Redis.from_url(
+            self.url, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+        )
 
         def ready() -> bool:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited: see {self.directory / 'redis.log'}")
             try:
                 return bool(client.ping())
+            except redis.AuthenticationError:
+                return True  # it answers; its default user is off (an aclfile)
             except (redis.ConnectionError, redis.BusyLoadingError):
                 return False
 

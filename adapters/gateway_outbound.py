@@ -364,12 +364,15 @@ class Notifier:
                 "BCAST", "PREFIX", keys.RESPONSES_PREFIX,
             )  # fmt: skip
             await connection.read_response()
+            # Refused too when the ACL user lacks the channel (&__redis__:invalidate).
+            await connection.send_command("SUBSCRIBE", CHANNEL)
+            await connection.read_response()
         except ResponseError as exc:
-            log.warning("Redis refused CLIENT TRACKING (%s): polling every %s s", exc, POLL_S)
+            log.warning(
+                "Redis refused CLIENT TRACKING or its channel (%s): polling every %s s", exc, POLL_S
+            )
             self._pump.notifications(False)
             return False
-        await connection.send_command("SUBSCRIBE", CHANNEL)
-        await connection.read_response()
         log.info("notified of writes to %s* by client tracking", keys.RESPONSES_PREFIX)
         return True
 

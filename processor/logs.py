@@ -23,7 +23,8 @@ from opentelemetry import trace
 _encoder = msgspec.json.Encoder()
 # scheme://user:password@  and  password=..., token: ..., Authorization: Bearer ...
 _SECRETS = (
-    (re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):[^@/\s]*@"), r"\1:***@"),
+    # Up to the last "@" of the authority: a password may hold an unencoded "@".
+    (re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):[^/\s]*@"), r"\1:***@"),
     (
         re.compile(
             r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key|authorization)"

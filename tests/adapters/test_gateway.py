@@ -583,13 +583,13 @@ async def test_delivery_survives_a_redis_restart(private_redis: RedisServer) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("refused", ["-client|tracking", "resetchannels"])
 async def test_polls_where_client_tracking_is_refused(
-    private_redis: RedisServer, tmp_path: Path
+    private_redis: RedisServer, tmp_path: Path, refused: str
 ) -> None:
+    """The command itself, or the channel its invalidations come on."""
     admin = connect(private_redis.url)
-    await admin.execute_command(
-        "ACL", "SETUSER", "gw", "on", ">pw", "~*", "&*", "+@all", "-client|tracking"
-    )
+    await admin.execute_command("ACL", "SETUSER", "gw", "on", ">pw", "~*", "&*", "+@all", refused)
     started: list[Service] = []
     url = f"redis://gw:pw@127.0.0.1:{private_redis.port}/0"
     log_path = tmp_path / "gateway.log"

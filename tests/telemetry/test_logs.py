@@ -61,15 +61,17 @@ def test_a_line_has_the_fields_and_the_current_span(
 def test_secrets_are_masked(lines: Callable[[], list[dict[str, Any]]]) -> None:
     log = logging.getLogger("tests.json")
     log.warning("connecting to redis://default:hunter2@redis:6379/0")
+    log.warning("and to redis://ocpp-api:p@ss-Q7w@redis:6379/0")
     log.warning("headers Authorization: Bearer s3cr3t-token, api_key=abc123")
     try:
         raise ValueError("rediss://:pa55word@cache:6380 refused")
     except ValueError:
         log.exception("failed")
     text = json.dumps(lines())
-    for secret in ("hunter2", "s3cr3t-token", "abc123", "pa55word"):
+    for secret in ("hunter2", "s3cr3t-token", "abc123", "pa55word", "ss-Q7w"):
         assert secret not in text
     assert "redis://default:***@redis:6379/0" in text
+    assert "redis://ocpp-api:***@redis:6379/0" in text
 
 
 class Broken(RedisState):
