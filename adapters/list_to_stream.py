@@ -36,7 +36,8 @@ from redis.asyncio import Redis
 from processor import keys, trace_context
 from processor.lifecycle import Stopper
 from processor.redis_io import TRANSIENT, Backoff, script
-from processor.spans import ADAPTER_SCOPE, Attributes, SpanRecord, recorder
+from processor.span_record import Attributes, SpanRecord
+from processor.spans import ADAPTER_SCOPE, recorder
 
 log = logging.getLogger(__name__)
 _SEND = "send"

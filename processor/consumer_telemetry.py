@@ -15,7 +15,8 @@ from opentelemetry.trace import SpanContext, SpanKind
 from processor import clock
 from processor.dispatch import Delivery, Outcome
 from processor.messages import REQUESTS
-from processor.spans import PROCESSOR_SCOPE, Attributes, SpanRecord, recorder
+from processor.span_record import Attributes, SpanRecord
+from processor.spans import PROCESSOR_SCOPE, recorder
 from processor.trace_context import (
     PROCESS_SPAN,
     SAMPLED_FLAGS,

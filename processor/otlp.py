@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 
-from processor.spans import SpanRecord
+from processor.span_record import SpanRecord
 
 # Span.flags: the parent's is_remote is known (0x100) and true (0x200), as the SDK sets them.
 _HAS_IS_REMOTE = 0x100
@@ -66,33 +66,20 @@ def _any_value(value: str | int | float | bool) -> bytes:
     return _field(1, value.encode())
 
 
-class Encoder:
-    """Encodes batches of records for one resource (a service instance)."""
+class SpanEncoder:
+    """Spans as ``ScopeSpans.spans`` fields, ready to be joined into a
+    request by :func:`request`; keeps what it has encoded, to reuse."""
 
-    def __init__(self, resource: Mapping[str, str | int | float | bool]) -> None:
+    def __init__(self) -> None:
         self._key_values: dict[tuple[object, ...], bytes] = {}
         self._misses: dict[str, int] = {}  # cache misses by key
-        self._resource = _field(1, b"".join(self._attributes(1, resource.items())))
-        self._scopes: dict[str, bytes] = {}
         self._names: dict[str, bytes] = {}
 
-    def request(self, records: Sequence[SpanRecord]) -> bytes:
-        """An ``ExportTraceServiceRequest`` holding ``records``."""
-        by_scope: dict[str, list[bytes]] = {}
-        for r in records:
-            by_scope.setdefault(r.scope, []).append(self._span(r))
-        scope_spans = b"".join(
-            _field(2, self._scope(scope) + b"".join(spans)) for scope, spans in by_scope.items()
-        )
-        return _field(1, self._resource + scope_spans)
+    def resource(self, attributes: Mapping[str, str | int | float | bool]) -> bytes:
+        """A ``Resource`` message's fields."""
+        return b"".join(self._attributes(1, attributes.items()))
 
-    def _scope(self, name: str) -> bytes:
-        found = self._scopes.get(name)
-        if found is None:
-            found = self._scopes[name] = _field(1, _field(1, name.encode()))
-        return found
-
-    def _span(self, r: SpanRecord) -> bytes:
+    def span(self, r: SpanRecord) -> bytes:
         name = self._names.get(r.name)
         if name is None:
             name = self._names[r.name] = _field(5, r.name.encode())
@@ -131,6 +118,36 @@ class Encoder:
                 self._misses.clear()
             self._key_values[number, key, value, type(value)] = encoded
         return encoded
+
+
+_scopes: dict[str, bytes] = {}
+
+
+def request(resource: bytes, by_scope: Mapping[str, Sequence[bytes]]) -> bytes:
+    """An ``ExportTraceServiceRequest`` of one resource (its fields, as
+    :meth:`SpanEncoder.resource` makes them) and spans by scope name (as
+    :meth:`SpanEncoder.span` makes them)."""
+    parts = [_field(1, resource)]
+    for name, spans in by_scope.items():
+        scope = _scopes.get(name)
+        if scope is None:
+            scope = _scopes[name] = _field(1, _field(1, name.encode()))
+        parts.append(_field(2, scope + b"".join(spans)))
+    return _field(1, b"".join(parts))
+
+
+class Encoder:
+    """Records to requests, for one resource."""
+
+    def __init__(self, resource: Mapping[str, str | int | float | bool]) -> None:
+        self._spans = SpanEncoder()
+        self._resource = self._spans.resource(resource)
+
+    def request(self, records: Sequence[SpanRecord]) -> bytes:
+        by_scope: dict[str, list[bytes]] = {}
+        for r in records:
+            by_scope.setdefault(r.scope, []).append(self._spans.span(r))
+        return request(self._resource, by_scope)
 
 
 def _link(traceparent: str) -> bytes:

@@ -22,16 +22,16 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind
 from opentelemetry.trace.status import Status, StatusCode
 
-from processor.otlp import Encoder
+from processor.otlp import SpanEncoder, request
 from processor.otlp_http import HttpConfig, HttpSender
-from processor.spans import FRAME_DECODER, SOCKET_BUFFER, SpanRecord
-from processor.telemetry import exporter_class, exporter_names, otlp_protocol
+from processor.span_record import SpanRecord
+from processor.spans import FRAME_DECODER, OTLP_FRAME_DECODER, SOCKET_BUFFER, WIRE_OTLP
+from processor.telemetry import exporter_class, exporter_names
 from processor.trace_context import SAMPLED, span_context
 
 log = logging.getLogger(__name__)
 
 _UNSET = Status(StatusCode.UNSET)
-_CREDENTIAL_PROVIDER = "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER"
 
 
 class _Replay:
@@ -66,17 +66,6 @@ class _Replay:
                 processor.on_end(span)
 
 
-def fast_path() -> bool:
-    """Whether traces go by OTLP/HTTP alone, as :mod:`processor.otlp`
-    encodes them; any other exporter, protocol or credential hook takes the
-    SDK's way."""
-    return (
-        exporter_names("traces") == ["otlp"]
-        and otlp_protocol("traces") == "http/protobuf"
-        and not os.environ.get(_CREDENTIAL_PROVIDER)
-    )
-
-
 def _export_sdk(sock: socket.socket, attributes: dict[str, Any]) -> None:
     processors: list[sdk_trace.SpanProcessor] = [
         BatchSpanProcessor(exporter_class(name, "traces")()) for name in exporter_names("traces")
@@ -91,23 +80,27 @@ def _export_sdk(sock: socket.socket, attributes: dict[str, Any]) -> None:
 
 
 def _export_otlp_http(sock: socket.socket, attributes: dict[str, Any]) -> None:
-    """Records batched as OTEL_BSP_* says: sent when a batch is full or the
-    oldest record has waited the schedule delay, and at the end."""
+    """Spans, encoded by the service, batched as OTEL_BSP_* says: sent when
+    a batch is full or the oldest span has waited the schedule delay, and at
+    the end."""
     config = HttpConfig.from_env()
-    encoder, sender = Encoder(attributes), HttpSender(config)
-    pending: list[SpanRecord] = []
+    sender = HttpSender(config)
+    resource = SpanEncoder().resource(attributes)
+    pending: dict[str, list[bytes]] = {}
+    count = 0
     due = 0.0
 
     def flush() -> None:
-        for i in range(0, len(pending), config.batch_size):
-            chunk = pending[i : i + config.batch_size]
-            sender.send(encoder.request(chunk), len(chunk))
+        nonlocal count
+        if count:
+            sender.send(request(resource, pending), count)
         pending.clear()
+        count = 0
 
     try:
         while True:
             # (A zero timeout would make the socket non-blocking.)
-            sock.settimeout(max(due - time.monotonic(), 0.001) if pending else None)
+            sock.settimeout(max(due - time.monotonic(), 0.001) if count else None)
             try:
                 frame = sock.recv(SOCKET_BUFFER)
             except TimeoutError:
@@ -115,11 +108,14 @@ def _export_otlp_http(sock: socket.socket, attributes: dict[str, Any]) -> None:
                 continue
             if not frame:
                 break
-            if not pending:
-                due = time.monotonic() + config.delay_s
-            pending += FRAME_DECODER.decode(frame)
-            if len(pending) >= config.batch_size:
+            spans = OTLP_FRAME_DECODER.decode(frame)
+            if count + len(spans) > config.batch_size:
                 flush()
+            if not count:
+                due = time.monotonic() + config.delay_s
+            for scope, span in spans:
+                pending.setdefault(scope, []).append(span)
+            count += len(spans)
     finally:
         flush()
         sender.close()
@@ -127,7 +123,7 @@ def _export_otlp_http(sock: socket.socket, attributes: dict[str, Any]) -> None:
             log.warning("%d spans could not be exported", sender.dropped)
 
 
-def main(fd: int, attributes: dict[str, Any]) -> None:
+def main(fd: int, attributes: dict[str, Any], wire: str) -> None:
     """The exporter process: records from the socket ``fd`` become spans
     exported as the environment says, until the service closes the socket
     (or dies); then it flushes and returns."""
@@ -143,10 +139,10 @@ def main(fd: int, attributes: dict[str, Any]) -> None:
     setup("WARNING", f"{attributes.get('service.name', 'ocpp')}-exporter")
     sock = socket.socket(fileno=fd)
     try:
-        (_export_otlp_http if fast_path() else _export_sdk)(sock, attributes)
+        (_export_otlp_http if wire == WIRE_OTLP else _export_sdk)(sock, attributes)
     finally:
         sock.close()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), json.loads(sys.argv[2]))
+    main(int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3])

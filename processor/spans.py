@@ -24,6 +24,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 
+from processor.otlp import SpanEncoder
+from processor.span_record import Attributes, SpanRecord
 from processor.trace_context import parent_context, span_context, traceparent
 
 log = logging.getLogger(__name__)
@@ -37,24 +39,6 @@ FLUSH_AFTER_S = 0.2
 
 
 # -- spans as records ------------------------------------------------------------
-
-Attributes = dict[str, str | int | float | bool]
-
-
-class SpanRecord(msgspec.Struct, array_like=True, omit_defaults=True):
-    """A finished, sampled span as plain data, ids in lowercase hex."""
-
-    scope: str
-    name: str
-    kind: int  # SpanKind's value
-    trace_id: str
-    span_id: str
-    parent_id: str  # "" for a root; else a remote parent's span id
-    start_ns: int
-    end_ns: int
-    attributes: Attributes
-    links: list[str] = []  # traceparents of linked spans
-    error: str = ""  # the status description of a failed span
 
 
 class SpanRecorder(Protocol):
@@ -132,8 +116,15 @@ def recorder(provider: trace.TracerProvider) -> SpanRecorder:
 
 # -- the exporter process ---------------------------------------------------------
 
+# What the exporter process is sent: records, for the SDK's exporters to
+# export; or, when it exports by OTLP/HTTP alone, spans already encoded
+# (processor/otlp.py), by scope: a few µs of the service's time a span
+# saves the exporter twice that in decoding and encoding.
+WIRE_RECORDS = "records"
+WIRE_OTLP = "otlp"
 FRAME_ENCODER = msgspec.msgpack.Encoder()
 FRAME_DECODER = msgspec.msgpack.Decoder(list[SpanRecord])
+OTLP_FRAME_DECODER = msgspec.msgpack.Decoder(list[tuple[str, bytes]])
 
 
 class Shipper:
@@ -144,8 +135,11 @@ class Shipper:
     blocks: when the socket is full, or the process gone, the records are
     dropped and counted."""
 
-    def __init__(self, sock: socket.socket, process: subprocess.Popen[bytes]) -> None:
+    def __init__(
+        self, sock: socket.socket, process: subprocess.Popen[bytes], wire: str = WIRE_RECORDS
+    ) -> None:
         self._sock = sock
+        self._encoder = SpanEncoder() if wire == WIRE_OTLP else None
         self._process = process
         self._lock = threading.Lock()  # the SDK may end spans in any thread
         self._buffer: list[SpanRecord] = []
@@ -172,8 +166,12 @@ class Shipper:
         records, self._buffer, self._flush_due = self._buffer, [], False
         for i in range(0, len(records), RECORDS_PER_FRAME):
             chunk = records[i : i + RECORDS_PER_FRAME]
+            if self._encoder is not None:
+                frame = FRAME_ENCODER.encode([(r.scope, self._encoder.span(r)) for r in chunk])
+            else:
+                frame = FRAME_ENCODER.encode(chunk)
             try:
-                self._sock.send(FRAME_ENCODER.encode(chunk))
+                self._sock.send(frame)
             except OSError:  # full (BlockingIOError), or the exporter is gone
                 if not self.dropped:
                     log.warning("span exporter not keeping up or gone: dropping spans")
@@ -238,7 +236,7 @@ class OffloadedTracerProvider(sdk_trace.TracerProvider):
         self.shipper.close()
 
 
-def start_exporter(resource: Resource) -> Shipper | None:
+def start_exporter(resource: Resource, wire: str) -> Shipper | None:
     if not hasattr(socket, "SOCK_SEQPACKET"):
         return None
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -247,8 +245,8 @@ def start_exporter(resource: Resource) -> Shipper | None:
     attributes = {k: v for k, v in resource.attributes.items() if isinstance(v, str | int | float)}
     process = subprocess.Popen(
         [sys.executable, "-m", "processor.span_exporter", str(theirs.fileno()),
-         json.dumps(attributes)],
+         json.dumps(attributes), wire],
         pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     theirs.close()
-    return Shipper(ours, process)
+    return Shipper(ours, process, wire)

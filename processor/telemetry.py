@@ -46,7 +46,7 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from processor.spans import OffloadedTracerProvider, start_exporter
+from processor.spans import WIRE_OTLP, WIRE_RECORDS, OffloadedTracerProvider, start_exporter
 
 _OTLP_BY_PROTOCOL = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
 
@@ -105,7 +105,8 @@ def from_env(default_service_name: str, *, offload: bool = True) -> Providers:
         return disabled()
     resource = _resource(default_service_name)
     tracer_provider: trace.TracerProvider = trace.NoOpTracerProvider()
-    shipper = start_exporter(resource) if span_exporters and offload else None
+    wire = WIRE_OTLP if otlp_http_only() else WIRE_RECORDS
+    shipper = start_exporter(resource, wire) if span_exporters and offload else None
     if shipper is not None:
         tracer_provider = OffloadedTracerProvider(resource, shipper)
     elif span_exporters:
@@ -128,6 +129,17 @@ def exporter_names(signal: str) -> list[str]:
         )
         return ["otlp"] if endpoint else []
     return [n for n in (part.strip() for part in names.split(",")) if n and n != "none"]
+
+
+def otlp_http_only() -> bool:
+    """Whether traces go by OTLP/HTTP alone, which processor/otlp.py
+    encodes; any other exporter, protocol or credential hook takes the SDK's
+    way."""
+    return (
+        exporter_names("traces") == ["otlp"]
+        and otlp_protocol("traces") == "http/protobuf"
+        and not os.environ.get("OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER")
+    )
 
 
 def otlp_protocol(signal: str) -> str:

@@ -17,11 +17,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.resources import Resource
 
-from processor import span_exporter
+from processor import telemetry
 from processor.otlp import Encoder
 from processor.otlp_http import DEFAULT_ENDPOINT, HttpConfig, HttpSender
 from processor.span_exporter import _Replay
-from processor.spans import SpanRecord
+from processor.span_record import SpanRecord
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 VALUES = st.one_of(st.text(max_size=40), st.booleans(), INT64, st.floats(allow_nan=False))
@@ -131,7 +131,7 @@ def test_only_plain_otlp_http_takes_the_fast_path(
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert span_exporter.fast_path() is fast
+    assert telemetry.otlp_http_only() is fast
 
 
 # -- the sender against a receiver -------------------------------------------------
