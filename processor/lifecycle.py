@@ -4,6 +4,7 @@ hand, exit 0)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterator
@@ -41,11 +42,22 @@ class Stopper:
                 self._scope = None
 
 
+def freeze_startup_heap() -> None:
+    """Move what start-up allocated (modules, clients, scripts, the
+    OpenTelemetry SDK when configured) out of the cyclic garbage collector's
+    sight: those objects live as long as the process, and each full
+    collection would otherwise walk them all again. With telemetry on, that
+    walk cost the processor ~1 µs a message."""
+    gc.collect()
+    gc.freeze()
+
+
 async def run_until_signalled(
     run: Callable[[], Awaitable[None]], stop: Callable[[], None], log: logging.Logger
 ) -> None:
     """Await ``run()``; on SIGTERM or SIGINT call ``stop()`` and let ``run``
     finish by itself."""
+    freeze_startup_heap()
     async with anyio.create_task_group() as tg:
 
         async def stop_on_signal() -> None:
