@@ -49,7 +49,7 @@ async def serve(settings: ProcessorSettings, providers: Providers | None = None)
         redis, reply_ttl_s=settings.reply_ttl_s, retention_s=settings.command_retention_s,
         tracer_provider=tracer_provider,
     )  # fmt: skip
-    sweeper = Sweeper(queue, settings.command_sweep_ms / 1000)
+    sweeper = Sweeper(queue, settings.command_sweep_ms / 1000, meter_provider)
     # Ready once Redis answers and the group the consumer creates exists.
     health = HealthServer(
         redis_probe(redis, group=stream.group, stream=stream.stream), settings.health_port

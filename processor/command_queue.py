@@ -16,14 +16,14 @@ import uuid
 from datetime import UTC, datetime
 
 import anyio
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from redis.asyncio import Redis
 
 from processor import clock, envelope, keys, trace_context
 from processor.commands import CommandRecord, validate_request
 from processor.lifecycle import Stopper
 from processor.redis_io import TRANSIENT, Backoff, script
-from processor.spans import COMMAND_SCOPE
+from processor.spans import COMMAND_SCOPE, command_counter
 from processor.state import decoded
 
 log = logging.getLogger(__name__)
@@ -146,23 +146,32 @@ class CommandQueue:
                 [keys.command_done(command_id)], timeout=min(max(left, 0.01), 4)
             )
 
-    async def expire_due(self, limit: int = _SWEEP_BATCH) -> int:
-        """Time out commands past their deadline; returns how many."""
+    async def expire_due(self, limit: int = _SWEEP_BATCH) -> tuple[int, list[str]]:
+        """Time out commands past their deadline: returns how many deadlines
+        were looked at (``limit`` if more may be due) and the actions of the
+        commands timed out."""
         now_ms = clock.epoch_ms(datetime.now(UTC))
-        expired = await self._script(
+        looked, *actions = await self._script(
             keys=[keys.COMMAND_DEADLINES],
             args=["expire", now_ms, self._reply_ttl_ms, self._retention_s, limit],
         )
-        return int(expired)
+        return int(looked), [a.decode() for a in actions]
 
 
 class Sweeper:
     """Times out commands past their deadline, every ``interval_s``, until
     stopped. Every processor runs one; the script makes that safe."""
 
-    def __init__(self, queue: CommandQueue, interval_s: float) -> None:
+    def __init__(
+        self,
+        queue: CommandQueue,
+        interval_s: float,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
         self._queue = queue
         self._interval = interval_s
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter(COMMAND_SCOPE)
+        self._timed_out = command_counter(meter)
         self._stopper = Stopper()
         self._backoff = Backoff(log)
 
@@ -172,8 +181,11 @@ class Sweeper:
     async def run(self) -> None:
         while not self._stopper.stopping:
             try:
-                # A full batch means more are due: go again at once.
-                if await self._queue.expire_due() == _SWEEP_BATCH:
+                looked, actions = await self._queue.expire_due()
+                for action in actions:
+                    self._timed_out.add(1, {"ocpp.action": action,
+                                            "ocpp.command.outcome": "timed_out"})  # fmt: skip
+                if looked == _SWEEP_BATCH:  # more may be due: go again at once
                     continue
                 self._backoff.ok()
             except TRANSIENT as exc:

@@ -16,7 +16,7 @@ from processor import clock
 from processor.dispatch import Delivery, Outcome
 from processor.messages import REQUESTS
 from processor.span_record import Attributes, SpanRecord
-from processor.spans import PROCESSOR_SCOPE, recorder
+from processor.spans import PROCESSOR_SCOPE, command_counter, recorder
 from processor.trace_context import (
     PROCESS_SPAN,
     SAMPLED_FLAGS,
@@ -121,9 +121,7 @@ class ProcessorTelemetry:
         self._dead = meter.create_counter(
             "ocpp.dead_letters", "{message}", "entries moved to the dead-letter stream"
         )
-        self._commands = meter.create_counter(
-            "ocpp.commands", "{command}", "replies to our commands, by action and outcome"
-        )
+        self._commands = command_counter(meter)
         self._round_trip = meter.create_histogram(
             "ocpp.command.duration", "s", "from sending a command to handling its reply",
             explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,

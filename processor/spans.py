@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import msgspec
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.id_generator import IdGenerator
@@ -39,6 +39,15 @@ FLUSH_AFTER_S = 0.2
 
 
 # -- spans as records ------------------------------------------------------------
+
+
+def command_counter(meter: metrics.Meter) -> metrics.Counter:
+    """``ocpp.commands``: replies to our commands by action and outcome
+    (counted by the processor that handles them), and timeouts (counted by
+    the sweeper that times them out)."""
+    return meter.create_counter(
+        "ocpp.commands", "{command}", "commands completed, by action and outcome"
+    )
 
 
 class SpanRecorder(Protocol):

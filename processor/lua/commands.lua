@@ -8,7 +8,9 @@
 --   free; returns the command's hash as it then is.
 -- expire: KEYS: deadlines. ARGV: 'expire', now ms, reply ttl ms, retention s,
 --   limit. Times out commands past their deadline, queued or sent, frees the
---   slot of a sent one and sends the next.
+--   slot of a sent one and sends the next. Returns how many deadlines it
+--   looked at (the limit: there may be more), then the action of each
+--   command it timed out.
 local deadlines = KEYS[1]
 local mode, now, reply_ttl, retention = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 
@@ -22,8 +24,9 @@ if mode == 'enqueue' then
   return redis.call('HGETALL', cmd)
 end
 
-local expired = 0
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT', 0, ARGV[5])) do
+local due = redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT', 0, ARGV[5])
+local out = {#due}
+for _, id in ipairs(due) do
   redis.call('ZREM', deadlines, id)
   local cmd = 'ocpp:cmd:' .. id
   local state = redis.call('HGET', cmd, 'state')
@@ -31,7 +34,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT',
     redis.call('HSET', cmd, 'state', 'timed_out', 'completed_at_ms', now)
     redis.call('EXPIRE', cmd, retention)
     notify(id)
-    expired = expired + 1
+    out[#out + 1] = redis.call('HGET', cmd, 'action') or ''
     local cp = redis.call('HGET', cmd, 'charge_point_id')
     if state == 'sent' and redis.call('GET', 'ocpp:cmd:inflight:' .. cp) == id then
       redis.call('DEL', 'ocpp:cmd:inflight:' .. cp)
@@ -39,4 +42,4 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT',
     end
   end
 end
-return expired
+return out

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import anyio
 import pytest
 from redis.asyncio import Redis
 
 from adapters.list_to_stream import ListToStream
 from processor import keys
+from processor.command_queue import CommandQueue, Sweeper
 from processor.stream import GroupStream
 from tests.messages import call
 from tests.telemetry.conftest import Telemetry, consumer, eventually, running
@@ -83,3 +85,24 @@ async def test_group_stats_of_a_lost_stream_are_unknown(redis: Redis) -> None:
     assert await stream.group_stats() == (None, None)
     await stream.ensure_group()
     assert await stream.group_stats() == (0, 0)
+
+
+async def test_timed_out_commands_are_counted_by_the_sweeper(
+    redis: Redis, otel: Callable[..., Telemetry]
+) -> None:
+    t = otel()
+    queue = CommandQueue(redis)
+    sweeper = Sweeper(queue, interval_s=0.02, meter_provider=t.meter_provider)
+    sent = await queue.send("CP1", "Reset", b'{"type":"Soft"}', timeout_s=0.1)
+    queued = await queue.send("CP1", "ClearCache", b"{}", timeout_s=0.1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sweeper.run)
+        for command in (sent, queued):
+            done = await queue.wait(command.command_id, timeout_s=5)
+            assert done is not None and done.state == "timed_out"
+        sweeper.stop()
+    outcome = ("ocpp.command.outcome", "timed_out")
+    assert counts(t, "ocpp.commands") == {
+        (("ocpp.action", "ClearCache"), outcome): 1,
+        (("ocpp.action", "Reset"), outcome): 1,
+    }
