@@ -32,10 +32,7 @@ async def serve(settings: AdapterSettings, providers: Providers | None = None) -
     health = HealthServer(redis_probe(redis), settings.health_port)
 
     async def run() -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(health.run)
-            await adapter.run()
-            health.stop()
+        await health.alongside(adapter.run)
 
     log.info("adapter starting")
     try:

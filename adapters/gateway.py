@@ -227,10 +227,7 @@ async def serve_gateway(
     health = HealthServer(redis_probe(redis), settings.health_port)
 
     async def run() -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(health.run)
-            await gateway.run()
-            health.stop()
+        await health.alongside(gateway.run)
 
     try:
         await run_until_signalled(run, gateway.stop, log)

@@ -58,10 +58,8 @@ async def serve(settings: ProcessorSettings, providers: Providers | None = None)
     async def run() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(sweeper.run)
-            tg.start_soon(health.run)
-            await consumer.run()
+            await health.alongside(consumer.run)
             sweeper.stop()
-            health.stop()
 
     def stop() -> None:
         consumer.stop()

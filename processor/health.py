@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Final
 
@@ -210,6 +210,13 @@ class HealthServer:
             await self._server.serve(sockets=[self._socket])
         finally:
             self._socket.close()
+
+    async def alongside(self, main: Callable[[], Awaitable[None]]) -> None:
+        """Await ``main()`` with the probes answering; stop them after it."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.run)
+            await main()
+            self.stop()
 
     def stop(self) -> None:
         """Stop accepting, answer the requests in hand, return from :meth:`run`."""

@@ -3,9 +3,11 @@ per replica, and in-process services on the real Redis."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import anyio
@@ -154,3 +156,16 @@ def attrs(span: ReadableSpan) -> dict[str, Any]:
 def by_attr(spans: Sequence[ReadableSpan], key: str, value: Any) -> ReadableSpan:
     [found] = [s for s in spans if attrs(s).get(key) == value]
     return found
+
+
+@contextmanager
+def serving(server: ThreadingHTTPServer) -> Iterator[None]:
+    """``server`` answering in a thread of its own while the block runs."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -3,7 +3,6 @@ received and decoded by a receiver of the test's own."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -24,7 +23,7 @@ from adapters.list_to_stream import ListToStream
 from processor import keys, telemetry
 from processor.command_queue import CommandQueue
 from tests.messages import call
-from tests.telemetry.conftest import consumer, running
+from tests.telemetry.conftest import consumer, running, serving
 
 OTEL_VARIABLES = (
     "OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
@@ -70,12 +69,8 @@ class Receiver:
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
-    thread = threading.Thread(target=r.server.serve_forever, daemon=True)
-    thread.start()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
-    thread.join()
+    with serving(r.server):
+        yield r
 
 
 def values(attributes: list[KeyValue]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ and the OTLP/HTTP sender against a real HTTP receiver."""
 from __future__ import annotations
 
 import gzip
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -22,6 +21,7 @@ from processor.otlp import Encoder
 from processor.otlp_http import DEFAULT_ENDPOINT, HttpConfig, HttpSender
 from processor.span_exporter import _Replay
 from processor.span_record import SpanRecord
+from tests.telemetry.conftest import serving
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 VALUES = st.one_of(st.text(max_size=40), st.booleans(), INT64, st.floats(allow_nan=False))
@@ -170,12 +170,8 @@ class Receiver:
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
-    thread = threading.Thread(target=r.server.serve_forever, daemon=True)
-    thread.start()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
-    thread.join()
+    with serving(r.server):
+        yield r
 
 
 def test_the_sender_posts_protobuf_with_headers_and_gzip(receiver: Receiver) -> None:
