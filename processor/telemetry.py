@@ -1,6 +1,5 @@
-"""OpenTelemetry: providers from the standard ``OTEL_*`` environment, trace
-context as W3C ``traceparent`` text, spans recorded off the hot path, and
-what the processor records.
+"""OpenTelemetry providers from the standard ``OTEL_*`` environment, and how
+the services record telemetry off their hot paths.
 
 Nothing is exported unless an exporter is configured, by
 ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` (``otlp``, ``console``,
@@ -12,7 +11,8 @@ per message. Everything else is the SDK's own handling of the environment:
 ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``
 (+``_ARG``), ``OTEL_EXPORTER_OTLP_*`` (``_PROTOCOL`` ``grpc`` or
 ``http/protobuf``, the default), ``OTEL_BSP_*``, ``OTEL_METRIC_EXPORT_*``,
-``OTEL_SDK_DISABLED``.
+``OTEL_SDK_DISABLED``; or, for traces exported by OTLP/HTTP alone, our own
+reading of the same variables (processor/otlp_http.py).
 
 A message's trace starts in the adapter (or continues the ``traceparent``
 the ws-server put in the envelope) and travels in the stream entry's ``tp``
@@ -20,13 +20,15 @@ field: a traceparent if sampled, ``-`` if not (nothing downstream records an
 unsampled trace, so nothing is carried for it). The Python SDK costs tens
 of µs per span to build and as much again to encode, more than handling the
 message does, so the hot paths keep the decisions (sampling, which parent)
-and describe each sampled span as a
-:class:`SpanRecord`. A :class:`SpanRecorder` turns records into spans: in
-process, through the tracer provider the service was given (tests), or, for
-providers made by :func:`from_env`, in an exporter process of its own that
-runs at a lower CPU priority and is fed through a socket that never blocks
-(a full socket drops spans, as a full SDK queue would). Metrics are summed
-per batch, not recorded per message.
+and describe each sampled span as a ``SpanRecord`` (processor/span_record.py).
+A recorder (processor/spans.py) turns records into spans: in process,
+through the tracer provider the service was given (tests), or, for
+providers made by :func:`from_env`, in an exporter process of its own
+(processor/span_exporter.py) that runs at the lowest CPU priority and is fed
+through a socket that never blocks (a full socket drops spans, as a full SDK
+queue would). When OTLP/HTTP is the only trace exporter, the service sends
+that process spans already encoded (processor/otlp.py), which costs both
+sides least. Metrics are summed per batch, not recorded per message.
 """
 
 from __future__ import annotations
