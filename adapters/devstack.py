@@ -59,7 +59,10 @@ class RedisServer:
     the same port and data directory (so a restart keeps its data).
 
     ``args`` are more ``redis-server`` options (say ``--aclfile``); with
-    ``tls`` it serves TLS only, on ``port``, and ``url`` is ``rediss://``."""
+    ``tls`` it serves TLS only, on ``port``, and ``url`` is ``rediss://``.
+    ``command``, if given, runs instead of ``redis-server`` with the same
+    options: a wrapper that ends by running it with them, such as the
+    container's ``deploy/redis-entrypoint.sh``."""
 
     def __init__(
         self,
@@ -68,6 +71,7 @@ class RedisServer:
         *,
         args: Sequence[str] = (),
         tls: TlsFiles | None = None,
+        command: Sequence[str] = (),
     ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
@@ -79,6 +83,7 @@ class RedisServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.args = list(args)
         self.tls = tls
+        self.command = list(command) or [binary]
 
     @property
     def url(self) -> str:
@@ -95,7 +100,7 @@ class RedisServer:
                 "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no",
             ]  # fmt: skip
         args = [
-            self.binary,
+            *self.command,
             *listen,
             "--bind", "127.0.0.1",
             "--dir", str(self.directory),
