@@ -31,6 +31,15 @@ def free_port() -> int:
         return port
 
 
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for(
     condition: Callable[[], object], timeout: float, what: str, interval: float = 0.01
 ) -> None:

@@ -15,7 +15,6 @@ import base64
 import json
 import re
 import shutil
-import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
@@ -35,7 +34,7 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from adapters.devstack import RedisServer, Service, free_port, wait_for
+from adapters.devstack import RedisServer, Service, free_port, listening, wait_for
 from adapters.gateway_auth import Credentials, PathRefused, identity
 from adapters.gateway_inbound import envelope
 from adapters.gateway_outbound import Pump, Session
@@ -62,14 +61,6 @@ class Gateway:
         return f"{self.scheme}://127.0.0.1:{self.port}/{cp}"
 
 
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 StartGateway = Callable[..., Gateway]
 
 
@@ -78,7 +69,7 @@ def _start(redis_url: str, started: list[Service], log: BinaryIO | None, **env: 
     full_env = {"OCPP_GATEWAY_HOST": "127.0.0.1", "OCPP_GATEWAY_PORT": str(port), **env}
     service = Service("adapters.gateway", redis_url, env=full_env, log=log)
     started.append(service)
-    wait_for(lambda: not service.alive() or _listening(port), TIMEOUT, "the gateway to listen")
+    wait_for(lambda: not service.alive() or listening(port), TIMEOUT, "the gateway to listen")
     assert service.alive(), "the gateway exited at start"
     scheme = "wss" if env.get("OCPP_GATEWAY_TLS_CERT") else "ws"
     return Gateway(service, port, scheme)

@@ -5,21 +5,17 @@ processor as subprocesses on a real Redis, the simulator as a subprocess too.
 from __future__ import annotations
 
 import json
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 import redis as redis_sync
 
-from adapters.devstack import Service, free_port, wait_for
+from adapters.devstack import Service, free_port, listening, wait_for
 from processor import keys
 from processor.command_queue import CommandQueue
 from processor.redis_io import connect
+from tests.simulator import finish, sim
 
 pytestmark = [pytest.mark.slow]
 
@@ -47,14 +43,6 @@ class Stack:
         return f"ws://127.0.0.1:{self.port}"
 
 
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def stack(redis_db: str) -> Iterator[Stack]:
     """Gateway, adapter and processor on ``redis_db``; each must exit 0 on SIGTERM."""
@@ -67,20 +55,12 @@ def stack(redis_db: str) -> Iterator[Stack]:
     ]
     try:
         gateway = services[0]
-        wait_for(lambda: not gateway.alive() or _listening(port), TIMEOUT, "the gateway")
+        wait_for(lambda: not gateway.alive() or listening(port), TIMEOUT, "the gateway")
         assert gateway.alive(), "the gateway exited at start"
         yield Stack(redis_db, port)
     finally:
         codes = [service.terminate() for service in services]
     assert codes == [0, 0, 0]
-
-
-def sim(stack: Stack, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "adapters.sim", "--url", stack.url, "--quiet", "--json", *args],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _text(value: bytes | str) -> str:
@@ -99,14 +79,8 @@ def transactions(client: redis_sync.Redis) -> list[dict[str, str]]:
 
 
 def test_a_fleet_runs_its_sessions_through_the_system(stack: Stack) -> None:
-    process = sim(stack, "--chargers", "5", "--sessions", "2")
-    try:
-        out, _ = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    summary: dict[str, Any] = json.loads(out)
+    process = sim(stack.url, "--chargers", "5", "--sessions", "2")
+    summary = finish(process, stop=False)
     assert process.returncode == 0, summary
     assert summary["chargers"] == 5 and summary["connected"] == 5
     assert summary["sessions_completed"] == 10
@@ -130,7 +104,7 @@ def test_a_fleet_runs_its_sessions_through_the_system(stack: Stack) -> None:
 
 @pytest.mark.anyio
 async def test_a_sim_charger_answers_and_carries_out_a_remote_start(stack: Stack) -> None:
-    process = sim(stack, "--chargers", "1", "--sessions", "0", "--linger", "120",
+    process = sim(stack.url, "--chargers", "1", "--sessions", "0", "--linger", "120",
                   "--prefix", "RS")  # fmt: skip
     client = redis_sync.Redis.from_url(stack.redis_url)
     redis = connect(stack.redis_url)
@@ -171,15 +145,7 @@ async def test_a_sim_charger_answers_and_carries_out_a_remote_start(stack: Stack
     finally:
         await redis.aclose()
         client.close()
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    try:
-        out, _ = process.communicate(timeout=TIMEOUT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    summary: dict[str, Any] = json.loads(out)
+    summary = finish(process)
     assert process.returncode == 0, summary
     assert summary["commands_by_action"] == {
         "RemoteStartTransaction": 1,

@@ -11,8 +11,6 @@ import json
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,8 +26,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 from redis.retry import Retry
 
-from adapters.devstack import RedisServer, Service, TlsFiles, free_port, wait_for
+from adapters.devstack import RedisServer, Service, TlsFiles, free_port, listening, wait_for
 from processor import keys
+from tests.simulator import finish, sim
 
 TIMEOUT = 30.0
 ACL_FILE = Path(__file__).parents[2] / "deploy" / "redis-users.acl"
@@ -96,14 +95,6 @@ def acl(tmp_path: Path) -> Iterator[Acl]:
     yield from _acl(tmp_path)
 
 
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 @dataclass
 class Stack:
     """The services, each logged in as its own user, logging to a file."""
@@ -138,38 +129,16 @@ def start_stack(acl: Acl, logs: Path, *, api: bool = True) -> Stack:
         stack.start("adapters.api", "ocpp-api", OCPP_API_HOST="127.0.0.1",
                     OCPP_API_PORT=str(stack.api_port), OCPP_API_TOKEN=TOKEN)  # fmt: skip
     try:
-        wait_for(lambda: not gateway.alive() or _listening(stack.gateway_port), TIMEOUT,
+        wait_for(lambda: not gateway.alive() or listening(stack.gateway_port), TIMEOUT,
                  "the gateway to listen")  # fmt: skip
         assert gateway.alive(), stack.log("adapters.gateway")
         if api:
-            wait_for(lambda: _listening(stack.api_port), TIMEOUT, "the API to listen")
+            wait_for(lambda: listening(stack.api_port), TIMEOUT, "the API to listen")
     except BaseException:
         for service in stack.services:
             service.kill()
         raise
     return stack
-
-
-def sim(port: int, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "adapters.sim", "--url", f"ws://127.0.0.1:{port}",
-         "--quiet", "--json", *args],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-
-def finish(process: subprocess.Popen[str], *, stop: bool = True) -> dict[str, Any]:
-    """The simulator's summary, once it has ended (by SIGTERM if ``stop``)."""
-    if stop and process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        out, _ = process.communicate(timeout=TIMEOUT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    summary: dict[str, Any] = json.loads(out)
-    return summary
 
 
 def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -181,8 +150,8 @@ def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_the_pipeline_runs_under_its_own_users(acl: Acl, tmp_path: Path) -> None:
     admin = acl.client("ocpp-admin")
     stack = start_stack(acl, tmp_path)
-    charger = sim(stack.gateway_port, "--chargers", "1", "--sessions", "1", "--linger", "60",
-                  "--prefix", "ACL")  # fmt: skip
+    charger = sim(f"ws://127.0.0.1:{stack.gateway_port}", "--chargers", "1", "--sessions", "1",
+                  "--linger", "60", "--prefix", "ACL")  # fmt: skip
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{stack.api_port}", timeout=TIMEOUT,
                           headers={"authorization": f"Bearer {TOKEN}"}) as http:  # fmt: skip
@@ -321,7 +290,15 @@ def test_the_pipeline_runs_over_tls(tls_acl: Acl, tmp_path: Path) -> None:
     with pytest.raises(redis_sync.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
         redis_sync.Redis.from_url(f"rediss://127.0.0.1:{tls_acl.server.port}/0", retry=once).ping()
     stack = start_stack(tls_acl, tmp_path, api=False)
-    charger = sim(stack.gateway_port, "--chargers", "1", "--sessions", "1", "--prefix", "TLS")
+    charger = sim(
+        f"ws://127.0.0.1:{stack.gateway_port}",
+        "--chargers",
+        "1",
+        "--sessions",
+        "1",
+        "--prefix",
+        "TLS",
+    )
     try:
         summary = finish(charger, stop=False)
     finally:
