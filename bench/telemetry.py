@@ -302,6 +302,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not all(sum(s["spans"].values()) for s in exported):
         print("FAILED: a run with telemetry on exported no spans", file=sys.stderr)
         sys.exit(1)
+    # Each sampled message has an adapter span and a processor span: the
+    # processor follows the adapter's decision, and neither may drop any.
+    if any(len(set(s["spans"].values())) != 1 or len(s["spans"]) != 2 for s in exported):
+        print("FAILED: adapter and processor exported different numbers of spans",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(1)
 
 
 if __name__ == "__main__":
