@@ -60,6 +60,8 @@ def _any_value(value: str | int | float | bool) -> bytes:
     if isinstance(value, bool):  # before int: bool is an int
         return b"\x10" + (b"\x01" if value else b"\x00")
     if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:  # no int64 holds it: its digits, rather than no span
+            return _field(1, str(value).encode())
         return b"\x18" + _varint(value & 0xFFFF_FFFF_FFFF_FFFF)  # int64, two's complement
     if isinstance(value, float):
         return b"\x21" + _double(value)
@@ -111,7 +113,10 @@ class SpanEncoder:
     def _key_value(self, number: int, key: str, value: str | int | float | bool) -> bytes:
         encoded = _field(number, _field(1, key.encode()) + _field(2, _any_value(value)))
         misses = self._misses.get(key, 0)
-        if misses < _UNIQUE_AFTER:  # else its values are all different: caching them is waste
+        # (Not floats: -0.0 == 0.0 as keys, and measurements rarely repeat.)
+        if (
+            misses < _UNIQUE_AFTER and type(value) is not float
+        ):  # else its values are all different: caching them is waste
             self._misses[key] = misses + 1
             if len(self._key_values) >= _CACHE_LIMIT:
                 self._key_values.clear()

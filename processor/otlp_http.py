@@ -23,8 +23,11 @@ from opentelemetry.util.re import parse_env_headers
 log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"
-# Worth another try, as the OTLP specification lists them.
+# Worth another try, as the OTLP specification lists them; tries and their
+# backoff as the Python SDK's OTLP exporters make them.
 RETRYABLE = frozenset({429, 502, 503, 504})
+MAX_ATTEMPTS = 6
+BACKOFF_CAP_S = 32.0
 
 
 def _env(env: Mapping[str, str], name: str) -> str | None:
@@ -48,7 +51,7 @@ class HttpConfig:
     timeout_s: float = 10.0
     compression: str = "none"  # or gzip, deflate
     verify: str | bool = True  # a CA bundle's path, or the system's
-    client_cert: tuple[str, str] | None = None
+    client_cert: tuple[str, str] | str | None = None
     batch_size: int = 512
     delay_s: float = 5.0
 
@@ -69,7 +72,8 @@ class HttpConfig:
             or _number(env, "OTEL_EXPORTER_OTLP_TIMEOUT", 10.0),
             compression=compression,
             verify=_env(env, "CERTIFICATE") or True,
-            client_cert=(cert, key) if cert and key else None,
+            # A certificate alone is a PEM file holding the key too.
+            client_cert=(cert, key) if cert and key else cert,
             batch_size=max(1, int(_number(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512))),
             delay_s=_number(env, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000,
         )
@@ -94,26 +98,28 @@ class HttpSender:
         self._failing = False
 
     def send(self, body: bytes, spans: int) -> bool:
+        """Post one request: True once the collector took it; False, and the
+        spans counted as dropped, when it refused it, or when the tries or
+        the timeout ran out. Never raises."""
         if self.config.compression == "gzip":
             body = gzip.compress(body, compresslevel=6)
         elif self.config.compression == "deflate":
             body = zlib.compress(body)
         deadline = time.monotonic() + self.config.timeout_s
-        delay = 0.5
-        while True:
-            left = deadline - time.monotonic()
-            error = self._post(body, max(left, 0.1))
+        reason = ""
+        for attempt in range(MAX_ATTEMPTS):
+            error = self._post(body, max(deadline - time.monotonic(), 0.1))
             if error is None:
                 if self._failing:
                     log.warning("span export to %s works again", self.config.endpoint)
                     self._failing = False
                 return True
-            retryable, reason = error
-            left = deadline - time.monotonic()
-            if not retryable or left <= delay:
+            retryable, reason, wait = error
+            if wait is None:  # jittered exponential backoff, as the SDK's exporters do
+                wait = min(BACKOFF_CAP_S, 2.0**attempt) * random.uniform(0.8, 1.2)
+            if not retryable or time.monotonic() + wait >= deadline:
                 break
-            time.sleep(random.uniform(delay / 2, delay))  # backoff between attempts
-            delay *= 2
+            time.sleep(wait)
         self.dropped += spans
         if not self._failing:
             log.warning("span export to %s failed (%s): dropping spans until it works",
@@ -121,15 +127,20 @@ class HttpSender:
             self._failing = True
         return False
 
-    def _post(self, body: bytes, timeout: float) -> tuple[bool, str] | None:
-        """None on success, else (whether to try again, why not)."""
+    def _post(self, body: bytes, timeout: float) -> tuple[bool, str, float | None] | None:
+        """None on success, else (whether to try again, why not, how long
+        the collector asked us to wait)."""
         try:
             response = self._session.post(self.config.endpoint, data=body, timeout=timeout)
-        except requests.RequestException as exc:
-            return True, type(exc).__name__
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            return True, type(exc).__name__, None
+        except Exception as exc:  # a bad URL, header or certificate file: trying again won't help
+            return False, f"{type(exc).__name__}: {exc}", None
         if response.ok:
             return None
-        return response.status_code in RETRYABLE, f"HTTP {response.status_code}"
+        retry_after = response.headers.get("Retry-After", "")
+        wait = float(retry_after) if retry_after.isdigit() else None
+        return response.status_code in RETRYABLE, f"HTTP {response.status_code}", wait
 
     def close(self) -> None:
         self._session.close()

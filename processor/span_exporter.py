@@ -92,10 +92,12 @@ def _export_otlp_http(sock: socket.socket, attributes: dict[str, Any]) -> None:
 
     def flush() -> None:
         nonlocal count
-        if count:
-            sender.send(request(resource, pending), count)
-        pending.clear()
-        count = 0
+        try:
+            if count:
+                sender.send(request(resource, pending), count)
+        finally:
+            pending.clear()
+            count = 0
 
     try:
         while True:
@@ -129,7 +131,11 @@ def main(fd: int, attributes: dict[str, Any], wire: str) -> None:
     (or dies); then it flushes and returns."""
     from processor.logs import setup
 
+    # It ends when the service closes the socket, having exported what it
+    # holds: a signal for the whole process group (Ctrl-C, a service
+    # manager stopping everything) would lose that.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # The service comes first: this process only gets CPU nobody else wants
     # (Linux's SCHED_IDLE, else a low priority); spans wait in the socket, or drop.
     try:

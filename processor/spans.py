@@ -152,27 +152,33 @@ class Shipper:
         self._process = process
         self._lock = threading.Lock()  # the SDK may end spans in any thread
         self._buffer: list[SpanRecord] = []
-        self._flush_due = False
+        self._flush_loop: asyncio.AbstractEventLoop | None = None  # where a flush is due
         self.dropped = 0
 
     def record(self, spans: Sequence[SpanRecord]) -> None:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # a thread, or no loop: nothing would flush later
+            loop = None
         with self._lock:
             self._buffer += spans
-            if len(self._buffer) < RECORDS_PER_FRAME and not self._flush_due:
-                try:
-                    asyncio.get_running_loop().call_later(FLUSH_AFTER_S, self.flush)
-                    self._flush_due = True
-                except RuntimeError:  # no event loop here to flush later
-                    pass
-            if len(self._buffer) >= RECORDS_PER_FRAME or not self._flush_due:
+            if loop is None or len(self._buffer) >= RECORDS_PER_FRAME:
                 self._send()
+            elif self._flush_loop is not loop:  # (a timer of a loop since closed never fires)
+                loop.call_later(FLUSH_AFTER_S, self.flush)
+                self._flush_loop = loop
+
+    @property
+    def pid(self) -> int:
+        """The exporter process's."""
+        return self._process.pid
 
     def flush(self) -> None:
         with self._lock:
             self._send()
 
     def _send(self) -> None:
-        records, self._buffer, self._flush_due = self._buffer, [], False
+        records, self._buffer, self._flush_loop = self._buffer, [], None
         for i in range(0, len(records), RECORDS_PER_FRAME):
             chunk = records[i : i + RECORDS_PER_FRAME]
             if self._encoder is not None:

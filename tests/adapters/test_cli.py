@@ -172,7 +172,9 @@ def test_health_checks_redis_and_the_group(redis_db: str, r: redis_sync.Redis) -
     fails("redis://127.0.0.1:1/0", 3, "health")
 
 
-def test_probe_answers_as_a_container_health_check(redis_db: str) -> None:
+def test_probe_answers_as_a_container_health_check(
+    redis_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """0 on 2xx, 1 on anything else, the body on stdout either way."""
     down = f"redis://127.0.0.1:{free_port()}/0"
     services = [Service("adapters", url, health_port=free_port()) for url in (redis_db, down)]
@@ -186,6 +188,11 @@ def test_probe_answers_as_a_container_health_check(redis_db: str) -> None:
         assert done.returncode == 1 and "HTTP 503" in done.stderr
         assert json.loads(done.stdout)["reason"].startswith("redis unreachable")
         assert cli(None, "probe", f"{up}/nope").returncode == 1
+        # A proxy in the environment (one that is not even there) is not asked.
+        for name in ("no_proxy", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{free_port()}")
+        assert cli(None, "probe", f"{up}/readyz").returncode == 0
     finally:
         codes = [s.terminate() for s in services]
     assert codes == [0, 0]

@@ -3,6 +3,9 @@ received and decoded by a receiver of the test's own."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -22,6 +25,7 @@ from redis.asyncio import Redis
 from adapters.list_to_stream import ListToStream
 from processor import keys, telemetry
 from processor.command_queue import CommandQueue
+from processor.spans import OffloadedTracerProvider
 from tests.messages import call
 from tests.telemetry.conftest import consumer, running, serving
 
@@ -46,11 +50,13 @@ class Receiver:
     def __init__(self) -> None:
         received: list[tuple[str, str, bytes]] = []
         self.received = received
+        posted = self.posted = threading.Event()
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 received.append((self.path, self.headers["Content-Type"], body))
+                posted.set()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", "0")
@@ -135,6 +141,41 @@ async def test_spans_and_metrics_reach_an_otlp_http_receiver(
             names |= {m.name for sm in rm.scope_metrics for m in sm.metrics}
     assert {"ocpp.messages", "messaging.process.duration", "ocpp.message.latency",
             "ocpp.stream.lag", "ocpp.stream.pending"} <= names  # fmt: skip
+
+
+def span_names(receiver: Receiver) -> list[str]:
+    return [
+        span.name
+        for body in receiver.bodies("/v1/traces")
+        for rs in ExportTraceServiceRequest.FromString(body).resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    ]
+
+
+def test_the_exporter_outlives_a_sigterm_and_delivers_what_it_holds(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
+    providers = telemetry.from_env("ocpp-processor")
+    provider = providers.tracer_provider
+    assert isinstance(provider, OffloadedTracerProvider)
+    tracer = provider.get_tracer("test")
+    try:
+        with tracer.start_as_current_span("before"):
+            pass
+        provider.force_flush()
+        assert receiver.posted.wait(20), "the exporter never posted"  # it is up and running
+        # As a service manager stopping the whole group would: the service
+        # goes on to shut down in order, and its exporter must still be there.
+        os.kill(provider.shipper.pid, signal.SIGTERM)
+        with tracer.start_as_current_span("after"):
+            pass
+    finally:
+        providers.shutdown()
+    assert sorted(span_names(receiver)) == ["after", "before"]
 
 
 def test_nothing_configured_means_no_op_providers() -> None:

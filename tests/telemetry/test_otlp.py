@@ -145,6 +145,7 @@ class Receiver:
         self.statuses: list[int] = []
         self.accepted: list[tuple[dict[str, str], bytes]] = []
         self.attempts = 0
+        self.retry_after: str | None = None
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -157,6 +158,8 @@ class Receiver:
                         body = gzip.decompress(body)
                     receiver.accepted.append((dict(self.headers), body))
                 self.send_response(status)
+                if status != 200 and receiver.retry_after is not None:
+                    self.send_header("Retry-After", receiver.retry_after)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -187,6 +190,7 @@ def test_the_sender_posts_protobuf_with_headers_and_gzip(receiver: Receiver) -> 
 
 def test_the_sender_retries_what_the_collector_says_may_work_later(receiver: Receiver) -> None:
     receiver.statuses = [503, 429]
+    receiver.retry_after = "0"  # (else the backoff would be 1 s, then 2)
     sender = HttpSender(HttpConfig(receiver.url, timeout_s=10))
     assert sender.send(b"x", 3)
     assert (receiver.attempts, len(receiver.accepted), sender.dropped) == (3, 1, 0)
@@ -205,3 +209,43 @@ def test_the_sender_gives_up_on_an_unreachable_collector_within_its_timeout() ->
     sender = HttpSender(HttpConfig("http://127.0.0.1:9/v1/traces", timeout_s=1.5))
     assert not sender.send(b"x", 2)
     assert sender.dropped == 2
+
+
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [
+        (HttpConfig("collector:4318/v1/traces"), "InvalidSchema"),  # no http(s)://
+        # A client certificate that is not there: requests raises a bare OSError.
+        (HttpConfig("https://127.0.0.1:9/v1/traces", client_cert="/nonexistent.pem"), "OSError"),
+    ],
+)
+def test_the_sender_gives_up_at_once_on_what_no_retry_can_fix(
+    config: HttpConfig, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sender = HttpSender(config)
+    assert not sender.send(b"x", 2)  # and does not raise
+    assert sender.dropped == 2
+    assert reason in caplog.text
+
+
+def test_a_client_certificate_alone_is_used_as_a_pem_with_its_key() -> None:
+    env = {"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": "/etc/both.pem"}
+    assert HttpConfig.from_env(env).client_cert == "/etc/both.pem"
+    env["OTEL_EXPORTER_OTLP_CLIENT_KEY"] = "/etc/key.pem"
+    assert HttpConfig.from_env(env).client_cert == ("/etc/both.pem", "/etc/key.pem")
+
+
+def test_out_of_range_integers_and_signed_zeros_encode_faithfully() -> None:
+    encoder = Encoder(RESOURCE)
+    records = [
+        SpanRecord("s", "n", 1, "1" * 32, f"{n + 1:016x}", "", 1, 2, {"v": value})
+        for n, value in enumerate([0.0, -0.0, 0.0, 2**64 + 5, -(2**63), True, 1])
+    ]
+    [scope] = (
+        ExportTraceServiceRequest.FromString(encoder.request(records)).resource_spans[0].scope_spans
+    )
+    got = [s.attributes[0].value for s in scope.spans]
+    assert [str(g.double_value) for g in got[:3]] == ["0.0", "-0.0", "0.0"]
+    assert got[3].string_value == str(2**64 + 5)  # no int64 holds it
+    assert got[4].int_value == -(2**63)
+    assert got[5].bool_value is True and got[6].int_value == 1
