@@ -130,8 +130,13 @@ class MoveTelemetry:
         count = int(result[0])
         # The envelopes that carried a traceparent: index -> theirs.
         theirs = {int(result[i]): result[i + 1].decode() for i in range(1, len(result), 2)}
+        # Only envelopes we sampled, or that carried a traceparent, can have a
+        # span: found by their flag characters, not by a look at every slot.
+        flags = contexts[: count * _SLOT : _SLOT]
+        candidates = sorted({i for i, flag in enumerate(flags) if flag == "1"}
+                            | {i - 1 for i in theirs})  # fmt: skip
         spans = []
-        for i in range(count):
+        for i in candidates:
             slot = contexts[i * _SLOT : (i + 1) * _SLOT]
             parent = trace_context.span_context(theirs[i + 1]) if i + 1 in theirs else None
             if not (parent.trace_flags.sampled if parent else slot[0] == "1"):
