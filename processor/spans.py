@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import socket
@@ -33,9 +34,9 @@ log = logging.getLogger(__name__)
 COMMAND_SCOPE = "ocpp.commands"
 PROCESSOR_SCOPE = "ocpp.processor"
 ADAPTER_SCOPE = "ocpp.adapter"
-RECORDS_PER_FRAME = 100  # ~40 kB: well within the socket's buffer
+RECORDS_PER_FRAME = 400  # ~200 kB: within the socket buffer Linux grants (wmem_max)
 SOCKET_BUFFER = 4 << 20
-FLUSH_AFTER_S = 0.2
+FLUSH_AFTER_S = 1.0
 
 
 # -- spans as records ------------------------------------------------------------
@@ -180,17 +181,24 @@ class Shipper:
     def _send(self) -> None:
         records, self._buffer, self._flush_loop = self._buffer, [], None
         for i in range(0, len(records), RECORDS_PER_FRAME):
-            chunk = records[i : i + RECORDS_PER_FRAME]
-            if self._encoder is not None:
-                frame = FRAME_ENCODER.encode([(r.scope, self._encoder.span(r)) for r in chunk])
-            else:
-                frame = FRAME_ENCODER.encode(chunk)
-            try:
-                self._sock.send(frame)
-            except OSError:  # full (BlockingIOError), or the exporter is gone
-                if not self.dropped:
-                    log.warning("span exporter not keeping up or gone: dropping spans")
-                self.dropped += len(chunk)
+            self._send_frame(records[i : i + RECORDS_PER_FRAME])
+
+    def _send_frame(self, chunk: Sequence[SpanRecord]) -> None:
+        if self._encoder is not None:
+            frame = FRAME_ENCODER.encode([(r.scope, self._encoder.span(r)) for r in chunk])
+        else:
+            frame = FRAME_ENCODER.encode(chunk)
+        try:
+            self._sock.send(frame)
+        except OSError as exc:
+            if exc.errno == errno.EMSGSIZE and len(chunk) > 1:  # big spans: halves fit
+                self._send_frame(chunk[: len(chunk) // 2])
+                self._send_frame(chunk[len(chunk) // 2 :])
+                return
+            # Full (BlockingIOError), or the exporter is gone.
+            if not self.dropped:
+                log.warning("span exporter not keeping up or gone: dropping spans")
+            self.dropped += len(chunk)
 
     def close(self, timeout: float = 30.0) -> None:
         """Let the exporter export what it has, and wait for it to exit."""
