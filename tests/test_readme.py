@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,19 @@ def test_every_setting_is_documented_with_its_default(cls: type) -> None:
 def test_readme_opens_with_the_two_commands() -> None:
     block = README.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
     assert [line.split("#")[0].strip() for line in block] == ["make demo", "make test"]
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="needs docker-compose")
+def test_the_override_that_swaps_in_your_own_ws_server_is_valid(tmp_path: Path) -> None:
+    after = README.split("docker-compose.override.yml", 1)[1]
+    snippet = after.split("```yaml\n", 1)[1].split("```", 1)[0]
+    override = tmp_path / "override.yml"
+    override.write_text(snippet)
+    root = Path(__file__).parent.parent
+    done = subprocess.run(
+        ["docker-compose", "-f", str(root / "docker-compose.yml"), "-f", str(override),
+         "config"],
+        capture_output=True, text=True, cwd=root, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "your-registry/ws-server" in done.stdout
