@@ -9,6 +9,7 @@ leaves nothing to redo.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -166,22 +167,16 @@ class Consumer:
         t = self._telemetry
         if not t.enabled:
             return (await self._stream.commit(outcomes) if outcomes else []), None
-        results: list[Any] = []
-        failed: list[Exception] = []
-
-        async def commit() -> None:
-            try:
-                results.extend(await self._stream.commit(outcomes))
-            except Exception as exc:  # re-raised as is, not in an ExceptionGroup
-                failed.append(exc)
-
-        async with anyio.create_task_group() as tg:
-            if outcomes:
-                tg.start_soon(commit)
-                await anyio.lowlevel.checkpoint()  # the commit runs up to its wait for Redis
+        if not outcomes:
+            return [], t.prepare(batch, outcomes, started_ns)
+        # A bare asyncio task (the services run on asyncio): an anyio task
+        # group per batch cost ~30 µs more, as much as the overlap saved.
+        commit = asyncio.ensure_future(self._stream.commit(outcomes))
+        await anyio.lowlevel.checkpoint()  # the commit runs up to its wait for Redis
+        try:
             prepared = t.prepare(batch, outcomes, started_ns)
-        if failed:
-            raise failed[0]
+        finally:
+            results = await commit  # whatever prepare did: the batch's effects come first
         return results, prepared
 
     async def _drain(self) -> None:
