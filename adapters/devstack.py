@@ -23,12 +23,20 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+_handed_out: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port nothing listens on, and not one this process handed out
+    before: the kernel may offer a port again as soon as it is released, so
+    two services started one after the other could otherwise get the same."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def listening(port: int, host: str = "127.0.0.1") -> bool:
