@@ -163,14 +163,24 @@ def test_the_pipeline_runs_under_its_own_users(acl: Acl, tmp_path: Path) -> None
             # The authorization list (a MULTI/EXEC), then a command the
             # charger carries out.
             assert http.put("/v1/id-tags/ACL-TAG", json={"status": "Accepted"}).status_code == 201
-            resp = http.post(
-                f"/v1/charge-points/{CP}/commands/RemoteStartTransaction",
-                params={"wait": "20"},
-                json={"idTag": "ACL-TAG", "connectorId": 1},
-            )
-            assert resp.status_code == 200, resp.text
-            assert resp.json()["state"] == "answered"
-            assert resp.json()["status"] == "Accepted"
+            answers: list[dict[str, Any]] = []
+
+            def remote_start_accepted() -> bool:
+                # The charger turns a RemoteStart down (Rejected) until its own
+                # session has finished, which ends a moment after the
+                # transaction's record is closed: ask again until it is free.
+                resp = http.post(
+                    f"/v1/charge-points/{CP}/commands/RemoteStartTransaction",
+                    params={"wait": "20"},
+                    json={"idTag": "ACL-TAG", "connectorId": 1},
+                )
+                assert resp.status_code == 200, resp.text
+                answers.append(resp.json())
+                return bool(answers[-1]["state"] == "answered"
+                            and answers[-1]["status"] == "Accepted")  # fmt: skip
+
+            wait_for(remote_start_accepted, TIMEOUT, "the charger to accept a RemoteStart", 0.1)
+            assert all(a["state"] == "answered" for a in answers), answers
 
             def remote_session_closed() -> bool:
                 found = http.get("/v1/transactions", params={"charge_point_id": CP}).json()
@@ -192,7 +202,7 @@ def test_the_pipeline_runs_under_its_own_users(acl: Acl, tmp_path: Path) -> None
     finally:
         if charger.poll() is None:
             charger.kill()
-            charger.wait()
+        charger.communicate()  # reaped, and its stdout pipe closed, whatever happened
         codes = stack.stop()
     assert all(code == 0 for _, code in codes), codes
     # Replies were pushed to the gateway as written, not found by polling.
