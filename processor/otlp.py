@@ -113,10 +113,9 @@ class SpanEncoder:
     def _key_value(self, number: int, key: str, value: str | int | float | bool) -> bytes:
         encoded = _field(number, _field(1, key.encode()) + _field(2, _any_value(value)))
         misses = self._misses.get(key, 0)
-        # (Not floats: -0.0 == 0.0 as keys, and measurements rarely repeat.)
-        if (
-            misses < _UNIQUE_AFTER and type(value) is not float
-        ):  # else its values are all different: caching them is waste
+        # Past _UNIQUE_AFTER misses a key's values are all different: caching
+        # them is waste. Floats never: -0.0 == 0.0 as keys, and they rarely repeat.
+        if misses < _UNIQUE_AFTER and type(value) is not float:
             self._misses[key] = misses + 1
             if len(self._key_values) >= _CACHE_LIMIT:
                 self._key_values.clear()
