@@ -9,8 +9,10 @@ import msgspec
 Attributes = dict[str, str | int | float | bool]
 
 
-class SpanRecord(msgspec.Struct, array_like=True, omit_defaults=True):
-    """A finished, sampled span as plain data, ids in lowercase hex."""
+class SpanRecord(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
+    """A finished, sampled span as plain data, ids in lowercase hex. (Out of
+    the garbage collector's sight: it holds only text and numbers, so it can
+    be in no reference cycle, and the hot paths make many.)"""
 
     scope: str
     name: str
