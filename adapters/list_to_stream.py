@@ -11,21 +11,26 @@ RIGHT``: a move of the last element onto itself, which changes nothing but
 returns as soon as an envelope arrives. No polling, and no in-flight list to
 recover after a crash, since the blocking command never takes anything.
 
-When tracing is on, each envelope gets a trace context in the same step: the
-adapter draws one per envelope it may move (span and trace ids, sampled or
-not, in one fixed-width argument), the script stores each next to its
-envelope, or continues the envelope's own ``traceparent``, and the adapter
-records the spans of the sampled ones once the script has returned. Tracing
-off, the script is as before: no extra argument, no extra field.
+When tracing is on, each envelope gets its trace context in the same step:
+the adapter draws a span id for each envelope it may move and decides which
+new traces are sampled (drawing ids only for those), the script stores the
+context of each sampled one next to its envelope, or continues the
+envelope's own ``traceparent``, and the adapter records the spans once the
+script has returned. An envelope whose new trace is not sampled gets no
+trace field: the processor, following its parent's decision, records
+nothing for it. Tracing off, the script is as before: no extra argument.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import random
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -44,10 +49,22 @@ _SEND = "send"
 # Contexts drawn per move: twice the last move, at least this, so an idle
 # adapter does not draw a full batch for every envelope.
 _MIN_CONTEXTS = 16
-# One context in the script's argument: "1" if sampled (else "0"), the span
-# id, the trace id, in lowercase hex.
-_SLOT = 1 + 16 + 32
 _LOW_64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Contexts:
+    """What a traced move offers its envelopes (``adapters/lua/move.lua``):
+    a span id each, and trace ids for those whose new trace is sampled."""
+
+    span_ids: str  # 16 hex digits an envelope
+    sampled: list[tuple[int, str]]  # (index, trace id in hex), ascending
+
+    @property
+    def roots(self) -> str:
+        """``sampled`` as the script reads it: a 4-hex-digit 1-based index
+        and the trace id, per sampled envelope."""
+        return "".join(f"{i + 1:04x}{trace_id}" for i, trace_id in self.sampled)
 
 
 class MoveTelemetry:
@@ -83,18 +100,35 @@ class MoveTelemetry:
             "ocpp.adapter.trimmed", "{message}", "acknowledged entries trimmed from the stream"
         )
 
-    def contexts(self, count: int) -> str:
-        """``count`` new trace contexts, ``_SLOT`` characters each, sampled
-        or not as the sampler says."""
-        raw = os.urandom(24 * count).hex()  # 16 + 32 hex digits a context
-        bound, keeps = self._bound, self._keeps
-        slots = []
-        for k in range(0, 48 * count, 48):
-            ids = raw[k : k + 48]
-            # The trace id is ids[16:]; its low 64 bits, ids[32:].
-            keep = int(ids[32:], 16) < bound if bound is not None else keeps(int(ids[16:], 16))
-            slots.append(("1" if keep else "0") + ids)
-        return "".join(slots)
+    def contexts(self, count: int) -> Contexts:
+        """Contexts for up to ``count`` envelopes, their new traces sampled
+        as the sampler says."""
+        return Contexts(os.urandom(8 * count).hex(), self._sample(count))
+
+    def _sample(self, count: int) -> list[tuple[int, str]]:
+        """Which of ``count`` new traces the sampler keeps, with their ids.
+        With a threshold (:attr:`_bound`), the kept ones are found by the
+        gaps between them, each drawn from its geometric law, and given a
+        trace id the threshold keeps: the same law as drawing every id and
+        asking, at the cost of the kept ones only."""
+        bound = self._bound
+        if bound is None:
+            out = []
+            for i in range(count):
+                trace_id = random.getrandbits(128) or 1
+                if self._keeps(trace_id):
+                    out.append((i, f"{trace_id:032x}"))
+            return out
+        if bound <= 0:
+            return []
+        kept = range(count) if bound > _LOW_64 else _bernoulli(count, bound / (1 << 64))
+        out = []
+        for i in kept:
+            trace_id = 0
+            while not trace_id:
+                trace_id = random.getrandbits(64) << 64 | random.randrange(min(bound, 1 << 64))
+            out.append((i, f"{trace_id:032x}"))
+        return out
 
     def _keeps(self, trace_id: int) -> bool:
         return trace_context.sampled(
@@ -106,8 +140,7 @@ class MoveTelemetry:
         """The bound under which the low 64 bits of a root's trace id make
         the sampler keep it, if its decisions are exactly that (the SDK's
         ratio samplers, always_on, always_off): found by bisection and
-        checked against it on random ids, so each context then costs a
-        comparison rather than a call. None for any other sampler."""
+        checked against it on random ids. None for any other sampler."""
         high = random.getrandbits(64) << 64
         lo, hi = 0, 1 << 64  # the first low part dropped is in [lo, hi]
         while lo < hi:
@@ -122,29 +155,28 @@ class MoveTelemetry:
                 return None
         return lo
 
-    def moved(self, contexts: str, result: Any, started_ns: int, ended_ns: int) -> int:
+    def moved(self, contexts: Contexts, result: Any, started_ns: int, ended_ns: int) -> int:
         """Record the spans of a traced move's sampled envelopes; returns
         how many moved."""
         if not result:
             return 0
         count = int(result[0])
+        roots = {i: trace_id for i, trace_id in contexts.sampled if i < count}
         # The envelopes that carried a traceparent: index -> theirs.
-        theirs = {int(result[i]): result[i + 1].decode() for i in range(1, len(result), 2)}
-        # Only envelopes we sampled, or that carried a traceparent, can have a
-        # span: found by their flag characters, not by a look at every slot.
-        flags = contexts[: count * _SLOT : _SLOT]
-        candidates = sorted({i for i, flag in enumerate(flags) if flag == "1"}
-                            | {i - 1 for i in theirs})  # fmt: skip
+        theirs = {int(result[i]) - 1: result[i + 1].decode() for i in range(1, len(result), 2)}
+        order = sorted(roots.keys() | theirs.keys()) if theirs else roots
         spans = []
-        for i in candidates:
-            slot = contexts[i * _SLOT : (i + 1) * _SLOT]
-            parent = trace_context.span_context(theirs[i + 1]) if i + 1 in theirs else None
-            if not (parent.trace_flags.sampled if parent else slot[0] == "1"):
-                continue
+        for i in order:
+            span_id = contexts.span_ids[16 * i : 16 * i + 16]
+            trace_id, parent_id = roots.get(i, ""), ""
+            if i in theirs:  # theirs wins: the trace is continued
+                parent = trace_context.span_context(theirs[i])
+                if parent is None or not parent.trace_flags.sampled:
+                    continue
+                trace_id, parent_id = f"{parent.trace_id:032x}", f"{parent.span_id:016x}"
             spans.append(SpanRecord(
-                ADAPTER_SCOPE, self._name, SpanKind.PRODUCER.value,
-                f"{parent.trace_id:032x}" if parent else slot[17:], slot[1:17],
-                f"{parent.span_id:016x}" if parent else "", started_ns, ended_ns, self._attrs,
+                ADAPTER_SCOPE, self._name, SpanKind.PRODUCER.value, trace_id, span_id,
+                parent_id, started_ns, ended_ns, self._attrs,
             ))  # fmt: skip
         if spans and self._recorder is not None:
             self._recorder.record(spans)
@@ -156,6 +188,19 @@ class MoveTelemetry:
                 self._moved.add(moved, self._labels)
             if trimmed:
                 self._trimmed.add(trimmed, self._labels)
+
+
+def _bernoulli(count: int, p: float) -> Iterator[int]:
+    """The indices in ``range(count)`` kept by independent trials of
+    probability ``0 < p < 1``: the gap before each kept one is geometric,
+    ``floor(log(U) / log(1 - p))`` for a uniform U in (0, 1]."""
+    log_q = math.log1p(-p)
+    i = -1
+    while True:
+        i += 1 + int(math.log(1.0 - random.random()) / log_q)
+        if i >= count:
+            return
+        yield i
 
 
 class ListToStream:
@@ -231,8 +276,9 @@ class ListToStream:
         started = time.time_ns()
         result = await self._move_script(
             keys=[self._source, self._stream],
-            args=[count, keys.ENVELOPE_FIELD, trace_context.TRACE_FIELD, contexts],
-        )
+            args=[count, keys.ENVELOPE_FIELD, trace_context.TRACE_FIELD, contexts.span_ids,
+                  contexts.roots],
+        )  # fmt: skip
         moved = self._telemetry.moved(contexts, result, started, time.time_ns())
         self._contexts = max(_MIN_CONTEXTS, 2 * moved)
         return moved

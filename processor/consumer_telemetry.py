@@ -233,23 +233,30 @@ class ProcessorTelemetry:
         self, batch: Sequence[Delivery], outcomes: Sequence[Outcome], started_ns: int
     ) -> list[tuple[SpanRecord, int | None]]:
         """Records of the batch's sampled messages' spans, with the index of
-        their outcome. With a parent-based sampler, a message whose trace
-        was not sampled costs a look at its flags."""
+        their outcome. With a sampler that follows the parent's decision, a
+        message whose trace was not sampled costs a look at its flags; one
+        without a trace context (``-`` from adapters before, none now) was
+        not sampled by the adapter, where traces start."""
         if self._follow_flags:
             flags = SAMPLED_FLAGS
-            batch = [d for d in batch if not d.traceparent or d.traceparent[53:] in flags]
-        if not batch:
+            chosen = [(k, d) for k, d in enumerate(batch) if d.traceparent[53:] in flags]
+        else:
+            chosen = list(enumerate(batch))
+        if not chosen:
             return []
-        at = {o.entry_id: n for n, o in enumerate(outcomes)}
+        # Outcomes are in batch order; only failed handlers leave gaps.
+        at = None
+        if len(outcomes) != len(batch):
+            at = {o.entry_id: n for n, o in enumerate(outcomes)}
         spans = []
-        for d in batch:
+        for k, d in chosen:
             parent = span_context(d.traceparent) if d.traceparent else None
             trace_id = parent.trace_id if parent else random_ids()[0]
             if not (self._follow_flags and parent and parent.trace_flags.sampled) and not sampled(
                 self._tracer, parent_context(parent), trace_id, self._span_name, SpanKind.CONSUMER
             ):
                 continue
-            n = at.get(d.entry_id)
+            n = k if at is None else at.get(d.entry_id)
             o = None if n is None else outcomes[n]
             spans.append((self._record(d, o, trace_id, parent, started_ns), n))
         return spans

@@ -16,19 +16,21 @@ reading of the same variables (processor/otlp_http.py).
 
 A message's trace starts in the adapter (or continues the ``traceparent``
 the ws-server put in the envelope) and travels in the stream entry's ``tp``
-field: a traceparent if sampled, ``-`` if not (nothing downstream records an
-unsampled trace, so nothing is carried for it). The Python SDK costs tens
-of µs per span to build and as much again to encode, more than handling the
+field, which only a sampled trace's entry (or one continuing the sender's)
+has: nothing downstream records an unsampled trace, so nothing is carried
+for it, and the processor's parent-based sampler takes an entry without a
+context for one the adapter did not sample. The Python SDK costs tens of µs
+per span to build and as much again to encode, more than handling the
 message does, so the hot paths keep the decisions (sampling, which parent)
-and describe each sampled span as a ``SpanRecord`` (processor/span_record.py).
-A recorder (processor/spans.py) turns records into spans: in process,
-through the tracer provider the service was given (tests), or, for
-providers made by :func:`from_env`, in an exporter process of its own
-(processor/span_exporter.py) that runs at the lowest CPU priority and is fed
-through a socket that never blocks (a full socket drops spans, as a full SDK
-queue would). When OTLP/HTTP is the only trace exporter, the service sends
-that process spans already encoded (processor/otlp.py), which costs both
-sides least. Metrics are summed per batch, not recorded per message.
+and describe each sampled span as a ``SpanRecord``
+(processor/span_record.py). A recorder (processor/spans.py) turns records
+into spans: in process, through the tracer provider the service was given
+(tests), or, for providers made by :func:`from_env`, in an exporter process
+of its own (processor/span_exporter.py) that runs at the lowest CPU priority
+and is fed through a socket that never blocks (a full socket drops spans, as
+a full SDK queue would). When OTLP/HTTP is the only trace exporter, that
+process encodes the records itself (processor/otlp.py) and posts them.
+Metrics are summed per batch, not recorded per message.
 """
 
 from __future__ import annotations

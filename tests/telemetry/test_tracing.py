@@ -191,9 +191,72 @@ async def test_unsampled_traces_cost_no_spans_anywhere(
         for cp in ("CP1", "CP2"):
             assert await redis.brpop([keys.responses(cp)], timeout=5)
     assert adapter_t.finished() == [] and processor_t.finished() == []
-    theirs, ours = [fields[b"tp"].decode() for _, fields in await redis.xrange(keys.INBOUND)]
-    assert theirs.startswith(f"00-{THEIR_TRACE}-") and theirs.endswith("-00")  # continued
-    assert ours == "-"  # a trace of our own that is not sampled: nothing to continue
+    theirs, ours = [fields for _, fields in await redis.xrange(keys.INBOUND)]
+    assert theirs[b"tp"].startswith(f"00-{THEIR_TRACE}-".encode())  # continued,
+    assert theirs[b"tp"].endswith(b"-00")  # unsampled as it came
+    assert set(ours) == {b"e"}  # a trace of our own that is not sampled: nothing to carry
+
+
+async def test_one_move_of_sampled_unsampled_and_continued_traces(
+    redis: Redis, otel: Callable[..., Telemetry]
+) -> None:
+    adapter_t = otel(ParentBased(TraceIdRatioBased(0.5)))
+    adapter = ListToStream(redis, batch=64, tracer_provider=adapter_t.tracer_provider)
+    adapter._contexts = 64  # the whole list in one script
+    sent = []
+    for n in range(60):
+        envelope = call(f"CP{n}", f"m{n}", "Heartbeat", {})
+        if n % 7 == 3:  # some continue a trace of the sender's, sampled or not
+            envelope = with_traceparent(envelope, f"00-{THEIR_TRACE}-{THEIR_SPAN}-0{n % 2}")
+        sent.append(envelope)
+        await redis.lpush(keys.REQUESTS, envelope)
+    assert await adapter.move_once() == 60
+
+    spans = {f"{s.context.span_id:016x}": s for s in adapter_t.finished(SEND)}
+    recorded = 0
+    for n, (_, fields) in enumerate(await redis.xrange(keys.INBOUND)):
+        assert fields[b"e"] == sent[n]  # in order, untouched
+        tp = fields.get(b"tp", b"").decode()
+        if n % 7 == 3:
+            _, trace_id, span_id, flags = tp.split("-")
+            assert trace_id == THEIR_TRACE and flags == f"0{n % 2}"
+            assert (span_id in spans) == (flags == "01")
+        elif tp:  # a new trace, stored only because it is sampled
+            _, trace_id, span_id, flags = tp.split("-")
+            assert flags == "01" and spans[span_id].parent is None
+            assert f"{spans[span_id].context.trace_id:032x}" == trace_id
+        recorded += tp.endswith("-01")
+    assert recorded == len(spans) > 8  # ~half of the 51 new traces, and 5 continued
+    assert 0 < sum(s.parent is None for s in spans.values()) < 51
+
+
+async def test_an_entry_without_a_trace_context_was_not_sampled_by_the_adapter(
+    redis: Redis, otel: Callable[..., Telemetry]
+) -> None:
+    # The processor's sampler would keep a root; it follows the adapter's
+    # decision instead, which an entry without a context says was "no".
+    adapter_t, processor_t = otel(ParentBased(ALWAYS_OFF)), otel(ParentBased(ALWAYS_ON))
+    adapter = ListToStream(redis, tracer_provider=adapter_t.tracer_provider)
+    await redis.lpush(keys.REQUESTS, call("CP1", "m1", "Heartbeat", {}))
+    assert await adapter.move_once() == 1
+    await redis.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: call("CP2", "m2", "Heartbeat", {}),
+                                    "tp": "-"})  # as adapters before this one wrote it  # fmt: skip
+    async with running(consumer(redis, "P", processor_t)):
+        for cp in ("CP1", "CP2"):
+            assert await redis.brpop([keys.responses(cp)], timeout=5)
+    assert processor_t.finished() == []
+
+
+async def test_a_processor_sampler_that_ignores_parents_roots_its_own_traces(
+    redis: Redis, otel: Callable[..., Telemetry]
+) -> None:
+    processor_t = otel(ALWAYS_ON)  # as for an adapter with tracing off
+    await redis.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: call("CP1", "m1", "Heartbeat", {})})
+    async with running(consumer(redis, "P", processor_t)):
+        await eventually(lambda: len(processor_t.finished(PROCESS)) == 1)
+    [span] = processor_t.finished(PROCESS)
+    assert span.parent is None
+    assert attrs(span)["ocpp.charge_point_id"] == "CP1"
 
 
 async def test_tracing_off_stores_no_trace_field(redis: Redis) -> None:
@@ -243,8 +306,19 @@ def test_the_adapter_samples_its_traces_as_the_sampler_says(
 ) -> None:
     adapter = MoveTelemetry(otel(sampler).tracer_provider, None, keys.REQUESTS, keys.INBOUND)
     assert adapter._bound == bound  # a comparison stands in for the sampler only if exact
-    contexts = adapter.contexts(200)
-    for k in range(0, len(contexts), 49):
-        flag, trace_id = contexts[k], int(contexts[k + 17 : k + 49], 16)
-        decision = sampler.should_sample(trace_context.ROOT, trace_id, "send").decision
-        assert (flag == "1") == (decision is Decision.RECORD_AND_SAMPLE)
+    draws, count = 50, 400
+    kept = 0
+    for _ in range(draws):
+        contexts = adapter.contexts(count)
+        assert len(contexts.span_ids) == 16 * count and int(contexts.span_ids, 16)
+        indices = [i for i, _ in contexts.sampled]
+        assert indices == sorted(set(indices)) and all(0 <= i < count for i in indices)
+        for _, trace_id in contexts.sampled:  # each id one the sampler itself keeps
+            decision = sampler.should_sample(trace_context.ROOT, int(trace_id, 16), "send")
+            assert decision.decision is Decision.RECORD_AND_SAMPLE
+        kept += len(indices)
+        assert contexts.roots == "".join(f"{i + 1:04x}{t}" for i, t in contexts.sampled)
+    # As many kept as the sampler's rate says, within 5 standard deviations.
+    n = draws * count
+    rate = {None: 0.5, 0: 0.0}.get(bound, (bound or 0) / (1 << 64))
+    assert abs(kept - n * rate) <= 5 * (n * rate * (1 - rate)) ** 0.5
