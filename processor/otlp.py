@@ -15,7 +15,7 @@ a span costs a few µs. The result is checked against the SDK's encoder by
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from processor.span_record import SpanRecord
 
@@ -23,8 +23,8 @@ from processor.span_record import SpanRecord
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
 _STATUS_ERROR = 2
-_CACHE_LIMIT = 50_000  # distinct key-values kept encoded; then the cache starts over
-_UNIQUE_AFTER = 1_000  # a key that missed this often is not cached any more
+_CACHE_LIMIT = 50_000  # distinct keys, or values of a key, kept encoded; then start over
+_UNIQUE_AFTER = 1_000  # a key whose values missed this often is not cached any more
 
 _double = struct.Struct("<d").pack
 _fixed64 = struct.Struct("<Q").pack
@@ -68,18 +68,59 @@ def _any_value(value: str | int | float | bool) -> bytes:
     return _field(1, value.encode())
 
 
+class _Key:
+    """One attribute key of spans: its encoded key, and the encoded
+    attributes of its text and integer values seen before, while they repeat
+    (past ``_UNIQUE_AFTER`` misses a key's values are all different, like
+    message ids, and caching them is waste)."""
+
+    __slots__ = ("head", "texts", "ints", "misses")
+
+    def __init__(self, key: str) -> None:
+        self.head = _field(1, key.encode())
+        self.texts: dict[str, bytes] = {}
+        self.ints: dict[int, bytes] = {}
+        self.misses = 0
+
+    def text(self, value: str) -> bytes:
+        encoded = _field(9, self.head + _field(2, _field(1, value.encode())))
+        if self.misses < _UNIQUE_AFTER:
+            self.misses += 1
+            if len(self.texts) >= _CACHE_LIMIT:
+                self.texts.clear()
+            self.texts[value] = encoded
+        return encoded
+
+    def other(self, value: int | float | bool) -> bytes:
+        # Exact types: True == 1 == 1.0 as dict keys. Floats never: -0.0
+        # == 0.0, and they rarely repeat.
+        if type(value) is int:
+            encoded = self.ints.get(value)
+            if encoded is None:
+                encoded = _field(9, self.head + _field(2, _any_value(value)))
+                if self.misses < _UNIQUE_AFTER:
+                    self.misses += 1
+                    if len(self.ints) >= _CACHE_LIMIT:
+                        self.ints.clear()
+                    self.ints[value] = encoded
+            return encoded
+        return _field(9, self.head + _field(2, _any_value(value)))
+
+
 class SpanEncoder:
     """Spans as ``ScopeSpans.spans`` fields, ready to be joined into a
     request by :func:`request`; keeps what it has encoded, to reuse."""
 
     def __init__(self) -> None:
-        self._key_values: dict[tuple[object, ...], bytes] = {}
-        self._misses: dict[str, int] = {}  # cache misses by key
+        self._keys: dict[str, _Key] = {}
         self._names: dict[str, bytes] = {}
 
     def resource(self, attributes: Mapping[str, str | int | float | bool]) -> bytes:
         """A ``Resource`` message's fields."""
-        return b"".join(self._attributes(1, attributes.items()))
+        return b"".join(
+            _field(1, _field(1, k.encode()) + _field(2, _any_value(v)))
+            for k, v in attributes.items()
+        )
 
     def span(self, r: SpanRecord) -> bytes:
         name = self._names.get(r.name)
@@ -90,8 +131,18 @@ class SpanEncoder:
             b"\x22\x08" + bytes.fromhex(r.parent_id) if r.parent_id else b"",
             name, b"\x30", _varint(r.kind + 1),  # the proto's kinds start at INTERNAL = 1
             b"\x39", _fixed64(r.start_ns), b"\x41", _fixed64(r.end_ns),
-            *self._attributes(9, r.attributes.items()),
         ]  # fmt: skip
+        keys = self._keys
+        for k, v in r.attributes.items():
+            key = keys.get(k)
+            if key is None:
+                if len(keys) >= _CACHE_LIMIT:
+                    keys.clear()
+                key = keys[k] = _Key(k)
+            if isinstance(v, str):
+                parts.append(key.texts.get(v) or key.text(v))
+            else:
+                parts.append(key.other(v))
         for link in r.links:
             parts.append(_link(link))
         if r.error:
@@ -101,27 +152,6 @@ class SpanEncoder:
         flags = _HAS_IS_REMOTE | (_IS_REMOTE if r.parent_id else 0)
         parts.append(b"\x85\x01" + _fixed32(flags))
         return _field(2, b"".join(parts))
-
-    def _attributes(
-        self, number: int, items: Iterable[tuple[str, str | int | float | bool]]
-    ) -> list[bytes]:
-        """Each key-value as a field ``number``, from the cache when seen before."""
-        get = self._key_values.get
-        # The type is part of the key: True == 1 == 1.0.
-        return [get((number, k, v, type(v))) or self._key_value(number, k, v) for k, v in items]
-
-    def _key_value(self, number: int, key: str, value: str | int | float | bool) -> bytes:
-        encoded = _field(number, _field(1, key.encode()) + _field(2, _any_value(value)))
-        misses = self._misses.get(key, 0)
-        # Past _UNIQUE_AFTER misses a key's values are all different: caching
-        # them is waste. Floats never: -0.0 == 0.0 as keys, and they rarely repeat.
-        if misses < _UNIQUE_AFTER and type(value) is not float:
-            self._misses[key] = misses + 1
-            if len(self._key_values) >= _CACHE_LIMIT:
-                self._key_values.clear()
-                self._misses.clear()
-            self._key_values[number, key, value, type(value)] = encoded
-        return encoded
 
 
 _scopes: dict[str, bytes] = {}
