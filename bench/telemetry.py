@@ -61,6 +61,8 @@ def _serve_sink(conn: Connection) -> None:
     traces: list[bytes] = []
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # connections kept alive, as a collector's are
+
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             received.setdefault(self.path, []).append(len(body))

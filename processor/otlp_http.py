@@ -93,8 +93,17 @@ class HttpSender:
         self._session.headers["Content-Type"] = "application/x-protobuf"
         if config.compression != "none":
             self._session.headers["Content-Encoding"] = config.compression
-        self._session.verify = config.verify
-        self._session.cert = config.client_cert
+        # What requests would read from the environment on every post
+        # (proxies, a CA bundle, ~/.netrc), read once: the lookups cost as
+        # much as the post.
+        found = self._session.merge_environment_settings(
+            config.endpoint, {}, None, config.verify, config.client_cert
+        )
+        self._session.proxies.update(found["proxies"])
+        self._session.verify = found["verify"]
+        self._session.cert = found["cert"]
+        self._session.auth = requests.utils.get_netrc_auth(config.endpoint)
+        self._session.trust_env = False
         self._failing = False
 
     def send(self, body: bytes, spans: int) -> bool:
