@@ -42,7 +42,7 @@ from processor import keys, trace_context
 from processor.lifecycle import Stopper
 from processor.redis_io import TRANSIENT, Backoff, script
 from processor.span_record import Attributes, SpanRecord
-from processor.spans import ADAPTER_SCOPE, recorder
+from processor.spans import ADAPTER_SCOPE, encoding, recorder
 
 log = logging.getLogger(__name__)
 _SEND = "send"
@@ -91,6 +91,14 @@ class MoveTelemetry:
             "messaging.operation.name": _SEND,
             "ocpp.source": source,
         }
+        # Where spans go encoded, every attribute of ours constant: the
+        # shape encodes them once.
+        self._encoding = encoding(self._recorder)
+        self._shape = None
+        if self._encoding is not None and self._encoding.encoder is not None:
+            self._shape = self._encoding.encoder.shape(
+                self._name, SpanKind.PRODUCER.value, self._attrs
+            )
         self.metering = trace_context.metering(meter)
         self._labels = {"messaging.destination.name": stream}
         self._moved = meter.create_counter(
@@ -165,21 +173,27 @@ class MoveTelemetry:
         # The envelopes that carried a traceparent: index -> theirs.
         theirs = {int(result[i]) - 1: result[i + 1].decode() for i in range(1, len(result), 2)}
         order = sorted(roots.keys() | theirs.keys()) if theirs else roots
-        spans = []
+        ids = []  # (trace id, span id, parent id) of each span
         for i in order:
             span_id = contexts.span_ids[16 * i : 16 * i + 16]
-            trace_id, parent_id = roots.get(i, ""), ""
             if i in theirs:  # theirs wins: the trace is continued
                 parent = trace_context.span_context(theirs[i])
-                if parent is None or not parent.trace_flags.sampled:
-                    continue
-                trace_id, parent_id = f"{parent.trace_id:032x}", f"{parent.span_id:016x}"
-            spans.append(SpanRecord(
-                ADAPTER_SCOPE, self._name, SpanKind.PRODUCER.value, trace_id, span_id,
-                parent_id, started_ns, ended_ns, self._attrs,
-            ))  # fmt: skip
-        if spans and self._recorder is not None:
-            self._recorder.record(spans)
+                if parent is not None and parent.trace_flags.sampled:
+                    ids.append((f"{parent.trace_id:032x}", span_id, f"{parent.span_id:016x}"))
+            else:
+                ids.append((roots[i], span_id, ""))
+        if not ids:
+            return count
+        if self._shape is not None and self._encoding is not None:
+            span = self._shape.span
+            self._encoding.encoded(
+                ADAPTER_SCOPE, [span(t, s, p, started_ns, ended_ns) for t, s, p in ids]
+            )
+        elif self._recorder is not None:
+            self._recorder.record([SpanRecord(
+                ADAPTER_SCOPE, self._name, SpanKind.PRODUCER.value, t, s, p, started_ns,
+                ended_ns, self._attrs,
+            ) for t, s, p in ids])  # fmt: skip
         return count
 
     def count(self, moved: int, trimmed: int = 0) -> None:

@@ -15,8 +15,9 @@ from opentelemetry.trace import SpanContext, SpanKind
 from processor import clock
 from processor.dispatch import Delivery, Outcome
 from processor.messages import REQUESTS
+from processor.otlp import SpanShape
 from processor.span_record import Attributes, SpanRecord
-from processor.spans import PROCESSOR_SCOPE, command_counter, recorder
+from processor.spans import PROCESSOR_SCOPE, Shipper, command_counter, encoding, recorder
 from processor.trace_context import (
     PROCESS_SPAN,
     SAMPLED_FLAGS,
@@ -98,6 +99,12 @@ class ProcessorTelemetry:
             **self._metric_attrs,
             "messaging.operation.type": PROCESS_SPAN,
         }
+        # Where spans go encoded: the shape encodes the constant attributes once.
+        self._encoded: tuple[Shipper, SpanShape] | None = None
+        if (shipper := encoding(self._recorder)) is not None and shipper.encoder is not None:
+            shape = shipper.encoder.shape(self._span_name, SpanKind.CONSUMER.value,
+                                          self._span_attrs)  # fmt: skip
+            self._encoded = shipper, shape
         # (Which replica: the resource's service.instance.id says.)
         self._label_cache: dict[tuple[str, str, int], dict[str, Any]] = {}
         self.lag: int | None = None
@@ -160,7 +167,7 @@ class ProcessorTelemetry:
             if len(batch) > len(outcomes):
                 prepared.counts["", "handler_failed", 0] = len(batch) - len(outcomes)
         if self._recorder is not None:
-            prepared.spans = self._trace(batch, outcomes, started_ns)
+            prepared.spans = self._trace(batch, outcomes)
         return prepared
 
     def done(self, prepared: Prepared, results: Sequence[Any], ended_ns: int) -> None:
@@ -178,13 +185,31 @@ class ProcessorTelemetry:
                 if received is not None:
                     latency = max(0.0, ended_ns / 1e9 - received.timestamp())
                     self._latency.record(latency, {"ocpp.action": _action(action)})
-        if prepared.spans and self._recorder is not None:
-            for span, at in prepared.spans:
-                span.end_ns = ended_ns
-                result = results[at] if at is not None and at < len(results) else None
-                if isinstance(result, bytes) and not span.error:
-                    span.error = f"effects failed: {result.decode(errors='replace')}"
-            self._recorder.record([span for span, _ in prepared.spans])
+        if prepared.spans:
+            self._end(prepared, results, ended_ns)
+
+    def _end(self, prepared: Prepared, results: Sequence[Any], ended_ns: int) -> None:
+        start = prepared.started_ns
+        for span in prepared.spans:
+            at = span.at
+            result = results[at] if at is not None and at < len(results) else None
+            if isinstance(result, bytes) and not span.error:
+                span.error = f"effects failed: {result.decode(errors='replace')}"
+        if self._encoded is not None:
+            shipper, shape = self._encoded
+            encode = shape.span
+            shipper.encoded(PROCESSOR_SCOPE, [
+                encode(s.trace_id, s.span_id, s.parent_id, start, ended_ns, s.encoded, s.links,
+                       s.error)
+                for s in prepared.spans
+            ])  # fmt: skip
+        elif self._recorder is not None:
+            base, name, kind = self._span_attrs, self._span_name, SpanKind.CONSUMER.value
+            self._recorder.record([
+                SpanRecord(PROCESSOR_SCOPE, name, kind, s.trace_id, s.span_id, s.parent_id,
+                           start, ended_ns, {**base, **s.attributes}, s.links, s.error)
+                for s in prepared.spans
+            ])  # fmt: skip
 
     @staticmethod
     def _tally(outcomes: Sequence[Outcome], prepared: Prepared) -> None:
@@ -229,14 +254,12 @@ class ProcessorTelemetry:
         if rtt is not None:
             self._round_trip.record(rtt, labels)
 
-    def _trace(
-        self, batch: Sequence[Delivery], outcomes: Sequence[Outcome], started_ns: int
-    ) -> list[tuple[SpanRecord, int | None]]:
-        """Records of the batch's sampled messages' spans, with the index of
-        their outcome. With a sampler that follows the parent's decision, a
-        message whose trace was not sampled costs a look at its flags; one
-        without a trace context (``-`` from adapters before, none now) was
-        not sampled by the adapter, where traces start."""
+    def _trace(self, batch: Sequence[Delivery], outcomes: Sequence[Outcome]) -> list[Sampled]:
+        """The spans of the batch's sampled messages. With a sampler that
+        follows the parent's decision, a message whose trace was not sampled
+        costs a look at its flags; one without a trace context (``-`` from
+        adapters before, none now) was not sampled by the adapter, where
+        traces start."""
         if self._follow_flags:
             flags = SAMPLED_FLAGS
             chosen = [(k, d) for k, d in enumerate(batch) if d.traceparent[53:] in flags]
@@ -258,13 +281,19 @@ class ProcessorTelemetry:
                 continue
             n = k if at is None else at.get(d.entry_id)
             o = None if n is None else outcomes[n]
-            spans.append((self._record(d, o, trace_id, parent, started_ns), n))
+            spans.append(self._record(d, o, trace_id, parent, n))
         return spans
 
     def _record(
-        self, d: Delivery, o: Outcome | None, trace_id: int, parent: SpanContext | None, start: int
-    ) -> SpanRecord:
-        attrs: Attributes = {**self._span_attrs, "messaging.message.id": d.entry_id.decode()}
+        self,
+        d: Delivery,
+        o: Outcome | None,
+        trace_id: int,
+        parent: SpanContext | None,
+        at: int | None,
+    ) -> Sampled:
+        # The attributes past the constant ones (self._span_attrs).
+        attrs: Attributes = {"messaging.message.id": d.entry_id.decode()}
         if d.deliveries > 1:
             attrs["ocpp.deliveries"] = d.deliveries
         links: list[str] = []
@@ -282,11 +311,27 @@ class ProcessorTelemetry:
                     attrs["ocpp.command.round_trip_ms"] = round(rtt * 1000, 3)
             if o.dead_reason:
                 error = f"dead-lettered: {o.dead_reason}"
-        return SpanRecord(
-            PROCESSOR_SCOPE, self._span_name, SpanKind.CONSUMER.value, f"{trace_id:032x}",
-            new_span_id(), f"{parent.span_id:016x}" if parent else "", start, 0, attrs, links,
-            error,
-        )  # fmt: skip
+        parent_id = f"{parent.span_id:016x}" if parent else ""
+        span = Sampled(f"{trace_id:032x}", new_span_id(), parent_id, attrs, links, error, at)
+        if self._encoded is not None:  # while the commit runs, rather than after it
+            span.encoded = self._encoded[1].encoder.attributes(attrs)
+        return span
+
+
+@dataclass(slots=True)
+class Sampled:
+    """A sampled message's span between :meth:`ProcessorTelemetry.prepare`
+    and :meth:`~ProcessorTelemetry.done`, which knows its end and whether
+    its effects failed."""
+
+    trace_id: str
+    span_id: str
+    parent_id: str
+    attributes: Attributes  # past the constant ones
+    links: list[str]
+    error: str
+    at: int | None  # its outcome's index, None if its handler failed
+    encoded: bytes = b""  # ``attributes``, when spans go encoded
 
 
 @dataclass(slots=True)
@@ -298,7 +343,7 @@ class Prepared:
     counts: dict[tuple[str, str, int], int] = field(default_factory=dict)
     oldest: dict[str, str] = field(default_factory=dict)
     commands: list[Outcome] = field(default_factory=list)
-    spans: list[tuple[SpanRecord, int | None]] = field(default_factory=list)
+    spans: list[Sampled] = field(default_factory=list)
 
 
 def _describe(o: Outcome, attrs: Attributes) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping, Sequence
 
-from processor.span_record import SpanRecord
+from processor.span_record import Attributes, SpanRecord
 
 # Span.flags: the parent's is_remote is known (0x100) and true (0x200), as the SDK sets them.
 _HAS_IS_REMOTE = 0x100
@@ -113,7 +113,7 @@ class SpanEncoder:
 
     def __init__(self) -> None:
         self._keys: dict[str, _Key] = {}
-        self._names: dict[str, bytes] = {}
+        self._heads: dict[tuple[str, int], bytes] = {}
 
     def resource(self, attributes: Mapping[str, str | int | float | bool]) -> bytes:
         """A ``Resource`` message's fields."""
@@ -122,18 +122,11 @@ class SpanEncoder:
             for k, v in attributes.items()
         )
 
-    def span(self, r: SpanRecord) -> bytes:
-        name = self._names.get(r.name)
-        if name is None:
-            name = self._names[r.name] = _field(5, r.name.encode())
-        parts = [
-            b"\x0a\x10", bytes.fromhex(r.trace_id), b"\x12\x08", bytes.fromhex(r.span_id),
-            b"\x22\x08" + bytes.fromhex(r.parent_id) if r.parent_id else b"",
-            name, b"\x30", _varint(r.kind + 1),  # the proto's kinds start at INTERNAL = 1
-            b"\x39", _fixed64(r.start_ns), b"\x41", _fixed64(r.end_ns),
-        ]  # fmt: skip
+    def attributes(self, attributes: Attributes) -> bytes:
+        """A span's ``attributes`` fields."""
         keys = self._keys
-        for k, v in r.attributes.items():
+        parts = []
+        for k, v in attributes.items():
             key = keys.get(k)
             if key is None:
                 if len(keys) >= _CACHE_LIMIT:
@@ -143,15 +136,68 @@ class SpanEncoder:
                 parts.append(key.texts.get(v) or key.text(v))
             else:
                 parts.append(key.other(v))
-        for link in r.links:
-            parts.append(_link(link))
-        if r.error:
-            parts.append(_field(15, _field(2, r.error.encode()) + b"\x18" + _varint(_STATUS_ERROR)))
-        else:
-            parts.append(b"\x7a\x00")  # an empty (unset) status, as the SDK writes it
-        flags = _HAS_IS_REMOTE | (_IS_REMOTE if r.parent_id else 0)
-        parts.append(b"\x85\x01" + _fixed32(flags))
-        return _field(2, b"".join(parts))
+        return b"".join(parts)
+
+    def span(self, r: SpanRecord) -> bytes:
+        head = self._heads.get((r.name, r.kind))
+        if head is None:
+            head = self._heads[r.name, r.kind] = _head(r.name, r.kind)
+        return _span(
+            r.trace_id, r.span_id, r.parent_id, head, r.start_ns, r.end_ns,
+            self.attributes(r.attributes), r.links, r.error,
+        )  # fmt: skip
+
+    def shape(self, name: str, kind: int, constant: Attributes) -> SpanShape:
+        """Spans named ``name`` of ``kind`` whose attributes start with
+        ``constant``, encoded once."""
+        return SpanShape(_head(name, kind), self.attributes(constant), self)
+
+
+class SpanShape:
+    """Spans of one name and kind whose attributes start with the same ones:
+    what the hot paths encode their spans with, those attributes encoded
+    once. ``span(...)`` is ``SpanEncoder.span`` of a record of this name and
+    kind with those attributes first, then ``attributes``."""
+
+    __slots__ = ("_head", "_constant", "encoder")
+
+    def __init__(self, head: bytes, constant: bytes, encoder: SpanEncoder) -> None:
+        self._head = head
+        self._constant = constant
+        self.encoder = encoder
+
+    def span(
+        self, trace_id: str, span_id: str, parent_id: str, start_ns: int, end_ns: int,
+        attributes: bytes = b"", links: Sequence[str] = (), error: str = "",
+    ) -> bytes:  # fmt: skip
+        """``attributes`` as :meth:`SpanEncoder.attributes` encodes them."""
+        return _span(trace_id, span_id, parent_id, self._head, start_ns, end_ns,
+                     self._constant + attributes, links, error)  # fmt: skip
+
+
+def _head(name: str, kind: int) -> bytes:
+    # The proto's kinds start at INTERNAL = 1.
+    return _field(5, name.encode()) + b"\x30" + _varint(kind + 1)
+
+
+def _span(
+    trace_id: str, span_id: str, parent_id: str, head: bytes, start_ns: int, end_ns: int,
+    attributes: bytes, links: Sequence[str], error: str,
+) -> bytes:  # fmt: skip
+    parts = [
+        b"\x0a\x10", bytes.fromhex(trace_id), b"\x12\x08", bytes.fromhex(span_id),
+        b"\x22\x08" + bytes.fromhex(parent_id) if parent_id else b"",
+        head, b"\x39", _fixed64(start_ns), b"\x41", _fixed64(end_ns), attributes,
+    ]  # fmt: skip
+    for link in links:
+        parts.append(_link(link))
+    if error:
+        parts.append(_field(15, _field(2, error.encode()) + b"\x18" + _varint(_STATUS_ERROR)))
+    else:
+        parts.append(b"\x7a\x00")  # an empty (unset) status, as the SDK writes it
+    flags = _HAS_IS_REMOTE | (_IS_REMOTE if parent_id else 0)
+    parts.append(b"\x85\x01" + _fixed32(flags))
+    return _field(2, b"".join(parts))
 
 
 _scopes: dict[str, bytes] = {}

@@ -25,7 +25,7 @@ from opentelemetry.trace.status import Status, StatusCode
 from processor.otlp import SpanEncoder, request
 from processor.otlp_http import HttpConfig, HttpSender
 from processor.span_record import SpanRecord
-from processor.spans import FRAME_DECODER, SOCKET_BUFFER, WIRE_OTLP
+from processor.spans import FRAME_DECODER, OTLP_FRAME_DECODER, SOCKET_BUFFER, WIRE_OTLP
 from processor.telemetry import exporter_class, exporter_names
 from processor.trace_context import SAMPLED, span_context
 
@@ -80,13 +80,12 @@ def _export_sdk(sock: socket.socket, attributes: dict[str, Any]) -> None:
 
 
 def _export_otlp_http(sock: socket.socket, attributes: dict[str, Any]) -> None:
-    """Records encoded here, batched as OTEL_BSP_* says: sent when a batch
-    is full or the oldest span has waited the schedule delay, and at the
-    end."""
+    """Spans, encoded by the service, batched as OTEL_BSP_* says: sent when
+    a batch is full or the oldest span has waited the schedule delay, and at
+    the end."""
     config = HttpConfig.from_env()
     sender = HttpSender(config)
-    encoder = SpanEncoder()
-    resource = encoder.resource(attributes)
+    resource = SpanEncoder().resource(attributes)
     pending: dict[str, list[bytes]] = {}
     count = 0
     due = 0.0
@@ -111,14 +110,14 @@ def _export_otlp_http(sock: socket.socket, attributes: dict[str, Any]) -> None:
                 continue
             if not frame:
                 break
-            records = FRAME_DECODER.decode(frame)
-            if count + len(records) > config.batch_size:
+            spans = OTLP_FRAME_DECODER.decode(frame)
+            if count + len(spans) > config.batch_size:
                 flush()
             if not count:
                 due = time.monotonic() + config.delay_s
-            for r in records:
-                pending.setdefault(r.scope, []).append(encoder.span(r))
-            count += len(records)
+            for scope, span in spans:
+                pending.setdefault(scope, []).append(span)
+            count += len(spans)
     finally:
         flush()
         sender.close()
