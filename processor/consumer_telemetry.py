@@ -4,13 +4,14 @@ message's trace, per batch the metrics, summed.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import metrics, trace
-from opentelemetry.trace import SpanContext, SpanKind
+from opentelemetry.trace import SpanKind
 
 from processor import clock
 from processor.dispatch import Delivery, Outcome
@@ -273,23 +274,29 @@ class ProcessorTelemetry:
             at = {o.entry_id: n for n, o in enumerate(outcomes)}
         spans = []
         for k, d in chosen:
-            parent = span_context(d.traceparent) if d.traceparent else None
-            trace_id = parent.trace_id if parent else random_ids()[0]
-            if not (self._follow_flags and parent and parent.trace_flags.sampled) and not sampled(
-                self._tracer, parent_context(parent), trace_id, self._span_name, SpanKind.CONSUMER
-            ):
-                continue
+            tp = d.traceparent
+            if self._follow_flags and _sampled_parent(tp):  # the common case: slices of it
+                trace_id, parent_id = tp[3:35].decode(), tp[36:52].decode()
+            else:
+                parent = span_context(tp) if tp else None
+                trace = parent.trace_id if parent else random_ids()[0]
+                if not (self._follow_flags and parent and parent.trace_flags.sampled) and not (
+                    sampled(self._tracer, parent_context(parent), trace, self._span_name,
+                            SpanKind.CONSUMER)
+                ):  # fmt: skip
+                    continue
+                trace_id, parent_id = f"{trace:032x}", f"{parent.span_id:016x}" if parent else ""
             n = k if at is None else at.get(d.entry_id)
             o = None if n is None else outcomes[n]
-            spans.append(self._record(d, o, trace_id, parent, n))
+            spans.append(self._record(d, o, trace_id, parent_id, n))
         return spans
 
     def _record(
         self,
         d: Delivery,
         o: Outcome | None,
-        trace_id: int,
-        parent: SpanContext | None,
+        trace_id: str,
+        parent_id: str,
         at: int | None,
     ) -> Sampled:
         # The attributes past the constant ones (self._span_attrs).
@@ -311,11 +318,22 @@ class ProcessorTelemetry:
                     attrs["ocpp.command.round_trip_ms"] = round(rtt * 1000, 3)
             if o.dead_reason:
                 error = f"dead-lettered: {o.dead_reason}"
-        parent_id = f"{parent.span_id:016x}" if parent else ""
-        span = Sampled(f"{trace_id:032x}", new_span_id(), parent_id, attrs, links, error, at)
+        span = Sampled(trace_id, new_span_id(), parent_id, attrs, links, error, at)
         if self._encoded is not None:  # while the commit runs, rather than after it
             span.encoded = self._encoded[1].encoder.attributes(attrs)
         return span
+
+
+_SAMPLED_TRACEPARENT = re.compile(rb"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f][13579bdf]")
+
+
+def _sampled_parent(traceparent: bytes) -> bool:
+    """Whether ``traceparent`` is a valid version-00 one, sampled."""
+    return (
+        _SAMPLED_TRACEPARENT.fullmatch(traceparent) is not None
+        and traceparent[3:35] != b"0" * 32
+        and traceparent[36:52] != b"0" * 16
+    )
 
 
 @dataclass(slots=True)
