@@ -100,13 +100,17 @@ class MoveTelemetry:
                 self._name, SpanKind.PRODUCER.value, self._attrs
             )
         self.metering = trace_context.metering(meter)
-        self._labels = {"messaging.destination.name": stream}
-        self._moved = meter.create_counter(
-            "ocpp.adapter.moved", "{message}", "envelopes moved from the list to the stream"
-        )
-        self._trimmed = meter.create_counter(
-            "ocpp.adapter.trimmed", "{message}", "acknowledged entries trimmed from the stream"
-        )
+        labels = {"messaging.destination.name": stream}
+        # Observed from totals: an SDK call per move would run cold.
+        self.moved_total = self.trimmed_total = 0
+        meter.create_observable_counter(
+            "ocpp.adapter.moved", [lambda _: [metrics.Observation(self.moved_total, labels)]],
+            "{message}", "envelopes moved from the list to the stream",
+        )  # fmt: skip
+        meter.create_observable_counter(
+            "ocpp.adapter.trimmed", [lambda _: [metrics.Observation(self.trimmed_total, labels)]],
+            "{message}", "acknowledged entries trimmed from the stream",
+        )  # fmt: skip
 
     def contexts(self, count: int) -> Contexts:
         """Contexts for up to ``count`` envelopes, their new traces sampled
@@ -197,11 +201,8 @@ class MoveTelemetry:
         return count
 
     def count(self, moved: int, trimmed: int = 0) -> None:
-        if self.metering:
-            if moved:
-                self._moved.add(moved, self._labels)
-            if trimmed:
-                self._trimmed.add(trimmed, self._labels)
+        self.moved_total += moved
+        self.trimmed_total += trimmed
 
 
 def _bernoulli(count: int, p: float) -> Iterator[int]:

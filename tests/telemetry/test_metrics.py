@@ -11,8 +11,9 @@ import pytest
 from redis.asyncio import Redis
 
 from adapters.list_to_stream import ListToStream
-from processor import keys
+from processor import consumer_telemetry, keys
 from processor.command_queue import CommandQueue, Sweeper
+from processor.consumer_telemetry import ProcessorTelemetry
 from processor.stream import GroupStream
 from tests.messages import call
 from tests.telemetry.conftest import Telemetry, consumer, eventually, running
@@ -106,3 +107,23 @@ async def test_timed_out_commands_are_counted_by_the_sweeper(
         (("ocpp.action", "ClearCache"), outcome): 1,
         (("ocpp.action", "Reset"), outcome): 1,
     }
+
+
+def test_histogram_values_wait_for_a_collection_but_not_forever(
+    otel: Callable[..., Telemetry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Recorded in one go when the reader collects; at once past the limit,
+    # for a reader that never does (a pull exporter nobody scrapes).
+    monkeypatch.setattr(consumer_telemetry, "_PENDING_LIMIT", 5)
+    t = otel()
+    telemetry = ProcessorTelemetry(None, t.meter_provider, stream=keys.INBOUND, group=keys.GROUP)
+    for n in range(3):
+        telemetry.done(telemetry.prepare([], [], n), [], n + 1_000_000)
+    assert len(telemetry._pending) == 3
+    [duration] = t.points("messaging.process.duration")  # a collection
+    assert duration.count == 3 and telemetry._pending == []
+    for n in range(6):
+        telemetry.done(telemetry.prepare([], [], n), [], n + 1_000_000)
+    assert telemetry._pending == []  # the 6th went over the limit: all recorded
+    [duration] = t.points("messaging.process.duration")
+    assert duration.count == 9
