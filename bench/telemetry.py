@@ -1,11 +1,17 @@
 """What telemetry costs end to end: ours (1 adapter + 1 processor) with
 telemetry off, and on as production would run it (traces sampled at 10% by
 ``parentbased_traceidratio``, and metrics, exported over OTLP/HTTP to a local
-sink that accepts and discards), in alternating runs on a fresh Redis each,
-with bench.e2e's machinery. Prints every run and the ratio of the medians.
+sink that accepts and discards), with bench.e2e's machinery. Prints every
+burst and the median of the paired on/off ratios.
 
-    .venv/bin/python -m bench.telemetry            # 3 runs each way, 100k messages
-    .venv/bin/python -m bench.telemetry --quick    # 3 runs each way, 30k messages
+    .venv/bin/python -m bench.telemetry            # 10 pairs of 40k-message bursts
+    .venv/bin/python -m bench.telemetry --quick    # 2 pairs of 20k
+
+Both stacks run side by side, each on a Redis of its own, and are driven in
+turns, one burst at a time, the other idle (blocked in Redis): the two
+bursts of a pair are a second or two apart. This machine's speed drifts by
+a fifth within a minute, so runs on fresh stacks, ten seconds apart, could
+not tell a few percent from the drift.
 
 The sink runs in a process of its own, as a collector would; it keeps the
 requests' sizes and decodes the trace requests only after the runs, to count
@@ -161,22 +167,37 @@ def telemetry_env(url: str, ratio: float) -> dict[str, str]:
 # -- runs ----------------------------------------------------------------------
 
 
-def run_once(args: argparse.Namespace, env: dict[str, str]) -> Run:
-    """One throughput phase on a fresh Redis, the services started with ``env``."""
-    with environment(env), ExitStack() as stack:
-        system = System(Setup("ours 1A+1P", 1), args, stack)
-        system.start()
+def start_systems(
+    args: argparse.Namespace, url: str, stack: ExitStack
+) -> tuple[dict[bool, System], dict[str, int]]:
+    """Both stacks, started, warmed up and idle (telemetry off, on), and
+    the pids of the one with telemetry's exporter processes."""
+    systems = {}
+    for on in (False, True):
+        with environment(telemetry_env(url, args.ratio) if on else {}):
+            system = System(Setup(f"telemetry {'on' if on else 'off'}", 1), args, stack)
+            system.start()  # the services inherit the environment as it is now
+        systems[on] = system
+    for system in systems.values():
         system.run_phase("w", args.warmup, None)
-        exporters = {f"{role} exporter": pid for role, service in system.services.items()
-                     for pid in children(service.pid)}  # fmt: skip
-        settle(list(exporters.values()))
-        before = {**system.cpu(), **{k: cpu_seconds(pid) for k, pid in exporters.items()}}
-        tracker = system.run_phase("t", args.messages, None)
-        after = {**system.cpu(), **{k: cpu_seconds(pid) for k, pid in exporters.items()}}
-        system.stop()  # SIGTERM: the services flush their telemetry
-    seconds = tracker.last_at - tracker.first_at
-    cpu = {k: 1e6 * (after[k] - before[k]) / args.messages for k in before}
-    return Run(bool(env), args.messages, seconds, cpu)
+    exporters = {f"{role} exporter": pid for role, service in systems[True].services.items()
+                 for pid in children(service.pid)}  # fmt: skip
+    settle(list(exporters.values()))
+    return systems, exporters
+
+
+def burst(system: System, exporters: dict[str, int], phase: str, args: argparse.Namespace) -> Run:
+    """One throughput burst on ``system``."""
+    on = bool(exporters)
+
+    def cpu() -> dict[str, float]:
+        return {**system.cpu(), **{k: cpu_seconds(pid) for k, pid in exporters.items()}}
+
+    before = cpu()
+    tracker = system.run_phase(phase, args.messages, None)
+    after = cpu()
+    per_message = {k: 1e6 * (after[k] - before[k]) / args.messages for k in before}
+    return Run(on, args.messages, tracker.last_at - tracker.first_at, per_message)
 
 
 def settle(pids: Sequence[int], quiet_s: float = 0.3, deadline_s: float = 20.0) -> None:
@@ -205,38 +226,49 @@ def children(pid: int) -> list[int]:
 
 def render(runs: Sequence[Run], ratio: float) -> str:
     lines = [
-        "run  telemetry                msgs/s   CPU µs/msg: redis adapter processor"
+        "pair telemetry                msgs/s   CPU µs/msg: redis adapter processor"
         "  exporters  client"
     ]
-    for n, r in enumerate(runs, 1):
+    for n, r in enumerate(runs):
         label = f"on ({ratio:.0%} sampled)" if r.telemetry else "off"
         exporters = sum(v for k, v in r.cpu_us.items() if k.endswith("exporter"))
+        cpu = r.cpu_us.get
         lines.append(
-            f"{n:>3}  {label:<19} {r.throughput:>11,.0f}   {r.cpu_us.get('redis', 0):>17.1f}"
-            f" {r.cpu_us.get('adapter', 0):>7.1f} {r.cpu_us.get('processor-1', 0):>9.1f}"
-            f" {exporters:>10.1f} {r.cpu_us.get('client', 0):>7.1f}"
+            f"{n // 2 + 1:>4}  {label:<19} {r.throughput:>11,.0f}   {cpu('redis', 0):>17.1f}"
+            f" {cpu('adapter', 0):>7.1f} {cpu('processor-1', 0):>9.1f}"
+            f" {exporters:>10.1f} {cpu('client', 0):>7.1f}"
         )
     return "\n".join(lines)
 
 
 def summary(runs: Sequence[Run]) -> tuple[str, bool]:
-    """The verdict, on the median of the paired ratios: runs go in pairs
-    (off, on or on, off), one after the other, so each ratio compares runs
-    made under the same conditions; the machine's drift cancels out."""
+    """The verdict, on the median of the paired ratios: each ratio compares
+    two bursts made one after the other, so the machine's drift cancels."""
     off = statistics.median(r.throughput for r in runs if not r.telemetry)
     on = statistics.median(r.throughput for r in runs if r.telemetry)
-    pairs = [
+    pairs = sorted(
         next(r for r in pair if r.telemetry).throughput
         / next(r for r in pair if not r.telemetry).throughput
         for pair in zip(runs[::2], runs[1::2], strict=True)
-    ]
+    )
     paired = statistics.median(pairs)
     drop = 1 - paired
     ok = drop <= MAX_DROP
+    cpu = []
+    for role in ("redis", "adapter", "processor-1", "client"):
+        costs = [statistics.median(r.cpu_us.get(role, 0) for r in runs if r.telemetry == t)
+                 for t in (False, True)]  # fmt: skip
+        cpu.append(f"{role.removesuffix('-1')} {costs[1] - costs[0]:+.1f}")
+    exporters = statistics.median(
+        sum(v for k, v in r.cpu_us.items() if k.endswith("exporter")) for r in runs if r.telemetry
+    )
+    cpu.append(f"exporters {exporters:+.1f}")
     text = (
         f"median throughput: off {off:,.0f} msgs/s, on {on:,.0f} msgs/s (on/off {on / off:.3f})\n"
-        f"paired on/off ratios: {', '.join(f'{x:.3f}' for x in pairs)}; median {paired:.3f}, "
-        f"a drop of {drop:.1%} (target: at most {MAX_DROP:.0%}) -> " + ("met" if ok else "MISSED")
+        f"median CPU µs/msg, on minus off: {', '.join(cpu)}\n"
+        f"paired on/off ratios, sorted: {', '.join(f'{x:.3f}' for x in pairs)}; "
+        f"median {paired:.3f}, a drop of {drop:.1%} (target: at most {MAX_DROP:.0%}) -> "
+        + ("met" if ok else "MISSED")
     )
     return text, ok
 
@@ -244,16 +276,18 @@ def summary(runs: Sequence[Run]) -> tuple[str, bool]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     doc = (__doc__ or "").split("\n")[0]
     p = argparse.ArgumentParser(prog="python -m bench.telemetry", description=doc)
-    p.add_argument("--messages", type=int, default=100_000, help="messages per throughput run")
-    p.add_argument("--runs", type=int, default=3, help="runs each way, alternating")
+    p.add_argument("--messages", type=int, default=40_000, help="messages per burst")
+    p.add_argument("--pairs", type=int, default=10, help="pairs of bursts (off, on), alternating")
     p.add_argument("--ratio", type=float, default=0.1, help="trace sampling ratio when on")
     p.add_argument("--charge-points", type=int, default=100)
     p.add_argument("--warmup", type=int, default=2_000)
     p.add_argument("--poll-ms", type=float, default=5.0)
-    p.add_argument("--quick", action="store_true", help="30k messages per run")
+    p.add_argument("--quick", action="store_true", help="2 pairs of 20k-message bursts")
     args = p.parse_args(argv)
     if args.quick:
-        args.messages = 30_000
+        args.messages, args.pairs = 20_000, 2
+    if args.messages < 1 or args.pairs < 1:
+        p.error("--messages and --pairs must be positive")
     return args
 
 
@@ -261,27 +295,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(
-        f"{args.messages:,} Heartbeats per run over {args.charge_points} chargers, "
-        f"{args.runs} runs each way; telemetry on = traces at {args.ratio:.0%} "
-        f"(parentbased_traceidratio) + metrics, OTLP/HTTP to a local sink; "
-        f"{os.cpu_count()} CPUs",
+        f"{args.pairs} pairs of {args.messages:,}-Heartbeat bursts over {args.charge_points} "
+        f"chargers; telemetry on = traces at {args.ratio:.0%} (parentbased_traceidratio) + "
+        f"metrics, OTLP/HTTP to a local sink; {os.cpu_count()} CPUs",
         flush=True,
     )
     runs: list[Run] = []
-    exported: list[dict[str, Any]] = []
     try:
-        with sink() as url:
-            sink_stats(url)
-            # off, on, on, off, off, on, ...: drift hits both sides alike.
-            for n in range(2 * args.runs):
-                on = (n % 4) in (1, 2)
-                started = time.perf_counter()
-                runs.append(run_once(args, telemetry_env(url, args.ratio) if on else {}))
-                if on:
-                    exported.append(sink_stats(url))
-                label = "on " if on else "off"
-                print(f"  run {n + 1} ({label}): {runs[-1].throughput:,.0f} msgs/s "
-                      f"({time.perf_counter() - started:.1f} s)", flush=True)  # fmt: skip
+        with sink() as url, ExitStack() as stack:
+            systems, exporters = start_systems(args, url, stack)
+            for n in range(args.pairs):
+                # off, on, then on, off: drift within a pair hits both sides alike.
+                for on in (False, True) if n % 2 == 0 else (True, False):
+                    started = time.perf_counter()
+                    runs.append(burst(systems[on], exporters if on else {}, f"p{n}-", args))
+                    print(f"  pair {n + 1} ({'on ' if on else 'off'}): "
+                          f"{runs[-1].throughput:,.0f} msgs/s "
+                          f"({time.perf_counter() - started:.1f} s)", flush=True)  # fmt: skip
+            for system in systems.values():
+                system.stop()  # SIGTERM: the services flush their telemetry
+            exported = sink_stats(url)
     except BenchFailure as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         sys.exit(1)
@@ -291,24 +324,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     print()
     print(render(runs, args.ratio))
     print()
-    for n, stats in enumerate(exported, 1):
-        per_message = 2 * (args.warmup + args.messages)  # an adapter and a processor span each
-        spans = sum(stats["spans"].values())
-        print(
-            f"exported, on-run {n}: spans {stats['spans']} ({spans / per_message:.1%} of "
-            f"{per_message:,} possible); requests {stats['requests']}; bytes {stats['bytes']}"
-        )
+    messages = args.warmup + args.pairs * args.messages
+    spans = exported["spans"]
+    print(f"exported: spans {spans} of {messages:,} messages each; "
+          f"requests {exported['requests']}; bytes {exported['bytes']}")  # fmt: skip
     text, ok = summary(runs)
     print()
     print(text)
-    if not all(sum(s["spans"].values()) for s in exported):
-        print("FAILED: a run with telemetry on exported no spans", file=sys.stderr)
-        sys.exit(1)
     # Each sampled message has an adapter span and a processor span: the
     # processor follows the adapter's decision, and neither may drop any.
-    if any(len(set(s["spans"].values())) != 1 or len(s["spans"]) != 2 for s in exported):
+    if len(spans) != 2 or len(set(spans.values())) != 1:
         print("FAILED: adapter and processor exported different numbers of spans",
               file=sys.stderr)  # fmt: skip
+        sys.exit(1)
+    # As many as the ratio says, within 5 standard deviations.
+    expected, sigma = messages * args.ratio, (messages * args.ratio * (1 - args.ratio)) ** 0.5
+    if abs(next(iter(spans.values())) - expected) > 5 * sigma:
+        print(f"FAILED: {spans} spans exported, {expected:,.0f} expected", file=sys.stderr)
         sys.exit(1)
 
 
