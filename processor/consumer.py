@@ -106,6 +106,7 @@ class Consumer:
             except TRANSIENT as exc:
                 await self._backoff.wait(exc)
         await self._drain()
+        self._telemetry.flush()  # the spans it holds back
 
     async def _read_new(self) -> list[Delivery]:
         with self._stopper.interruptible():

@@ -4,12 +4,14 @@ message's trace, per batch the metrics, summed.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind
 
@@ -18,7 +20,14 @@ from processor.dispatch import Delivery, Outcome
 from processor.messages import REQUESTS
 from processor.otlp import SpanShape
 from processor.span_record import Attributes, SpanRecord
-from processor.spans import PROCESSOR_SCOPE, Shipper, command_counter, encoding, recorder
+from processor.spans import (
+    FLUSH_AFTER_S,
+    PROCESSOR_SCOPE,
+    Shipper,
+    command_counter,
+    encoding,
+    recorder,
+)
 from processor.trace_context import (
     PROCESS_SPAN,
     SAMPLED_FLAGS,
@@ -37,6 +46,7 @@ GROUP_STATS_INTERVAL_S = 5.0
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 LATENCY_BUCKETS = (0.001, 0.0025, *DURATION_BUCKETS, 30, 60, 300)
 _KNOWN_ACTIONS = frozenset(REQUESTS)
+SPANS_PER_FLUSH = 256  # sampled messages held before they become spans (_defer)
 _PENDING_LIMIT = 10_000  # histogram values waiting for a collection; then recorded at once
 
 
@@ -101,6 +111,9 @@ class ProcessorTelemetry:
             **self._metric_attrs,
             "messaging.operation.type": PROCESS_SPAN,
         }
+        self._waiting: list[Prepared] = []  # batches whose spans wait (_defer)
+        self._waiting_spans = 0
+        self._flush_loop: asyncio.AbstractEventLoop | None = None  # where a flush is due
         # Where spans go encoded: the shape encodes the constant attributes once.
         self._encoded: tuple[Shipper, SpanShape] | None = None
         if (shipper := encoding(self._recorder)) is not None and shipper.encoder is not None:
@@ -117,7 +130,10 @@ class ProcessorTelemetry:
         # totals kept in a dict, and the two per-batch histograms' values
         # wait in a list that its callback records in one go.
         self._totals: dict[tuple[str, str, int], int] = {}
-        self._pending: list[tuple[metrics.Histogram, float, dict[str, Any]]] = []
+        self._durations: list[float] = []  # messaging.process.duration, waiting
+        self._latencies: dict[str, list[float]] = {}  # ocpp.message.latency by action
+        self._pending = 0  # values waiting
+        self._pending_lock = threading.Lock()  # collections run in the reader's thread
         meter.create_observable_counter(
             "ocpp.messages", [self._collect], "{message}", "messages handled, by action and outcome"
         )
@@ -163,10 +179,16 @@ class ProcessorTelemetry:
         return [metrics.Observation(n, self._labels(key)) for key, n in list(self._totals.items())]
 
     def _record_pending(self) -> None:
-        # (A swap: the loop may append meanwhile, to either list, and lose nothing.)
-        pending, self._pending = self._pending, []
-        for histogram, value, attrs in pending:
-            histogram.record(value, attrs)
+        with self._pending_lock:
+            durations, self._durations = self._durations, []
+            latencies, self._latencies = self._latencies, {}
+            self._pending = 0
+        for value in durations:
+            self._handling.record(value, self._metric_attrs)
+        for action, values in latencies.items():
+            attrs = {"ocpp.action": action}
+            for value in values:
+                self._latency.record(value, attrs)
 
     @property
     def enabled(self) -> bool:
@@ -202,40 +224,75 @@ class ProcessorTelemetry:
                     self._dead.add(n, {"ocpp.action": key[0]})
             for o in prepared.commands:
                 self._command_done(o, ended_ns)
-            pending = self._pending
-            seconds = (ended_ns - prepared.started_ns) / 1e9
-            pending.append((self._handling, seconds, self._metric_attrs))
+            # Plain floats, no object per value: what waits across batches
+            # should give the garbage collector nothing to walk.
+            latencies = []
             for action, timestamp in prepared.oldest.items():
                 received = clock.parse(timestamp)
                 if received is not None:
                     latency = max(0.0, ended_ns / 1e9 - received.timestamp())
-                    pending.append((self._latency, latency, {"ocpp.action": _action(action)}))
-            if len(pending) > _PENDING_LIMIT:  # nobody collects (a pull exporter unscraped)
+                    latencies.append((_action(action), latency))
+            with self._pending_lock:
+                self._durations.append((ended_ns - prepared.started_ns) / 1e9)
+                for action, latency in latencies:
+                    self._latencies.setdefault(action, []).append(latency)
+                self._pending += 1 + len(latencies)
+                full = self._pending > _PENDING_LIMIT
+            if full:  # nobody collects (a pull exporter unscraped)
                 self._record_pending()
         if prepared.spans:
-            self._end(prepared, results, ended_ns)
+            for span in prepared.spans:
+                at = span.at
+                result = results[at] if at is not None and at < len(results) else None
+                if isinstance(result, bytes) and not span.error:
+                    span.error = f"effects failed: {result.decode(errors='replace')}"
+            prepared.ended_ns = ended_ns
+            if self._encoded is not None:
+                self._defer(prepared)
+            else:
+                self._end([prepared])
 
-    def _end(self, prepared: Prepared, results: Sequence[Any], ended_ns: int) -> None:
-        start = prepared.started_ns
-        for span in prepared.spans:
-            at = span.at
-            result = results[at] if at is not None and at < len(results) else None
-            if isinstance(result, bytes) and not span.error:
-                span.error = f"effects failed: {result.decode(errors='replace')}"
+    def _defer(self, prepared: Prepared) -> None:
+        """Hold a batch's sampled messages until ``SPANS_PER_FLUSH`` have
+        gathered or ``FLUSH_AFTER_S`` has passed: made into spans once a
+        batch, their few µs each ran cold and evicted the handlers' own
+        working set; made in one go, they run warm."""
+        self._waiting.append(prepared)
+        self._waiting_spans += len(prepared.spans)
+        if self._waiting_spans >= SPANS_PER_FLUSH:
+            self.flush()
+        elif self._flush_loop is None:
+            loop = asyncio.get_running_loop()
+            loop.call_later(FLUSH_AFTER_S, self._flush_from, loop)
+            self._flush_loop = loop
+
+    def _flush_from(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._flush_loop is loop:
+            self.flush()
+
+    def flush(self) -> None:
+        """Turn the held messages into spans now (at a consumer's end)."""
+        waiting, self._waiting = self._waiting, []
+        self._waiting_spans, self._flush_loop = 0, None
+        if waiting:
+            self._end(waiting)
+
+    def _end(self, batches: Sequence[Prepared]) -> None:
         if self._encoded is not None:
             shipper, shape = self._encoded
-            encode = shape.span
+            encode, attributes = shape.span, shape.encoder.attributes
             shipper.encoded(PROCESSOR_SCOPE, [
-                encode(s.trace_id, s.span_id, s.parent_id, start, ended_ns, s.encoded, s.links,
-                       s.error)
-                for s in prepared.spans
+                encode(s.trace_id, s.span_id, s.parent_id, p.started_ns, p.ended_ns,
+                       attributes(s.attributes), s.links, s.error)
+                for p in batches for s in p.spans
             ])  # fmt: skip
         elif self._recorder is not None:
             base, name, kind = self._span_attrs, self._span_name, SpanKind.CONSUMER.value
             self._recorder.record([
                 SpanRecord(PROCESSOR_SCOPE, name, kind, s.trace_id, s.span_id, s.parent_id,
-                           start, ended_ns, {**base, **s.attributes}, s.links, s.error)
-                for s in prepared.spans
+                           p.started_ns, p.ended_ns, {**base, **s.attributes}, list(s.links),
+                           s.error)
+                for p in batches for s in p.spans
             ])  # fmt: skip
 
     @staticmethod
@@ -329,7 +386,7 @@ class ProcessorTelemetry:
         attrs: Attributes = {"messaging.message.id": d.entry_id.decode()}
         if d.deliveries > 1:
             attrs["ocpp.deliveries"] = d.deliveries
-        links: list[str] = []
+        links: tuple[str, ...] = ()
         error = ""
         if o is None:
             error = "handler failed; left pending for a retry"
@@ -338,16 +395,13 @@ class ProcessorTelemetry:
             if o.command is not None:
                 linked = o.command.fields.get("traceparent", "")
                 if span_context(linked) is not None:
-                    links.append(linked)
+                    links = (linked,)
                 rtt = round_trip_s(o, time.time_ns())
                 if rtt is not None:
                     attrs["ocpp.command.round_trip_ms"] = round(rtt * 1000, 3)
             if o.dead_reason:
                 error = f"dead-lettered: {o.dead_reason}"
-        span = Sampled(trace_id, new_span_id(), parent_id, attrs, links, error, at)
-        if self._encoded is not None:  # while the commit runs, rather than after it
-            span.encoded = self._encoded[1].encoder.attributes(attrs)
-        return span
+        return Sampled(trace_id, new_span_id(), parent_id, attrs, links, error, at)
 
 
 _SAMPLED_TRACEPARENT = re.compile(rb"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f][13579bdf]")
@@ -362,8 +416,12 @@ def _sampled_parent(traceparent: bytes) -> bool:
     )
 
 
-@dataclass(slots=True)
-class Sampled:
+# Both wait across batches (spans are held back, _defer): out of the garbage
+# collector's sight, which would otherwise walk them in every older
+# generation they reach. Neither can be in a reference cycle.
+
+
+class Sampled(msgspec.Struct, gc=False):
     """A sampled message's span between :meth:`ProcessorTelemetry.prepare`
     and :meth:`~ProcessorTelemetry.done`, which knows its end and whether
     its effects failed."""
@@ -372,22 +430,21 @@ class Sampled:
     span_id: str
     parent_id: str
     attributes: Attributes  # past the constant ones
-    links: list[str]
+    links: tuple[str, ...]
     error: str
     at: int | None  # its outcome's index, None if its handler failed
-    encoded: bytes = b""  # ``attributes``, when spans go encoded
 
 
-@dataclass(slots=True)
-class Prepared:
+class Prepared(msgspec.Struct, gc=False):
     """A batch's telemetry between :meth:`ProcessorTelemetry.prepare` and
     :meth:`~ProcessorTelemetry.done`."""
 
     started_ns: int
-    counts: dict[tuple[str, str, int], int] = field(default_factory=dict)
-    oldest: dict[str, str] = field(default_factory=dict)
-    commands: list[Outcome] = field(default_factory=list)
-    spans: list[Sampled] = field(default_factory=list)
+    ended_ns: int = 0
+    counts: dict[tuple[str, str, int], int] = msgspec.field(default_factory=dict)
+    oldest: dict[str, str] = msgspec.field(default_factory=dict)
+    commands: list[Outcome] = msgspec.field(default_factory=list)
+    spans: list[Sampled] = msgspec.field(default_factory=list)
 
 
 def _describe(o: Outcome, attrs: Attributes) -> None:

@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler
 
 from adapters.list_to_stream import Contexts, MoveTelemetry
-from processor import consumer_telemetry, keys
+from processor import consumer_telemetry, keys, spans
 from processor.commands import CommandRecord
 from processor.consumer_telemetry import ProcessorTelemetry
 from processor.dispatch import Delivery, Dispatcher, Limits, Outcome
@@ -130,12 +130,17 @@ def test_process_spans_encoded_are_the_sdks(
     def run(provider: Any) -> None:
         t = ProcessorTelemetry(provider, None, stream=keys.INBOUND, group=keys.GROUP)
         random.seed(7)  # the same span ids (and root trace ids) both ways
+        anyio.run(handled, t)
+
+    async def handled(t: ProcessorTelemetry) -> None:
         t.done(t.prepare(batch, outcomes, NOW_NS - 5_000), results, NOW_NS)
+        t.flush()  # (the encoded path holds spans back to make them in one go)
 
     provider, exporter = in_process(sampler)
     run(provider)
     ship, theirs = shipper
     run(OffloadedTracerProvider(Resource(RESOURCE), ship))
+    ship.flush()  # (held for a frame; the loop that would have flushed it is gone)
     sdk = encode_spans(exporter.get_finished_spans())
     assert shipped(theirs) == sdk
     [spans] = [ss.spans for rs in sdk.resource_spans for ss in rs.scope_spans]
@@ -165,3 +170,37 @@ def test_adapter_spans_encoded_are_the_sdks(shipper: tuple[_Shipper, socket.sock
     assert shipped(theirs) == sdk
     [spans] = [ss.spans for rs in sdk.resource_spans for ss in rs.scope_spans]
     assert [s.trace_id.hex() for s in spans] == ["a" * 32, f"{21:032x}"]  # 3rd: unsampled
+
+
+def test_process_spans_are_held_back_to_be_made_in_one_go(
+    monkeypatch: pytest.MonkeyPatch, shipper: tuple[_Shipper, socket.socket]
+) -> None:
+    monkeypatch.setattr(consumer_telemetry, "SPANS_PER_FLUSH", 10)
+    monkeypatch.setattr(consumer_telemetry, "FLUSH_AFTER_S", 0.01)
+    monkeypatch.setattr(spans, "FLUSH_AFTER_S", 0.01)  # the shipper's, for its frame
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)  # parentbased_always_on
+    ship, theirs = shipper
+    batch, outcomes, results = a_batch()  # 7 sampled messages
+
+    def count() -> int:
+        ship.flush()
+        try:
+            request = shipped(theirs)
+        except AssertionError:  # nothing shipped
+            return 0
+        return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+
+    async def main() -> None:
+        provider = OffloadedTracerProvider(Resource(RESOURCE), ship)
+        t = ProcessorTelemetry(provider, None, stream=keys.INBOUND, group=keys.GROUP)
+        t.done(t.prepare(batch, outcomes, 1), results, 2)
+        assert count() == 0  # held
+        t.done(t.prepare(batch, outcomes, 3), results, 4)
+        assert count() == 14  # past SPANS_PER_FLUSH: made at once
+        t.done(t.prepare(batch, outcomes, 5), results, 6)
+        assert count() == 0
+        with anyio.fail_after(5):  # no more traffic: the timers make and send them
+            await anyio.wait_readable(theirs)
+        assert count() == 7
+
+    anyio.run(main)
