@@ -8,8 +8,9 @@ burst and the median of the paired on/off ratios.
     .venv/bin/python -m bench.telemetry --quick    # 2 pairs of 20k
 
 Both stacks run side by side, each on a Redis of its own, and are driven in
-turns, one burst at a time, the other idle (blocked in Redis): the two
-bursts of a pair are a second or two apart. This machine's speed drifts by
+turns, one burst at a time (each after a short untimed one, to warm it), the
+other idle (blocked in Redis): the two bursts of a pair are a second or two
+apart. This machine's speed drifts by
 a fifth within a minute, so runs on fresh stacks, ten seconds apart, could
 not tell a few percent from the drift.
 
@@ -187,8 +188,12 @@ def start_systems(
 
 
 def burst(system: System, exporters: dict[str, int], phase: str, args: argparse.Namespace) -> Run:
-    """One throughput burst on ``system``."""
+    """One throughput burst on ``system``, after an untimed one of
+    ``--warmup`` messages: while the other stack ran, this one's caches went
+    cold, which costs its first milliseconds. (Without it, the burst after
+    one of the same stack ran warm, the other cold, and pairs split in two.)"""
     on = bool(exporters)
+    system.run_phase(f"{phase}w", args.warmup, None)
 
     def cpu() -> dict[str, float]:
         return {**system.cpu(), **{k: cpu_seconds(pid) for k, pid in exporters.items()}}
@@ -324,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print()
     print(render(runs, args.ratio))
     print()
-    messages = args.warmup + args.pairs * args.messages
+    messages = args.warmup + args.pairs * (args.warmup + args.messages)  # the on stack's
     spans = exported["spans"]
     print(f"exported: spans {spans} of {messages:,} messages each; "
           f"requests {exported['requests']}; bytes {exported['bytes']}")  # fmt: skip
