@@ -259,10 +259,13 @@ class ProcessorTelemetry:
         working set; made in one go, they run warm."""
         self._waiting.append(prepared)
         self._waiting_spans += len(prepared.spans)
-        if self._waiting_spans >= SPANS_PER_FLUSH:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: nothing would flush later
+            loop = None
+        if loop is None or self._waiting_spans >= SPANS_PER_FLUSH:
             self.flush()
-        elif self._flush_loop is None:
-            loop = asyncio.get_running_loop()
+        elif self._flush_loop is not loop:  # (a timer of a loop since closed never fires)
             loop.call_later(FLUSH_AFTER_S, self._flush_from, loop)
             self._flush_loop = loop
 

@@ -6,6 +6,7 @@ against ours of the other."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import socket
@@ -204,3 +205,32 @@ def test_process_spans_are_held_back_to_be_made_in_one_go(
         assert count() == 7
 
     anyio.run(main)
+
+
+def test_held_spans_are_not_stranded_by_a_loop_that_closed(
+    monkeypatch: pytest.MonkeyPatch, shipper: tuple[_Shipper, socket.socket]
+) -> None:
+    monkeypatch.setattr(consumer_telemetry, "FLUSH_AFTER_S", 0.01)
+    monkeypatch.setattr(spans, "FLUSH_AFTER_S", 0.01)
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    ship, theirs = shipper
+    batch, outcomes, results = a_batch()  # 7 sampled messages
+    t = ProcessorTelemetry(OffloadedTracerProvider(Resource(RESOURCE), ship), None,
+                           stream=keys.INBOUND, group=keys.GROUP)  # fmt: skip
+
+    async def first() -> None:
+        t.done(t.prepare(batch, outcomes, 1), results, 2)  # held; its timer dies with the loop
+
+    async def second() -> None:
+        t.done(t.prepare(batch, outcomes, 3), results, 4)
+        with anyio.fail_after(5):  # a timer of this loop makes both batches' spans
+            await anyio.wait_readable(theirs)
+
+    asyncio.run(first())
+    anyio.run(second)
+    ship.flush()
+    request = shipped(theirs)
+    assert sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans) == 14
+    t.done(t.prepare(batch, outcomes, 5), results, 6)  # outside any loop: made at once
+    ship.flush()
+    assert len(shipped(theirs).resource_spans[0].scope_spans[0].spans) == 7
