@@ -249,3 +249,18 @@ def test_out_of_range_integers_and_signed_zeros_encode_faithfully() -> None:
     assert got[3].string_value == str(2**64 + 5)  # no int64 holds it
     assert got[4].int_value == -(2**63)
     assert got[5].bool_value is True and got[6].int_value == 1
+
+
+def test_the_sender_reads_proxies_and_cas_from_the_environment_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/env-bundle.pem")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "collector.local")
+    near = HttpSender(HttpConfig(endpoint="https://collector.local:4318/v1/traces"))
+    far = HttpSender(HttpConfig(endpoint="https://far:4318/v1/traces", verify="/etc/otel-ca.pem"))
+    assert near._session.verify == "/etc/env-bundle.pem"  # as requests would pick
+    assert "https" not in near._session.proxies  # NO_PROXY
+    assert far._session.proxies["https"] == "http://proxy.invalid:3128"
+    assert far._session.verify == "/etc/otel-ca.pem"  # OTEL_EXPORTER_OTLP_CERTIFICATE wins
+    assert not far._session.trust_env  # and not again on every post
