@@ -133,7 +133,8 @@ class MoveTelemetry:
             return out
         if bound <= 0:
             return []
-        kept = range(count) if bound > _LOW_64 else _bernoulli(count, bound / (1 << 64))
+        p = bound / (1 << 64)  # 1.0 for bounds within 2^-53 of keeping all: then all
+        kept = range(count) if p >= 1.0 else _bernoulli(count, p)
         out = []
         for i in kept:
             trace_id = 0

@@ -72,6 +72,12 @@ class Consumer:
 
     async def run(self) -> None:
         """Until :meth:`stop`: claim, read, handle and commit; then drain."""
+        try:
+            await self._run()
+        finally:
+            self._telemetry.flush()  # the spans it holds back, however it ends
+
+    async def _run(self) -> None:
         s = self._settings
         next_claim = next_stats = 0.0
         next_gc = anyio.current_time() + min(60.0, s.consumer_gc_idle_ms / 10_000)
@@ -106,7 +112,6 @@ class Consumer:
             except TRANSIENT as exc:
                 await self._backoff.wait(exc)
         await self._drain()
-        self._telemetry.flush()  # the spans it holds back
 
     async def _read_new(self) -> list[Delivery]:
         with self._stopper.interruptible():

@@ -5,6 +5,7 @@ message's trace, per batch the metrics, summed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import threading
 import time
@@ -41,11 +42,14 @@ from processor.trace_context import (
     tracing,
 )
 
+log = logging.getLogger(__name__)
+
 GROUP_STATS_INTERVAL_S = 5.0
 # messaging.*.duration advice from the semantic conventions, in seconds.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 LATENCY_BUCKETS = (0.001, 0.0025, *DURATION_BUCKETS, 30, 60, 300)
 _KNOWN_ACTIONS = frozenset(REQUESTS)
+UNTRACED_WARNING_AFTER = 10_000  # entries in a row without a trace context
 SPANS_PER_FLUSH = 256  # sampled messages held before they become spans (_defer)
 _PENDING_LIMIT = 10_000  # histogram values waiting for a collection; then recorded at once
 
@@ -111,9 +115,11 @@ class ProcessorTelemetry:
             **self._metric_attrs,
             "messaging.operation.type": PROCESS_SPAN,
         }
+        self._untraced = 0  # entries in a row without a trace context; -1 once said
         self._waiting: list[Prepared] = []  # batches whose spans wait (_defer)
         self._waiting_spans = 0
         self._flush_loop: asyncio.AbstractEventLoop | None = None  # where a flush is due
+        self._flush_timer: asyncio.TimerHandle | None = None
         # Where spans go encoded: the shape encodes the constant attributes once.
         self._encoded: tuple[Shipper, SpanShape] | None = None
         if (shipper := encoding(self._recorder)) is not None and shipper.encoder is not None:
@@ -257,7 +263,8 @@ class ProcessorTelemetry:
         gathered or ``FLUSH_AFTER_S`` has passed: made into spans once a
         batch, their few µs each ran cold and evicted the handlers' own
         working set; made in one go, they run warm."""
-        self._waiting.append(prepared)
+        # Only the times and the spans: the rest of it is done with.
+        self._waiting.append(Prepared(prepared.started_ns, prepared.ended_ns, spans=prepared.spans))
         self._waiting_spans += len(prepared.spans)
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -265,18 +272,17 @@ class ProcessorTelemetry:
             loop = None
         if loop is None or self._waiting_spans >= SPANS_PER_FLUSH:
             self.flush()
-        elif self._flush_loop is not loop:  # (a timer of a loop since closed never fires)
-            loop.call_later(FLUSH_AFTER_S, self._flush_from, loop)
+        elif self._flush_timer is None or self._flush_loop is not loop:
+            # (A timer of a loop since closed never fires: one for this loop.)
+            self._flush_timer = loop.call_later(FLUSH_AFTER_S, self.flush)
             self._flush_loop = loop
-
-    def _flush_from(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._flush_loop is loop:
-            self.flush()
 
     def flush(self) -> None:
         """Turn the held messages into spans now (at a consumer's end)."""
-        waiting, self._waiting = self._waiting, []
-        self._waiting_spans, self._flush_loop = 0, None
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()  # else it would cut the next gathering short
+        self._flush_timer = self._flush_loop = None
+        waiting, self._waiting, self._waiting_spans = self._waiting, [], 0
         if waiting:
             self._end(waiting)
 
@@ -353,7 +359,10 @@ class ProcessorTelemetry:
         else:
             chosen = list(enumerate(batch))
         if not chosen:
+            if self._follow_flags and self._untraced >= 0:
+                self._notice_untraced(batch)
             return []
+        self._untraced = min(self._untraced, 0)
         # Outcomes are in batch order; only failed handlers leave gaps.
         at = None
         if len(outcomes) != len(batch):
@@ -376,6 +385,19 @@ class ProcessorTelemetry:
             o = None if n is None else outcomes[n]
             spans.append(self._record(d, o, trace_id, parent_id, n))
         return spans
+
+    def _notice_untraced(self, batch: Sequence[Delivery]) -> None:
+        """Say once if entries keep coming without a trace context: the
+        adapter's tracing is off, and a parent-following sampler then
+        records nothing."""
+        self._untraced = 0 if any(d.traceparent for d in batch) else self._untraced + len(batch)
+        if self._untraced >= UNTRACED_WARNING_AFTER:
+            log.warning(
+                "the last %d entries carried no trace context, so no process spans were "
+                "recorded for them: traces start in the adapter, give it the same OTEL_* "
+                "settings (or use a sampler that ignores parents)", self._untraced,
+            )  # fmt: skip
+            self._untraced = -1  # said
 
     def _record(
         self,

@@ -166,6 +166,7 @@ class Shipper:
         self._lock = threading.Lock()  # the SDK may end spans in any thread
         self._buffer: list[SpanRecord | tuple[str, bytes]] = []
         self._flush_loop: asyncio.AbstractEventLoop | None = None  # where a flush is due
+        self._flush_timer: asyncio.TimerHandle | None = None
         self.dropped = 0
 
     def record(self, spans: Sequence[SpanRecord]) -> None:
@@ -189,8 +190,9 @@ class Shipper:
             self._buffer += items
             if loop is None or len(self._buffer) >= RECORDS_PER_FRAME:
                 self._send()
-            elif self._flush_loop is not loop:  # (a timer of a loop since closed never fires)
-                loop.call_later(FLUSH_AFTER_S, self.flush)
+            elif self._flush_timer is None or self._flush_loop is not loop:
+                # (A timer of a loop since closed never fires: one for this loop.)
+                self._flush_timer = loop.call_later(FLUSH_AFTER_S, self.flush)
                 self._flush_loop = loop
 
     @property
@@ -203,7 +205,10 @@ class Shipper:
             self._send()
 
     def _send(self) -> None:
-        records, self._buffer, self._flush_loop = self._buffer, [], None
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()  # else it would cut the next frame short
+        self._flush_timer = self._flush_loop = None
+        records, self._buffer = self._buffer, []
         for i in range(0, len(records), RECORDS_PER_FRAME):
             self._send_frame(records[i : i + RECORDS_PER_FRAME])
 

@@ -28,9 +28,10 @@ into spans: in process, through the tracer provider the service was given
 (tests), or, for providers made by :func:`from_env`, in an exporter process
 of its own (processor/span_exporter.py) that runs at the lowest CPU priority
 and is fed through a socket that never blocks (a full socket drops spans, as
-a full SDK queue would). When OTLP/HTTP is the only trace exporter, that
-process encodes the records itself (processor/otlp.py) and posts them.
-Metrics are summed per batch, not recorded per message.
+a full SDK queue would). When OTLP/HTTP is the only trace exporter, the
+services encode their spans (processor/otlp.py) and that process only
+batches and posts them. Metrics are summed per batch, and the hot ones reach
+the SDK when it collects (processor/consumer_telemetry.py).
 """
 
 from __future__ import annotations

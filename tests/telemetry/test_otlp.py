@@ -254,6 +254,8 @@ def test_out_of_range_integers_and_signed_zeros_encode_faithfully() -> None:
 def test_the_sender_reads_proxies_and_cas_from_the_environment_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    for name in ("https_proxy", "no_proxy", "all_proxy", "ALL_PROXY", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)  # (lowercase ones win in urllib)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/env-bundle.pem")
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     monkeypatch.setenv("NO_PROXY", "collector.local")

@@ -5,6 +5,7 @@ one of our commands, on whichever replica, links to the span that sent it."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -23,8 +24,10 @@ from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 
 from adapters.list_to_stream import ListToStream, MoveTelemetry
-from processor import keys, trace_context
+from processor import consumer_telemetry, keys, trace_context
 from processor.command_queue import CommandQueue
+from processor.consumer_telemetry import ProcessorTelemetry
+from processor.dispatch import Delivery
 from tests.messages import call
 from tests.telemetry.conftest import Telemetry, attrs, by_attr, consumer, eventually, running
 
@@ -322,3 +325,57 @@ def test_the_adapter_samples_its_traces_as_the_sampler_says(
     n = draws * count
     rate = {None: 0.5, 0: 0.0}.get(bound, (bound or 0) / (1 << 64))
     assert abs(kept - n * rate) <= 5 * (n * rate * (1 - rate)) ** 0.5
+
+
+def test_each_envelope_is_sampled_alike_whatever_its_place_in_the_move(
+    otel: Callable[..., Telemetry],
+) -> None:
+    adapter = MoveTelemetry(otel(ParentBased(TraceIdRatioBased(0.5))).tracer_provider, None,
+                            keys.REQUESTS, keys.INBOUND)  # fmt: skip
+    draws, count = 4_000, 8
+    kept = [0] * count
+    for _ in range(draws):
+        for i, _trace_id in adapter.contexts(count).sampled:
+            kept[i] += 1
+    # Each place within 5 standard deviations of half (a gap off by one
+    # would starve the first or the last).
+    assert all(abs(k - draws / 2) <= 5 * (draws / 4) ** 0.5 for k in kept), kept
+
+
+class NearlyAll(Sampler):
+    """Keeps every trace id but those with the highest low 64 bits."""
+
+    def should_sample(self, parent_context: Any, trace_id: int, *args: Any, **kw: Any) -> Any:
+        keep = trace_id & ((1 << 64) - 1) < (1 << 64) - 1
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if keep else Decision.DROP)
+
+    def get_description(self) -> str:
+        return "NearlyAll"
+
+
+def test_a_bound_within_a_float_of_keeping_all_keeps_all(otel: Callable[..., Telemetry]) -> None:
+    adapter = MoveTelemetry(otel(NearlyAll()).tracer_provider, None, keys.REQUESTS, keys.INBOUND)
+    assert adapter._bound == (1 << 64) - 1  # bound / 2**64 rounds to 1.0
+    contexts = adapter.contexts(100)
+    assert [i for i, _ in contexts.sampled] == list(range(100))
+    assert all(int(t, 16) & ((1 << 64) - 1) < (1 << 64) - 1 for _, t in contexts.sampled)
+
+
+def test_a_processor_says_once_when_no_entry_carries_a_trace_context(
+    otel: Callable[..., Telemetry], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(consumer_telemetry, "UNTRACED_WARNING_AFTER", 5)
+    t = ProcessorTelemetry(otel(ParentBased(ALWAYS_ON)).tracer_provider, None,
+                           stream=keys.INBOUND, group=keys.GROUP)  # fmt: skip
+    bare = [Delivery(f"1-{n}".encode(), b"{}") for n in range(3)]
+    traced = [Delivery(b"2-0", b"{}", 1, f"00-{THEIR_TRACE}-{THEIR_SPAN}-00".encode())]
+    with caplog.at_level(logging.WARNING, logger="processor.consumer_telemetry"):
+        t.prepare(bare, [], 0)
+        t.prepare(traced, [], 0)  # a context, even unsampled: the adapter traces
+        t.prepare(bare, [], 0)
+        assert caplog.records == []
+        for _ in range(3):
+            t.prepare(bare, [], 0)
+    [said] = caplog.records
+    assert "no trace context" in said.getMessage() and "OTEL_" in said.getMessage()
