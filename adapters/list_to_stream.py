@@ -29,6 +29,7 @@ import math
 import os
 import random
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -100,17 +101,8 @@ class MoveTelemetry:
                 self._name, SpanKind.PRODUCER.value, self._attrs
             )
         self.metering = trace_context.metering(meter)
-        labels = {"messaging.destination.name": stream}
-        # Observed from totals: an SDK call per move would run cold.
-        self.moved_total = self.trimmed_total = 0
-        meter.create_observable_counter(
-            "ocpp.adapter.moved", [lambda _: [metrics.Observation(self.moved_total, labels)]],
-            "{message}", "envelopes moved from the list to the stream",
-        )  # fmt: skip
-        meter.create_observable_counter(
-            "ocpp.adapter.trimmed", [lambda _: [metrics.Observation(self.trimmed_total, labels)]],
-            "{message}", "acknowledged entries trimmed from the stream",
-        )  # fmt: skip
+        self._stream = stream
+        self._totals = _totals_of(meter)
 
     def contexts(self, count: int) -> Contexts:
         """Contexts for up to ``count`` envelopes, their new traces sampled
@@ -202,8 +194,45 @@ class MoveTelemetry:
         return count
 
     def count(self, moved: int, trimmed: int = 0) -> None:
-        self.moved_total += moved
-        self.trimmed_total += trimmed
+        totals = self._totals
+        if moved:
+            totals.moved[self._stream] = totals.moved.get(self._stream, 0) + moved
+        if trimmed:
+            totals.trimmed[self._stream] = totals.trimmed.get(self._stream, 0) + trimmed
+
+
+class _MoveTotals:
+    """One meter's envelopes moved and entries trimmed, by stream, observed
+    when the SDK collects: an SDK call per move would run cold. Observable
+    instruments are one per name and meter (the SDK keeps the first
+    callback), so every adapter on a meter adds to the same totals."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.moved: dict[str, int] = {}
+        self.trimmed: dict[str, int] = {}
+        meter.create_observable_counter(
+            "ocpp.adapter.moved", [lambda _: self._observe(self.moved)],
+            "{message}", "envelopes moved from the list to the stream",
+        )  # fmt: skip
+        meter.create_observable_counter(
+            "ocpp.adapter.trimmed", [lambda _: self._observe(self.trimmed)],
+            "{message}", "acknowledged entries trimmed from the stream",
+        )  # fmt: skip
+
+    @staticmethod
+    def _observe(totals: dict[str, int]) -> list[metrics.Observation]:
+        return [metrics.Observation(n, {"messaging.destination.name": stream})
+                for stream, n in list(totals.items())]  # fmt: skip
+
+
+_move_totals: weakref.WeakKeyDictionary[metrics.Meter, _MoveTotals] = weakref.WeakKeyDictionary()
+
+
+def _totals_of(meter: metrics.Meter) -> _MoveTotals:
+    found = _move_totals.get(meter)
+    if found is None:
+        found = _move_totals[meter] = _MoveTotals(meter)
+    return found
 
 
 def _bernoulli(count: int, p: float) -> Iterator[int]:

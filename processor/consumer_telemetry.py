@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +16,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind
 
 from processor import clock
+from processor.batch_metrics import LATENCY_BUCKETS, for_meter
 from processor.dispatch import Delivery, Outcome
 from processor.messages import REQUESTS
 from processor.otlp import SpanShape
@@ -45,13 +45,9 @@ from processor.trace_context import (
 log = logging.getLogger(__name__)
 
 GROUP_STATS_INTERVAL_S = 5.0
-# messaging.*.duration advice from the semantic conventions, in seconds.
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
-LATENCY_BUCKETS = (0.001, 0.0025, *DURATION_BUCKETS, 30, 60, 300)
 _KNOWN_ACTIONS = frozenset(REQUESTS)
 UNTRACED_WARNING_AFTER = 10_000  # entries in a row without a trace context
 SPANS_PER_FLUSH = 256  # sampled messages held before they become spans (_defer)
-_PENDING_LIMIT = 10_000  # histogram values waiting for a collection; then recorded at once
 
 
 def _action(action: str | None) -> str:
@@ -127,32 +123,9 @@ class ProcessorTelemetry:
                                           self._span_attrs)  # fmt: skip
             self._encoded = shipper, shape
         # (Which replica: the resource's service.instance.id says.)
-        self._label_cache: dict[tuple[str, str, int], dict[str, Any]] = {}
         self.lag: int | None = None
         self.pending: int | None = None
-        # The hot instruments are fed from here at collection time: an SDK
-        # call made once a batch runs cold, ~40 µs, several times what the
-        # batch's telemetry costs otherwise. ocpp.messages is observed from
-        # totals kept in a dict, and the two per-batch histograms' values
-        # wait in a list that its callback records in one go.
-        self._totals: dict[tuple[str, str, int], int] = {}
-        self._durations: list[float] = []  # messaging.process.duration, waiting
-        self._latencies: dict[str, list[float]] = {}  # ocpp.message.latency by action
-        self._pending = 0  # values waiting
-        self._pending_lock = threading.Lock()  # collections run in the reader's thread
-        meter.create_observable_counter(
-            "ocpp.messages", [self._collect], "{message}", "messages handled, by action and outcome"
-        )
-        self._handling = meter.create_histogram(
-            "messaging.process.duration", "s",
-            "time from reading a batch to its commit; one measurement per batch",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )  # fmt: skip
-        self._latency = meter.create_histogram(
-            "ocpp.message.latency", "s",
-            "envelope timestamp to commit, per batch and action: its oldest message",
-            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
-        )  # fmt: skip
+        self._batch = for_meter(meter)  # ocpp.messages and the per-batch histograms
         self._claims = meter.create_counter(
             "ocpp.claims", "{message}", "entries taken over from other consumers"
         )
@@ -176,25 +149,6 @@ class ProcessorTelemetry:
     @staticmethod
     def _observe(value: int | None, attrs: dict[str, Any]) -> list[metrics.Observation]:
         return [] if value is None else [metrics.Observation(value, attrs)]
-
-    def _collect(self, _: metrics.CallbackOptions) -> list[metrics.Observation]:
-        """ocpp.messages, and the histogram values waiting (the SDK runs the
-        callbacks before it collects the histograms, so they make this
-        collection; were that to change, the next one)."""
-        self._record_pending()
-        return [metrics.Observation(n, self._labels(key)) for key, n in list(self._totals.items())]
-
-    def _record_pending(self) -> None:
-        with self._pending_lock:
-            durations, self._durations = self._durations, []
-            latencies, self._latencies = self._latencies, {}
-            self._pending = 0
-        for value in durations:
-            self._handling.record(value, self._metric_attrs)
-        for action, values in latencies.items():
-            attrs = {"ocpp.action": action}
-            for value in values:
-                self._latency.record(value, attrs)
 
     @property
     def enabled(self) -> bool:
@@ -223,29 +177,19 @@ class ProcessorTelemetry:
     def done(self, prepared: Prepared, results: Sequence[Any], ended_ns: int) -> None:
         """Finish what :meth:`prepare` began, with the commit's ``results``."""
         if self.metering:
-            totals = self._totals
             for key, n in prepared.counts.items():
-                totals[key] = totals.get(key, 0) + n
                 if key[1] == "dead_letter":
                     self._dead.add(n, {"ocpp.action": key[0]})
             for o in prepared.commands:
                 self._command_done(o, ended_ns)
-            # Plain floats, no object per value: what waits across batches
-            # should give the garbage collector nothing to walk.
             latencies = []
             for action, timestamp in prepared.oldest.items():
                 received = clock.parse(timestamp)
                 if received is not None:
                     latency = max(0.0, ended_ns / 1e9 - received.timestamp())
                     latencies.append((_action(action), latency))
-            with self._pending_lock:
-                self._durations.append((ended_ns - prepared.started_ns) / 1e9)
-                for action, latency in latencies:
-                    self._latencies.setdefault(action, []).append(latency)
-                self._pending += 1 + len(latencies)
-                full = self._pending > _PENDING_LIMIT
-            if full:  # nobody collects (a pull exporter unscraped)
-                self._record_pending()
+            seconds = (ended_ns - prepared.started_ns) / 1e9
+            self._batch.add(prepared.counts, seconds, self._metric_attrs, latencies)
         if prepared.spans:
             for span in prepared.spans:
                 at = span.at
@@ -331,13 +275,6 @@ class ProcessorTelemetry:
             for action, n in tally.items():
                 key = (_action(action), outcome, 2)
                 counts[key] = counts.get(key, 0) + n
-
-    def _labels(self, key: tuple[str, str, int]) -> dict[str, Any]:
-        labels = self._label_cache.get(key)
-        if labels is None:
-            labels = {"ocpp.action": key[0], "ocpp.outcome": key[1], "ocpp.message_type": key[2]}
-            self._label_cache[key] = labels
-        return labels
 
     def _command_done(self, o: Outcome, ended_ns: int) -> None:
         assert o.command is not None

@@ -10,8 +10,8 @@ import anyio
 import pytest
 from redis.asyncio import Redis
 
-from adapters.list_to_stream import ListToStream
-from processor import consumer_telemetry, keys
+from adapters.list_to_stream import ListToStream, MoveTelemetry
+from processor import batch_metrics, keys
 from processor.command_queue import CommandQueue, Sweeper
 from processor.consumer_telemetry import ProcessorTelemetry
 from processor.stream import GroupStream
@@ -114,16 +114,43 @@ def test_histogram_values_wait_for_a_collection_but_not_forever(
 ) -> None:
     # Recorded in one go when the reader collects; at once past the limit,
     # for a reader that never does (a pull exporter nobody scrapes).
-    monkeypatch.setattr(consumer_telemetry, "_PENDING_LIMIT", 5)
+    monkeypatch.setattr(batch_metrics, "PENDING_LIMIT", 5)
     t = otel()
     telemetry = ProcessorTelemetry(None, t.meter_provider, stream=keys.INBOUND, group=keys.GROUP)
     for n in range(3):
         telemetry.done(telemetry.prepare([], [], n), [], n + 1_000_000)
-    assert telemetry._pending == 3
+    assert telemetry._batch.pending == 3
     [duration] = t.points("messaging.process.duration")  # a collection
-    assert duration.count == 3 and telemetry._pending == 0
+    assert duration.count == 3 and telemetry._batch.pending == 0
     for n in range(6):
         telemetry.done(telemetry.prepare([], [], n), [], n + 1_000_000)
-    assert telemetry._pending == 0  # the 6th went over the limit: all recorded
+    assert telemetry._batch.pending == 0  # the 6th went over the limit: all recorded
     [duration] = t.points("messaging.process.duration")
     assert duration.count == 9
+
+
+def test_telemetries_on_one_meter_provider_all_count(otel: Callable[..., Telemetry]) -> None:
+    # The SDK keeps one callback per observable instrument and meter: the
+    # second telemetry's counts must not vanish into a callback it dropped.
+    t = otel()
+    a, b = (ProcessorTelemetry(None, t.meter_provider, stream=s, group=keys.GROUP)
+            for s in ("s1", "s2"))  # fmt: skip
+    for telemetry in (a, b, b):
+        prepared = telemetry.prepare([], [], 0)
+        prepared.counts["Heartbeat", "result", 2] = 1
+        telemetry.done(prepared, [], 1_000_000)
+    assert counts(t, "ocpp.messages") == {
+        (("ocpp.action", "Heartbeat"), ("ocpp.message_type", 2), ("ocpp.outcome", "result")): 3
+    }
+    durations = {p.attributes["messaging.destination.name"]: p.count
+                 for p in t.points("messaging.process.duration")}  # fmt: skip
+    assert durations == {"s1": 1, "s2": 2}
+
+
+def test_adapters_on_one_meter_provider_all_count(otel: Callable[..., Telemetry]) -> None:
+    t = otel()
+    a, b = (MoveTelemetry(None, t.meter_provider, keys.REQUESTS, keys.INBOUND) for _ in range(2))
+    a.count(3)
+    b.count(2, trimmed=4)
+    assert counts(t, "ocpp.adapter.moved") == {(("messaging.destination.name", keys.INBOUND),): 5}
+    assert counts(t, "ocpp.adapter.trimmed") == {(("messaging.destination.name", keys.INBOUND),): 4}
