@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from processor.span_record import Attributes, SpanRecord
 
@@ -83,12 +84,9 @@ class _Key:
         self.misses = 0
 
     def text(self, value: str) -> bytes:
+        """A text value missed in ``texts``, encoded (and kept)."""
         encoded = _field(9, self.head + _field(2, _field(1, value.encode())))
-        if self.misses < _UNIQUE_AFTER:
-            self.misses += 1
-            if len(self.texts) >= _CACHE_LIMIT:
-                self.texts.clear()
-            self.texts[value] = encoded
+        self._keep(self.texts, value, encoded)
         return encoded
 
     def other(self, value: int | float | bool) -> bytes:
@@ -98,13 +96,16 @@ class _Key:
             encoded = self.ints.get(value)
             if encoded is None:
                 encoded = _field(9, self.head + _field(2, _any_value(value)))
-                if self.misses < _UNIQUE_AFTER:
-                    self.misses += 1
-                    if len(self.ints) >= _CACHE_LIMIT:
-                        self.ints.clear()
-                    self.ints[value] = encoded
+                self._keep(self.ints, value, encoded)
             return encoded
         return _field(9, self.head + _field(2, _any_value(value)))
+
+    def _keep(self, cache: dict[Any, bytes], value: object, encoded: bytes) -> None:
+        if self.misses < _UNIQUE_AFTER:
+            self.misses += 1
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[value] = encoded
 
 
 class SpanEncoder:
