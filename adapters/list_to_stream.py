@@ -43,7 +43,7 @@ from processor import keys, trace_context
 from processor.lifecycle import Stopper
 from processor.redis_io import TRANSIENT, Backoff, script
 from processor.span_record import Attributes, SpanRecord
-from processor.spans import ADAPTER_SCOPE, encoding, recorder
+from processor.spans import ADAPTER_SCOPE, recorder, shaped
 
 log = logging.getLogger(__name__)
 _SEND = "send"
@@ -94,12 +94,7 @@ class MoveTelemetry:
         }
         # Where spans go encoded, every attribute of ours constant: the
         # shape encodes them once.
-        self._encoding = encoding(self._recorder)
-        self._shape = None
-        if self._encoding is not None and self._encoding.encoder is not None:
-            self._shape = self._encoding.encoder.shape(
-                self._name, SpanKind.PRODUCER.value, self._attrs
-            )
+        self._encoded = shaped(self._recorder, self._name, SpanKind.PRODUCER.value, self._attrs)
         self.metering = trace_context.metering(meter)
         self._stream = stream
         self._totals = _totals_of(meter)
@@ -181,10 +176,10 @@ class MoveTelemetry:
                 ids.append((roots[i], span_id, ""))
         if not ids:
             return count
-        if self._shape is not None and self._encoding is not None:
-            span = self._shape.span
-            self._encoding.encoded(
-                ADAPTER_SCOPE, [span(t, s, p, started_ns, ended_ns) for t, s, p in ids]
+        if self._encoded is not None:
+            shipper, shape = self._encoded
+            shipper.encoded(
+                ADAPTER_SCOPE, [shape.span(t, s, p, started_ns, ended_ns) for t, s, p in ids]
             )
         elif self._recorder is not None:
             self._recorder.record([SpanRecord(

@@ -19,16 +19,8 @@ from processor import clock
 from processor.batch_metrics import LATENCY_BUCKETS, for_meter
 from processor.dispatch import Delivery, Outcome
 from processor.messages import REQUESTS
-from processor.otlp import SpanShape
 from processor.span_record import Attributes, SpanRecord
-from processor.spans import (
-    FLUSH_AFTER_S,
-    PROCESSOR_SCOPE,
-    Shipper,
-    command_counter,
-    encoding,
-    recorder,
-)
+from processor.spans import FLUSH_AFTER_S, PROCESSOR_SCOPE, command_counter, recorder, shaped
 from processor.trace_context import (
     PROCESS_SPAN,
     SAMPLED_FLAGS,
@@ -117,11 +109,9 @@ class ProcessorTelemetry:
         self._flush_loop: asyncio.AbstractEventLoop | None = None  # where a flush is due
         self._flush_timer: asyncio.TimerHandle | None = None
         # Where spans go encoded: the shape encodes the constant attributes once.
-        self._encoded: tuple[Shipper, SpanShape] | None = None
-        if (shipper := encoding(self._recorder)) is not None and shipper.encoder is not None:
-            shape = shipper.encoder.shape(self._span_name, SpanKind.CONSUMER.value,
-                                          self._span_attrs)  # fmt: skip
-            self._encoded = shipper, shape
+        self._encoded = shaped(
+            self._recorder, self._span_name, SpanKind.CONSUMER.value, self._span_attrs
+        )
         # (Which replica: the resource's service.instance.id says.)
         self.lag: int | None = None
         self.pending: int | None = None

@@ -25,7 +25,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 
-from processor.otlp import SpanEncoder
+from processor.otlp import SpanEncoder, SpanShape
 from processor.span_record import Attributes, SpanRecord
 from processor.trace_context import parent_context, span_context, traceparent
 
@@ -124,10 +124,14 @@ def recorder(provider: trace.TracerProvider) -> SpanRecorder:
     return TracerRecorder(provider)
 
 
-def encoding(recorder: SpanRecorder | None) -> Shipper | None:
-    """``recorder`` if it takes spans encoded (:meth:`Shipper.encoded`)."""
+def shaped(
+    recorder: SpanRecorder | None, name: str, kind: int, constant: Attributes
+) -> tuple[Shipper, SpanShape] | None:
+    """If ``recorder`` takes spans encoded (:meth:`Shipper.encoded`), it and
+    a shape for spans named ``name`` of ``kind`` whose attributes start with
+    ``constant``; else None, and spans go to it as records."""
     if isinstance(recorder, Shipper) and recorder.encoder is not None:
-        return recorder
+        return recorder, recorder.encoder.shape(name, kind, constant)
     return None
 
 
