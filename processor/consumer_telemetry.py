@@ -104,6 +104,7 @@ class ProcessorTelemetry:
             "messaging.operation.type": PROCESS_SPAN,
         }
         self._untraced = 0  # entries in a row without a trace context; -1 once said
+        self._finishing: list[Prepared] = []  # batches done() left for later
         self._waiting: list[Prepared] = []  # batches whose spans wait (_defer)
         self._waiting_spans = 0
         self._flush_loop: asyncio.AbstractEventLoop | None = None  # where a flush is due
@@ -154,7 +155,10 @@ class ProcessorTelemetry:
         """The batch's telemetry, but for what its commit decides: run while
         the commit is in flight (``processor/consumer.py``), so it costs the
         read-handle-commit loop nothing. ``outcomes`` are in batch order,
-        those whose handler failed left out."""
+        those whose handler failed left out. Finishes the batches before it
+        first (:meth:`done` left them for now)."""
+        if self._finishing:
+            self._finish()
         prepared = Prepared(started_ns)
         if self.metering:
             self._tally(outcomes, prepared)
@@ -165,7 +169,23 @@ class ProcessorTelemetry:
         return prepared
 
     def done(self, prepared: Prepared, results: Sequence[Any], ended_ns: int) -> None:
-        """Finish what :meth:`prepare` began, with the commit's ``results``."""
+        """Finish what :meth:`prepare` began, with the commit's ``results``:
+        later, in the next batch's :meth:`prepare` (which runs while that
+        batch's commit is in flight) or within ``FLUSH_AFTER_S``, so that it
+        too costs the read-handle-commit loop nothing; at once outside a
+        running loop."""
+        prepared.results, prepared.ended_ns = results, ended_ns
+        self._finishing.append(prepared)
+        if not self._arm():
+            self.flush()
+
+    def _finish(self) -> None:
+        finishing, self._finishing = self._finishing, []
+        for prepared in finishing:
+            self._done(prepared)
+
+    def _done(self, prepared: Prepared) -> None:
+        results, ended_ns = prepared.results, prepared.ended_ns
         if self.metering:
             for key, n in prepared.counts.items():
                 if key[1] == "dead_letter":
@@ -186,7 +206,6 @@ class ProcessorTelemetry:
                 result = results[at] if at is not None and at < len(results) else None
                 if isinstance(result, bytes) and not span.error:
                     span.error = f"effects failed: {result.decode(errors='replace')}"
-            prepared.ended_ns = ended_ns
             if self._encoded is not None:
                 self._defer(prepared)
             else:
@@ -200,22 +219,32 @@ class ProcessorTelemetry:
         # Only the times and the spans: the rest of it is done with.
         self._waiting.append(Prepared(prepared.started_ns, prepared.ended_ns, spans=prepared.spans))
         self._waiting_spans += len(prepared.spans)
+        if self._waiting_spans >= SPANS_PER_FLUSH or not self._arm():
+            self._end_waiting()
+
+    def _arm(self) -> bool:
+        """Make sure a timer will flush within ``FLUSH_AFTER_S``; False
+        outside a running loop, where nothing would."""
         try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:  # no loop: nothing would flush later
-            loop = None
-        if loop is None or self._waiting_spans >= SPANS_PER_FLUSH:
-            self.flush()
-        elif self._flush_timer is None or self._flush_loop is not loop:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        if self._flush_timer is None or self._flush_loop is not loop:
             # (A timer of a loop since closed never fires: one for this loop.)
             self._flush_timer = loop.call_later(FLUSH_AFTER_S, self.flush)
             self._flush_loop = loop
+        return True
 
     def flush(self) -> None:
-        """Turn the held messages into spans now (at a consumer's end)."""
+        """Finish the batches left for later and turn the held messages into
+        spans, now (at a consumer's end)."""
+        self._finish()  # (before the timer goes: what it holds back would arm another)
         if self._flush_timer is not None:
             self._flush_timer.cancel()  # else it would cut the next gathering short
         self._flush_timer = self._flush_loop = None
+        self._end_waiting()
+
+    def _end_waiting(self) -> None:
         waiting, self._waiting, self._waiting_spans = self._waiting, [], 0
         if waiting:
             self._end(waiting)
@@ -393,6 +422,7 @@ class Prepared(msgspec.Struct, gc=False):
 
     started_ns: int
     ended_ns: int = 0
+    results: Sequence[Any] = ()  # the commit's, once done
     counts: dict[tuple[str, str, int], int] = msgspec.field(default_factory=dict)
     oldest: dict[str, str] = msgspec.field(default_factory=dict)
     commands: list[Outcome] = msgspec.field(default_factory=list)

@@ -195,12 +195,12 @@ def test_process_spans_are_held_back_to_be_made_in_one_go(
         provider = OffloadedTracerProvider(Resource(RESOURCE), ship)
         t = ProcessorTelemetry(provider, None, stream=keys.INBOUND, group=keys.GROUP)
         t.done(t.prepare(batch, outcomes, 1), results, 2)
-        assert count() == 0  # held
+        assert count() == 0  # left for the next batch to finish
         t.done(t.prepare(batch, outcomes, 3), results, 4)
-        assert count() == 14  # past SPANS_PER_FLUSH: made at once
+        assert count() == 0  # the first finished, its spans held
         t.done(t.prepare(batch, outcomes, 5), results, 6)
-        assert count() == 0
-        with anyio.fail_after(5):  # no more traffic: the timers make and send them
+        assert count() == 14  # the second finished, past SPANS_PER_FLUSH: made at once
+        with anyio.fail_after(5):  # no more traffic: the timers finish the third, send it
             await anyio.wait_readable(theirs)
         assert count() == 7
 
