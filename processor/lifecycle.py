@@ -54,12 +54,30 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
+# Net new container objects that trigger a young collection (CPython's
+# default: 700). A batch of 256 entries keeps some 2,000 alive until it is
+# committed, all freed by reference counting after: at 700, two or three
+# collections walked each batch for nothing, ~1.3 µs a message in the
+# processor (2 with telemetry on, whose spans wait across batches). At this
+# threshold the young generation fills only with what really accumulates;
+# cyclic garbage waits longer, a few MB at most.
+YOUNG_GC_THRESHOLD = 20_000
+
+
+def collect_less_often() -> None:
+    """Raise the young generation's threshold to ``YOUNG_GC_THRESHOLD``,
+    keeping the older generations' ratios to it."""
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_GC_THRESHOLD, middle, old)
+
+
 async def run_until_signalled(
     run: Callable[[], Awaitable[None]], stop: Callable[[], None], log: logging.Logger
 ) -> None:
     """Await ``run()``; on SIGTERM or SIGINT call ``stop()`` and let ``run``
     finish by itself."""
     freeze_startup_heap()
+    collect_less_often()
     async with anyio.create_task_group() as tg:
 
         async def stop_on_signal() -> None:
