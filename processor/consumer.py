@@ -37,6 +37,13 @@ log = logging.getLogger(__name__)
 # down; its entries stay pending for another replica after that.
 _GIVE_UP_WHEN_STOPPING_S = 5.0
 _DRAIN_ERRORS: tuple[type[Exception], ...] = (ResponseError, *TRANSIENT)
+# Loop steps a command takes to reach the socket: redis-py writes under
+# asyncio.wait_for when a socket timeout is set (its default, 5 s), and
+# wait_for runs the write as a task of its own, one step later. With one
+# step, telemetry ran before the commit had left, adding its time to the
+# loop's instead of overlapping Redis's (tests/integration/test_consumer.py
+# checks the commit is on the wire first).
+_STEPS_TO_SEND = 2
 
 
 class Consumer:
@@ -178,7 +185,8 @@ class Consumer:
         # A bare asyncio task (the services run on asyncio): an anyio task
         # group per batch cost ~30 µs more, as much as the overlap saved.
         commit = asyncio.ensure_future(self._stream.commit(outcomes))
-        await anyio.lowlevel.checkpoint()  # the commit runs up to its wait for Redis
+        for _ in range(_STEPS_TO_SEND):  # the commit runs up to its wait for Redis
+            await anyio.lowlevel.checkpoint()
         try:
             prepared = t.prepare(batch, outcomes, started_ns)
         finally:
