@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.resources import Resource
 
-from processor import telemetry
+from processor import otlp_http, telemetry
 from processor.otlp import Encoder
 from processor.otlp_http import DEFAULT_ENDPOINT, HttpConfig, HttpSender
 from processor.span_exporter import _Replay
@@ -139,9 +139,11 @@ def test_only_plain_otlp_http_takes_the_fast_path(
 
 class Receiver:
     """Answers each POST with the next status of ``statuses`` (then 200),
-    and keeps the bodies it accepted, decompressed, with their headers."""
+    and keeps the bodies it accepted, decompressed, with their headers.
+    With ``keep_alive``, HTTP/1.1 connections that it closes after each
+    request all the same, as a collector timing out idle ones would."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_alive: bool = False) -> None:
         self.statuses: list[int] = []
         self.accepted: list[tuple[dict[str, str], bytes]] = []
         self.attempts = 0
@@ -149,7 +151,10 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def do_POST(self) -> None:
+                self.close_connection = True  # (without saying so, on HTTP/1.1)
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.attempts += 1
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
@@ -266,3 +271,35 @@ def test_the_sender_reads_proxies_and_cas_from_the_environment_once(
     assert far._session.proxies["https"] == "http://proxy.invalid:3128"
     assert far._session.verify == "/etc/otel-ca.pem"  # OTEL_EXPORTER_OTLP_CERTIFICATE wins
     assert not far._session.trust_env  # and not again on every post
+
+
+def test_plain_http_without_a_proxy_takes_the_standard_librarys_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "collector.local")
+    assert HttpSender(HttpConfig("http://collector.local:4318/v1/traces"))._plain is not None
+    assert HttpSender(HttpConfig("http://far:4318/v1/traces"))._plain is None  # proxied
+    assert HttpSender(HttpConfig("https://collector.local:4318/v1/traces"))._plain is None
+    assert HttpSender(HttpConfig("http://u:p@collector.local:4318/v1/traces"))._plain is None
+
+
+def test_a_kept_alive_connection_the_collector_closed_is_replaced_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(otlp_http.time, "sleep", waits.append)
+    receiver = Receiver(keep_alive=True)
+    with serving(receiver.server):
+        sender = HttpSender(HttpConfig(receiver.url, {"api-key": "k"}))
+        assert sender._plain is not None
+        for body in (b"one", b"two", b"three"):
+            assert sender.send(body, 1)
+        sender.close()
+    assert [body for _, body in receiver.accepted] == [b"one", b"two", b"three"]
+    assert receiver.accepted[0][0]["api-key"] == "k"
+    assert receiver.accepted[0][0]["Content-Type"] == "application/x-protobuf"
+    assert waits == []  # no backoff: the dead connection was no failure of the collector
+    assert sender.dropped == 0
