@@ -208,13 +208,16 @@ def request(resource: bytes, by_scope: Mapping[str, Sequence[bytes]]) -> bytes:
     """An ``ExportTraceServiceRequest`` of one resource (its fields, as
     :meth:`SpanEncoder.resource` makes them) and spans by scope name (as
     :meth:`SpanEncoder.span` makes them)."""
-    parts = [_field(1, resource)]
+    # Heads computed from lengths, then one join: each nested _field would
+    # copy the spans (hundreds of kB) again, at ~0.1 µs a span a copy.
+    parts = [b"", _field(1, resource)]  # parts[0]: the head, once its length is known
     for name, spans in by_scope.items():
         scope = _scopes.get(name)
         if scope is None:
             scope = _scopes[name] = _field(1, _field(1, name.encode()))
-        parts.append(_field(2, scope + b"".join(spans)))
-    return _field(1, b"".join(parts))
+        parts += (_TAGS[2] + _varint(len(scope) + sum(map(len, spans))), scope, *spans)
+    parts[0] = _TAGS[1] + _varint(sum(map(len, parts)))
+    return b"".join(parts)
 
 
 class Encoder:
