@@ -122,11 +122,19 @@ class MoveTelemetry:
             return []
         p = bound / (1 << 64)  # 1.0 for bounds within 2^-53 of keeping all: then all
         kept = range(count) if p >= 1.0 else _bernoulli(count, p)
+        # The low half uniform below the bound: 64 random bits modulo it,
+        # redrawn at or above the last multiple of it that fits (uniform
+        # there; a redraw is rarer than a kept trace). randrange() cost
+        # three times as much.
+        span = min(bound, 1 << 64)
+        limit = (1 << 64) - (1 << 64) % span
         out = []
         for i in kept:
-            trace_id = 0
-            while not trace_id:
-                trace_id = random.getrandbits(64) << 64 | random.randrange(min(bound, 1 << 64))
+            while True:
+                x = random.getrandbits(128)
+                low = x & _LOW_64
+                if low < limit and (trace_id := x - low + low % span):
+                    break
             out.append((i, f"{trace_id:032x}"))
         return out
 

@@ -327,6 +327,24 @@ def test_the_adapter_samples_its_traces_as_the_sampler_says(
     assert abs(kept - n * rate) <= 5 * (n * rate * (1 - rate)) ** 0.5
 
 
+def test_kept_trace_ids_are_uniform_below_the_bound(otel: Callable[..., Telemetry]) -> None:
+    bound = TraceIdRatioBased.get_bound_for_rate(0.3)
+    adapter = MoveTelemetry(otel(ParentBased(TraceIdRatioBased(0.3))).tracer_provider, None,
+                            keys.REQUESTS, keys.INBOUND)  # fmt: skip
+    ids = [int(t, 16) for _ in range(100) for _, t in adapter.contexts(400).sampled]
+    n, low = len(ids), [i & ((1 << 64) - 1) for i in ids]
+    assert all(x < bound for x in low)
+
+    def even(count: int, share: float) -> bool:  # within 5 standard deviations
+        return abs(count - n * share) <= 5 * (n * share * (1 - share)) ** 0.5
+
+    # Each quarter below the bound as likely, the lowest bits and the high
+    # half as random as any.
+    assert all(even(sum(q * bound <= 4 * x < (q + 1) * bound for x in low), 0.25) for q in range(4))
+    assert even(sum(x & 1 for x in low), 0.5)
+    assert even(sum(i >> 127 for i in ids), 0.5)
+
+
 def test_each_envelope_is_sampled_alike_whatever_its_place_in_the_move(
     otel: Callable[..., Telemetry],
 ) -> None:
