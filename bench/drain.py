@@ -6,10 +6,10 @@ with it on as bench.telemetry runs it, in turns, paired.
     .venv/bin/python -m bench.drain              # 12 pairs of 40k entries
     .venv/bin/python -m bench.drain --pairs 4    # quicker, noisier
 
-No adapter and no client run during a drain, so its noise is a fraction of
-the end-to-end bench's (paired ratios with a standard deviation of ~0.03 to
-0.1, against 0.11 to 0.16): it is where to see what a processor-side change
-does. Entries are written as the adapter writes them: a trace context
+No adapter and no client run during a drain, so it is usually less noisy
+than the end-to-end bench (paired ratios with a standard deviation of 0.03
+to 0.12 in runs so far, against 0.11 to 0.16): it is where to see what a
+processor-side change does. Entries are written as the adapter writes them: a trace context
 (``tp``) on the sampled ones only, sampled at ``--ratio``.
 """
 
