@@ -111,7 +111,8 @@ class HttpSender:
         self._session.trust_env = False
         self._failing = False
         self._plain = _plain_connection(config.endpoint, self._session)
-        self._path = urlsplit(config.endpoint).path or "/"
+        parts = urlsplit(config.endpoint)
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._headers = dict(self._session.headers)
 
     def send(self, body: bytes, spans: int) -> bool:
@@ -160,22 +161,36 @@ class HttpSender:
     def _post_plain(
         self, conn: http.client.HTTPConnection, body: bytes, timeout: float
     ) -> tuple[bool, str, float | None] | None:
-        conn.timeout = timeout
-        if conn.sock is not None:
-            conn.sock.settimeout(timeout)
-        for again in (False, True):
-            kept = conn.sock is not None
+        deadline = time.monotonic() + timeout
+        kept = conn.sock is not None
+        while True:
+            left = max(deadline - time.monotonic(), 0.1)
+            conn.timeout = left  # for a new connection; a kept one is told below
             try:
+                if conn.sock is not None:
+                    conn.sock.settimeout(left)
                 conn.request("POST", self._path, body, self._headers)
                 response = conn.getresponse()
                 response.read()
-            except (OSError, http.client.HTTPException) as exc:
+            except _STALE as exc:
                 conn.close()
-                if kept and not again:
-                    continue  # a kept-alive connection the collector had closed: a new one
+                if kept:  # a kept-alive connection the collector had closed: a new one, once
+                    kept = False
+                    continue
                 return True, type(exc).__name__, None
+            except (OSError, http.client.HTTPException) as exc:  # refused, timed out...
+                conn.close()
+                return True, type(exc).__name__, None
+            except Exception as exc:  # a header http.client refuses: trying again won't help
+                conn.close()
+                return False, f"{type(exc).__name__}: {exc}", None
+            if 300 <= response.status < 400:
+                # A redirect, which http.client does not follow: from now on
+                # requests, which does, as the SDK's exporter would.
+                conn.close()
+                self._plain = None
+                return self._post(body, max(deadline - time.monotonic(), 0.1))
             return _outcome(response.status, response.getheader("Retry-After") or "")
-        raise AssertionError("unreachable")
 
     def close(self) -> None:
         if self._plain is not None:
@@ -183,8 +198,12 @@ class HttpSender:
         self._session.close()
 
 
+# What a kept-alive connection the collector closed while idle fails with.
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
 def _outcome(status: int, retry_after: str) -> tuple[bool, str, float | None] | None:
-    if 200 <= status < 400:
+    if 200 <= status < 400:  # (requests follows redirects; the plain path hands them over)
         return None
     wait = float(retry_after) if retry_after.isdigit() else None
     return status in RETRYABLE, f"HTTP {status}", wait
@@ -200,7 +219,7 @@ def _plain_connection(
     requests then does TLS, proxies and logins as the SDK's exporter would."""
     parts = urlsplit(endpoint)
     proxy = requests.utils.select_proxy(endpoint, session.proxies)
-    if parts.scheme != "http" or proxy or session.auth or parts.username:
+    if parts.scheme != "http" or proxy or session.auth or parts.username or parts.password:
         return None
     try:
         return http.client.HTTPConnection(parts.hostname or "localhost", parts.port or 80)

@@ -303,3 +303,43 @@ def test_a_kept_alive_connection_the_collector_closed_is_replaced_at_once(
     assert receiver.accepted[0][0]["Content-Type"] == "application/x-protobuf"
     assert waits == []  # no backoff: the dead connection was no failure of the collector
     assert sender.dropped == 0
+
+
+def test_a_redirect_on_the_plain_path_is_followed_through_requests() -> None:
+    # http.client does not follow redirects; requests does, as the SDK's
+    # exporter would: the plain path must not count a 308 as delivered.
+    got: list[tuple[str, bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.path == "/v1/traces":
+                self.send_response(308)
+                self.send_header("Location", "/moved/v1/traces")
+            else:
+                got.append((self.path, body))
+                self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with serving(server):
+        sender = HttpSender(HttpConfig(f"http://127.0.0.1:{server.server_address[1]}/v1/traces"))
+        assert sender._plain is not None
+        assert sender.send(b"spans", 1)
+        assert sender.send(b"more", 1)
+        sender.close()
+    assert got == [("/moved/v1/traces", b"spans"), ("/moved/v1/traces", b"more")]
+    assert sender._plain is None and sender.dropped == 0
+
+
+@pytest.mark.parametrize("value", ["a\nb", "caf\u00e9\u2603"])
+def test_a_header_value_http_client_refuses_drops_the_spans_without_raising(
+    receiver: Receiver, value: str
+) -> None:
+    sender = HttpSender(HttpConfig(receiver.url, {"api-key": value}))
+    assert not sender.send(b"x", 2)
+    assert sender.dropped == 2 and receiver.attempts == 0
