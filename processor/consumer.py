@@ -185,9 +185,9 @@ class Consumer:
         # A bare asyncio task (the services run on asyncio): an anyio task
         # group per batch cost ~30 µs more, as much as the overlap saved.
         commit = asyncio.ensure_future(self._stream.commit(outcomes))
-        for _ in range(_STEPS_TO_SEND):  # the commit runs up to its wait for Redis
-            await anyio.lowlevel.checkpoint()
         try:
+            for _ in range(_STEPS_TO_SEND):  # the commit runs up to its wait for Redis
+                await anyio.lowlevel.checkpoint()
             prepared = t.prepare(batch, outcomes, started_ns)
         finally:
             results = await commit  # whatever prepare did: the batch's effects come first

@@ -182,7 +182,10 @@ class ProcessorTelemetry:
     def _finish(self) -> None:
         finishing, self._finishing = self._finishing, []
         for prepared in finishing:
-            self._done(prepared)
+            try:
+                self._done(prepared)
+            except Exception:  # a bug here must cost one batch's telemetry, not the consumer
+                log.exception("recording a batch's telemetry failed")
 
     def _done(self, prepared: Prepared) -> None:
         results, ended_ns = prepared.results, prepared.ended_ns

@@ -154,3 +154,38 @@ def test_adapters_on_one_meter_provider_all_count(otel: Callable[..., Telemetry]
     b.count(2, trimmed=4)
     assert counts(t, "ocpp.adapter.moved") == {(("messaging.destination.name", keys.INBOUND),): 5}
     assert counts(t, "ocpp.adapter.trimmed") == {(("messaging.destination.name", keys.INBOUND),): 4}
+
+
+def test_a_batch_whose_telemetry_fails_costs_that_batch_alone(
+    otel: Callable[..., Telemetry],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Batches are finished in the next one's prepare(), while its commit is
+    # in flight: a failure there must not stop the consumer or the batches
+    # after it.
+    t = otel()
+    telemetry = ProcessorTelemetry(None, t.meter_provider, stream=keys.INBOUND, group=keys.GROUP)
+    add, calls = telemetry._batch.add, []
+
+    def failing_once(*args: object, **kwargs: object) -> None:
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        add(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(telemetry._batch, "add", failing_once)
+
+    async def main() -> None:
+        for n in range(3):
+            prepared = telemetry.prepare([], [], n)  # finishes the batch before
+            prepared.counts["Heartbeat", "result", 2] = 1
+            telemetry.done(prepared, [], n + 1_000_000)  # in a loop: left for later
+        telemetry.flush()
+
+    anyio.run(main)
+    assert len(calls) == 3
+    assert "recording a batch's telemetry failed" in caplog.text
+    assert counts(t, "ocpp.messages") == {
+        (("ocpp.action", "Heartbeat"), ("ocpp.message_type", 2), ("ocpp.outcome", "result")): 2
+    }
