@@ -7,7 +7,8 @@ from bench.telemetry import Run, median_interval, summary
 
 def test_the_median_interval_is_the_order_statistics_around_it() -> None:
     values = [float(n) for n in range(80)]  # sorted or not, the same
-    assert median_interval(list(reversed(values))) == (31.0, 48.0)  # k = floor((80 - 17.5) / 2)
+    # k = floor((80 - 17.5) / 2) - 1: 96.7% exact coverage (binomial)
+    assert median_interval(list(reversed(values))) == (30.0, 49.0)
     assert median_interval([2.0, 1.0]) == (1.0, 2.0)  # few values: their whole range
     assert median_interval([5.0]) == (5.0, 5.0)
 
