@@ -24,3 +24,8 @@ def test_the_verdict_says_whether_the_interval_clears_the_target() -> None:
     assert ok and text.endswith("-> met, within the noise")
     text, ok = summary(pairs([0.85, 0.8, 0.87, 0.83, 0.86, 0.84, 0.82, 0.85]))
     assert not ok and text.endswith("-> MISSED, clear of the noise")
+
+
+def test_two_pairs_make_no_claim_about_the_noise() -> None:
+    text, ok = summary(pairs([1.087, 1.219]))
+    assert ok and text.endswith("-> met, too few pairs to tell it from the noise")
