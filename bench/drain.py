@@ -31,13 +31,12 @@ from pathlib import Path
 import redis
 
 from adapters.devstack import RedisServer, Service, wait_for
+from bench.e2e import REPO
 from bench.procstat import cpu_seconds, redis_cpu_seconds
 from bench.telemetry import environment, median_interval, sink, telemetry_env
 from bench.traffic import BenchFailure, charge_point_ids, heartbeats
 from processor import keys
 from processor.trace_context import TRACE_FIELD
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
