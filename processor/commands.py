@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from processor import keys
+from processor import json_depth, keys
 from processor import messages as m
 from processor.effects import Effects
 from processor.envelope import CallError, CallResult
@@ -37,6 +37,8 @@ def validate_request(action: str, body: bytes) -> bytes:
     decoder = _requests.get(action)
     if decoder is None:
         raise CommandRejected(f"{action} is not a command the central system sends")
+    if not json_depth.within(body):
+        raise CommandRejected(f"{action} request nests deeper than {json_depth.MAX_DEPTH} levels")
     try:
         request = decoder.decode(body)
     except msgspec.ValidationError as exc:
@@ -83,10 +85,11 @@ def reply_effects(
         state = "failed"
         fields = {"error_code": frame.error_code, "error_description": frame.error_description}
     else:
-        raw = bytes(frame.payload).decode()
+        # Kept for the operator as it came, bytes that are not UTF-8 included.
+        raw = bytes(frame.payload).decode(errors="replace")
         try:
             response = _responses[action].decode(frame.payload)
-        except (KeyError, msgspec.ValidationError) as exc:
+        except (KeyError, msgspec.DecodeError) as exc:
             error = from_validation(f"{action} confirmation", str(exc))
             state = "failed"
             fields = {"error_code": error.code, "error_description": error.description,

@@ -228,7 +228,9 @@ class Dispatcher:
                 raise NotImplementedAction(f"Action {frame.action} is not implemented")
             try:
                 request = route.decoder.decode(frame.payload)
-            except msgspec.ValidationError as exc:
+            # Not only ValidationError: the envelope's decode skipped the
+            # payload, which may still hold a lone surrogate escape.
+            except msgspec.DecodeError as exc:
                 raise from_validation(frame.action, str(exc)) from None
             received = clock.parse(env.timestamp) or now
             ctx = Context(

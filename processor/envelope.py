@@ -10,10 +10,11 @@ Struct. Decoders and encoders are built once at import.
 
 from __future__ import annotations
 
-from typing import Annotated, Final, NoReturn
+from typing import Annotated, Final, NoReturn, TypeVar
 
 import msgspec
 
+from processor import json_depth
 from processor.errors import (
     FormationViolation,
     OcppError,
@@ -25,10 +26,13 @@ CALL: Final = 2
 CALL_RESULT: Final = 3
 CALL_ERROR: Final = 4
 
+T = TypeVar("T")
+
 # OCPP-J: "maximum of 36 characters, to allow for GUIDs".
 MessageId = Annotated[str, msgspec.Meta(max_length=36)]
 
 _EMPTY_OBJECT: Final = msgspec.Raw(b"{}")
+_NULL: Final = msgspec.Raw(b"null")
 # A CALLERROR's description echoes input; keep it readable and bounded.
 _MAX_DESCRIPTION = 255
 
@@ -95,7 +99,6 @@ class Rejected(Exception):
 
 
 _decoder: Final = msgspec.json.Decoder(Envelope)
-_any_decoder: Final = msgspec.json.Decoder()
 _encoder: Final = msgspec.json.Encoder()
 
 
@@ -104,18 +107,28 @@ def decode(raw: bytes, max_bytes: int) -> Envelope:
 
     Raises :class:`Rejected` when the charger can be told what was wrong and
     :class:`~processor.errors.Undeliverable` when it cannot. Never raises
-    anything else, whatever the bytes.
+    anything else, whatever the bytes: nothing reaches a decoder before its
+    size and nesting are known to be bounded.
     """
     if len(raw) > max_bytes:
         _reject(
-            raw, FormationViolation(f"envelope is {len(raw)} bytes, over the limit of {max_bytes}")
+            raw,
+            FormationViolation(f"envelope is {len(raw)} bytes, over the limit of {max_bytes}"),
+            max_bytes,
+        )
+    if not json_depth.within(raw):
+        _reject(
+            raw,
+            FormationViolation(f"JSON nested deeper than {json_depth.MAX_DEPTH} levels"),
+            max_bytes,
         )
     try:
         env = _decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        _reject(raw, _classify(exc))
+        _reject(raw, _classify(exc), max_bytes)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise Undeliverable(f"envelope is not valid JSON: {exc}") from None
+        # Perhaps only the frame is broken and the charger can be told.
+        _reject(raw, FormationViolation(f"envelope is not valid JSON: {exc}"), max_bytes)
     frame = env.payload
     problem = None
     if env.message_type != _tag(frame):
@@ -155,27 +168,58 @@ def _classify(exc: msgspec.ValidationError) -> OcppError:
     return ProtocolViolation(f"malformed envelope: {text}")
 
 
-def _reject(raw: bytes, error: OcppError) -> NoReturn:
-    """Find out whom to tell about ``error``; the slow path, for bad input only."""
+class _Head(msgspec.Struct):
+    """The fields that say whom to tell, each left as its JSON text: a value
+    of the wrong type (or an integer of 50,000 digits) is then simply not
+    the answer, rather than a reason to give up on the rest."""
+
+    charge_point_id: msgspec.Raw = _NULL
+    message_type: msgspec.Raw = _NULL
+    message_id: msgspec.Raw = _NULL
+    payload: msgspec.Raw = _NULL
+
+
+_head_decoder: Final = msgspec.json.Decoder(_Head)
+_frame_head_decoder: Final = msgspec.json.Decoder(list[msgspec.Raw])
+# Read the fallback for at most this many times the envelope limit: past
+# it, finding whom to tell costs more than telling them is worth.
+_READ_FACTOR: Final = 16
+
+
+def _reject(raw: bytes, error: OcppError, max_bytes: int) -> NoReturn:
+    """Find out whom to tell about ``error``; the slow path, for bad input only.
+
+    It reads a :func:`~processor.json_depth.shallow` copy in which nothing
+    nests below the frame's own elements, so no input can make it recurse.
+    """
+    if len(raw) > _READ_FACTOR * max_bytes:
+        raise Undeliverable(f"{error.description}; too large to read whom to tell")
     try:
-        obj = _any_decoder.decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise Undeliverable(f"{error.description}; and not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise Undeliverable(f"envelope is not a JSON object: {error.description}")
-    cp = obj.get("charge_point_id")
-    if not isinstance(cp, str) or not cp:
+        head = _head_decoder.decode(json_depth.shallow(raw, 2))
+    except msgspec.ValidationError:
+        raise Undeliverable(f"envelope is not a JSON object: {error.description}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        raise Undeliverable(error.description) from None
+    cp = _read(head.charge_point_id, str)
+    if not cp:
         raise Undeliverable(f"envelope has no charge_point_id: {error.description}")
-    frame = obj.get("payload")
-    frame = frame if isinstance(frame, list) else []
-    message_id = obj.get("message_id")
-    if not isinstance(message_id, str) and len(frame) > 1 and isinstance(frame[1], str):
-        message_id = frame[1]
-    if not isinstance(message_id, str) or not message_id:
+    frame = _read(head.payload, list[msgspec.Raw]) or []
+    message_id = _read(head.message_id, str)
+    if message_id is None and len(frame) > 1:
+        message_id = _read(frame[1], str)
+    if not message_id:
         raise Undeliverable(f"envelope has no readable message id: {error.description}")
-    types = (obj.get("message_type"), frame[0] if frame else None)
-    is_reply = any(t in (CALL_RESULT, CALL_ERROR) and type(t) is int for t in types)
+    types = (_read(head.message_type, int), _read(frame[0], int) if frame else None)
+    is_reply = any(t in (CALL_RESULT, CALL_ERROR) for t in types)
     raise Rejected(error, cp, message_id, is_reply)
+
+
+def _read(value: msgspec.Raw, kind: type[T]) -> T | None:
+    """``value`` as a ``kind``, or None if it is not one."""
+    try:
+        return msgspec.json.decode(value, type=kind)
+    except msgspec.DecodeError:
+        return None
 
 
 def encode_result(charge_point_id: str, message_id: str, body: bytes, timestamp: str) -> bytes:

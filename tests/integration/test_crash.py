@@ -15,7 +15,7 @@ import redis
 from adapters.devstack import Service, wait_for
 from processor import keys
 from tests.integration.helpers import collect, no_more_replies, push
-from tests.messages import start
+from tests.messages import call, start
 
 pytestmark = pytest.mark.slow
 
@@ -109,3 +109,62 @@ def test_killed_adapter_loses_and_doubles_nothing(redis_db: str, client: redis.R
     assert len(set(moved)) == n
     # Envelopes from one list keep their arrival order whichever adapter moved them.
     assert moved == sent
+
+
+DEEP = b"[" * 5000 + b"]" * 5000
+
+
+def _with_payload(raw: bytes, payload: bytes) -> bytes:
+    return raw.replace(b"{}]", payload + b"]")
+
+
+def test_hostile_frames_stop_no_processor(redis_db: str, client: redis.Redis) -> None:
+    """Frames that cost a decoder its stack, pushed through the real adapter
+    and two processors: each refused to its charger or dead-lettered with
+    its reason, every valid CALL after them answered, nothing pending."""
+    refused = {
+        "P-DEEP": _with_payload(call("P-DEEP", "x", "Heartbeat", {}), DEEP),
+        "P-OBJ": _with_payload(
+            call("P-OBJ", "x", "Heartbeat", {}), b'{"a":' * 5000 + b"1" + b"}" * 5000
+        ),
+        "P-FRAME": b'{"charge_point_id":"P-FRAME","message_type":2,"message_id":"x","payload":'
+        + DEEP
+        + b"}",
+        "P-HUGE": _with_payload(
+            call("P-HUGE", "x", "StatusNotification", {}),
+            b'{"connectorId":' + b"9" * 50_000 + b',"errorCode":"NoError","status":"Available"}',
+        ),
+        "P-UTF8": _with_payload(call("P-UTF8", "x", "Authorize", {}), b'{"idTag":"\xff"}'),
+    }
+    dead = [
+        b'{"message_type":2,"payload":' + DEEP + b"}",  # no charger to tell
+        _with_payload(call("P-REPLY", "x", "Heartbeat", {}), DEEP)
+        .replace(b'"message_type": 2', b'"message_type": 3')
+        .replace(b'[2, "x", "Heartbeat", ', b'[3, "x", '),  # a reply is never answered
+        b"\xff" + DEEP,
+    ]
+    n = 500
+    valid = [call(CPS[i % len(CPS)], f"h{i}", "Heartbeat", {}) for i in range(n)]
+    push(client, *refused.values(), *dead, *valid)
+    services = [Service("adapters", redis_db), *(Service("processor", redis_db) for _ in range(2))]
+    try:
+        replies = collect(client, CPS, n, timeout=30)
+        errors = collect(client, list(refused), len(refused), timeout=10)
+        wait_for(lambda: client.xlen(keys.DEAD) == len(dead), 10, "the dead letters")
+        wait_for(lambda: client.xpending(keys.INBOUND, keys.GROUP)["pending"] == 0, 10, "acks")
+        assert all(s.alive() for s in services)
+        assert [s.terminate() for s in services] == [0, 0, 0]
+    finally:
+        for s in services:
+            if s.alive():
+                s.kill()
+    assert sorted(r["message_id"] for r in replies) == sorted(f"h{i}" for i in range(n))
+    assert all(r["message_type"] == 3 for r in replies)
+    assert sorted(e["charge_point_id"] for e in errors) == sorted(refused)
+    for e in errors:
+        assert e["payload"][:3] == [4, "x", "FormationViolation"] and e["payload"][3], e
+    deep_ones = [e for e in errors if e["charge_point_id"] in ("P-DEEP", "P-OBJ", "P-FRAME")]
+    assert {e["payload"][3] for e in deep_ones} == {"JSON nested deeper than 64 levels"}
+    reasons = [f[b"reason"].decode() for _, f in client.xrange(keys.DEAD)]
+    assert all(reasons), reasons
+    assert no_more_replies(client, [*CPS, *refused, "P-REPLY"])

@@ -5,15 +5,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from processor import keys
 from processor.commands import CommandRecord
 from processor.dispatch import Delivery, Dispatcher, Limits, Outcome
 from processor.handlers import ROUTES
+from processor.messages import REQUESTS
 from processor.types import HandlerConfig, OpenedTransaction
 from tests.messages import call, start
 from tests.processor.memory_state import MemoryState
+from tests.processor.test_envelope import hostile
 
 pytestmark = pytest.mark.anyio
 
@@ -143,6 +148,44 @@ async def test_garbage_is_dead_lettered_with_its_reason() -> None:
     assert out.raw == b"\xff\xfe"
 
 
+async def test_hostile_input_never_stops_the_rest_of_the_batch() -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    deep_call = call("CP1", "d1", "Heartbeat", {}).replace(b"{}]", deep + b"]")
+    deep_reply = reply("c1", {}).replace(b"{}]", deep + b"]")
+    huge = call("CP1", "n1", "StatusNotification", {}).replace(
+        b"{}]",
+        b'{"connectorId":' + b"9" * 50_000 + b',"errorCode":"NoError","status":"Available"}]',
+    )
+    refused, dropped, out_of_range, fine = await handle(
+        dispatcher(), deep_call, deep_reply, huge, call("CP1", "h1", "Heartbeat", {})
+    )
+    assert frame(refused) == [4, "d1", "FormationViolation", "JSON nested deeper than 64 levels",
+                              {}]  # fmt: skip
+    assert dropped.reply == b"" and "nested deeper" in dropped.dead_reason
+    assert frame(out_of_range)[:3] == [4, "n1", "FormationViolation"]
+    assert frame(fine)[:2] == [3, "h1"]
+
+
+# msgspec checks UTF-8 only where it decodes a string, not in the payload
+# it skips while reading the envelope: the payload's own decode finds it.
+async def test_a_call_with_bytes_that_are_not_utf8_is_refused() -> None:
+    raw = call("CP1", "a1", "Authorize", {"idTag": "@"}).replace(b"@", b"\xff")
+    [out] = await handle(dispatcher(), raw)
+    assert frame(out)[:3] == [4, "a1", "FormationViolation"]
+
+
+async def test_a_confirmation_with_bytes_that_are_not_utf8_fails_its_command() -> None:
+    state = MemoryState()
+    fields = {"charge_point_id": "CP1", "action": "Reset", "state": "sent", "request": "{}"}
+    state.commands["c1"] = CommandRecord("c1", "CP1", "Reset", "sent", fields)
+    raw = reply("c1", {"status": "@"}).replace(b"@", b"\xff")
+    [out] = await handle(dispatcher(state), raw)
+    [op] = out.effects.ops
+    outcome = dict(zip(op[4][::2], op[4][1::2], strict=True))
+    assert outcome["state"] == "failed"
+    assert outcome["error_code"] == "FormationViolation"
+
+
 async def test_poison_call_is_dead_lettered_and_the_charger_told() -> None:
     [out] = await handle(dispatcher(max_deliveries=3), start("CP1", "s1"), deliveries=4)
     assert "delivered 4 times" in out.dead_reason
@@ -192,3 +235,27 @@ async def test_transient_failure_aborts_the_whole_batch() -> None:
     d = Dispatcher(ROUTES, Unreachable(), HandlerConfig(), Limits(), transient=(OSError,))
     with pytest.raises(ConnectionResetError):
         await handle(d, call("CP1", "h", "Heartbeat", {}), start("CP2", "s1"), start("CP3", "s2"))
+
+
+def _payloads(action: str) -> st.SearchStrategy[tuple[str, str]]:
+    """Hostile values in the action's own fields, where its decoder reads them."""
+    names = [f.encode_name for f in msgspec.structs.fields(REQUESTS[action])] or ["x"]
+    objects = st.dictionaries(st.sampled_from(names), hostile, min_size=1, max_size=3).map(
+        lambda d: "{" + ",".join(f'"{k}":{v}' for k, v in d.items()) + "}"
+    )
+    return st.tuples(st.just(action), hostile | objects)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(ROUTES)).flatmap(_payloads))
+def test_whatever_a_payload_holds_its_entry_is_answered_or_dead_lettered(
+    case: tuple[str, str],
+) -> None:
+    action, payload = case
+    raw = call("CP1", "m1", action, {}).replace(
+        b"{}]", payload.encode(errors="surrogateescape") + b"]"
+    )
+    outcomes = anyio.run(handle, dispatcher(), raw)
+    assert len(outcomes) == 1, "left pending, to be retried until dead-lettered"
+    [out] = outcomes
+    assert out.reply or out.dead_reason

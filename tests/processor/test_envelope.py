@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processor import envelope
+from processor import envelope, json_depth
 from processor.envelope import Call, CallError, CallResult, Rejected
 from processor.errors import FormationViolation, ProtocolViolation, Undeliverable
 
@@ -184,3 +184,99 @@ def test_envelope_shaped_input_only_raises_typed_errors(value: dict[str, object]
         assert u.reason
     else:
         assert e.message_id == e.payload.unique_id
+
+
+# Values that cost a decoder stack, time or memory: deep and wide nesting,
+# numbers past any machine type, long strings, escapes that are not text.
+def _deep_arrays(d: int) -> str:
+    return "[" * d + "]" * d
+
+
+def _deep_objects(d: int) -> str:
+    return '{"a":' * d + "1" + "}" * d
+
+
+deep = st.integers(json_depth.MAX_DEPTH + 1, 20_000).flatmap(
+    lambda d: st.sampled_from([_deep_arrays(d), _deep_objects(d)])
+)
+hostile = deep | st.one_of(
+    st.integers(1, 20).map(lambda w: "[" + ",".join(["[]"] * w * 1000) + "]"),
+    st.integers(1, 50_000).map(lambda n: "-" * (n % 2) + "9" * n),
+    st.integers(1, 20_000).map(lambda n: "9" * n + ".5e" + "9" * n),
+    st.sampled_from(["1e999999", "-1e-999999", "1E+400"]),
+    st.integers(1, 70_000).map(lambda n: '"' + "x" * n + '"'),
+    st.sampled_from(['"\\ud800"', '"\\udc00\\ud800"', '"\\u0000"', '"\\x"', '"\udcff"', "nul"]),
+)
+POSITIONS = ["charge_point_id", "message_type", "message_id", "action", "payload",
+             "timestamp", "extra", "frame0", "frame1", "frame2", "frame3"]  # fmt: skip
+
+
+def _hostile_envelope(position: str, value: str, duplicate: bool) -> bytes:
+    fields = {"charge_point_id": '"CP"', "message_type": "2", "message_id": '"m1"',
+              "action": '"Heartbeat"'}  # fmt: skip
+    frame = ["2", '"m1"', '"Heartbeat"', "{}"]
+    if position.startswith("frame"):
+        frame[int(position[-1])] = value
+    fields["payload"] = "[" + ",".join(frame) + "]"
+    items = [f'"{k}":{v}' for k, v in fields.items()]
+    if not position.startswith("frame"):
+        item = f'"{position}":{value}'
+        # A duplicate key comes first: the sane value after it wins, and
+        # the hostile one must still be skipped safely.
+        items = [item, *items] if duplicate else [*items, item]
+    return ("{" + ",".join(items) + "}").encode(errors="surrogateescape")
+
+
+@given(st.sampled_from(POSITIONS), hostile, st.booleans())
+def test_hostile_values_anywhere_only_raise_typed_errors(
+    position: str, value: str, duplicate: bool
+) -> None:
+    raw = _hostile_envelope(position, value, duplicate)
+    try:
+        envelope.decode(raw, MAX)
+    except Rejected as r:
+        assert r.charge_point_id and r.message_id and r.error.description
+    except Undeliverable as u:
+        assert u.reason
+
+
+@given(st.sampled_from(POSITIONS), deep, st.booleans())
+def test_a_deep_value_is_refused_to_the_charger_that_sent_it(
+    position: str, value: str, duplicate: bool
+) -> None:
+    raw = _hostile_envelope(position, value, duplicate)
+    if len(raw) > MAX or (position == "charge_point_id" and not duplicate):
+        return  # the oversize path, or no charger to tell: covered above
+    with pytest.raises(Rejected) as info:
+        envelope.decode(raw, MAX)
+    assert info.value.error.code == "FormationViolation"
+    assert info.value.error.description == "JSON nested deeper than 64 levels"
+    assert (info.value.charge_point_id, info.value.message_id) == ("CP", "m1")
+    assert not info.value.is_reply
+
+
+def test_a_deep_reply_is_never_answered() -> None:
+    deep_payload = _deep_arrays(5000)
+    raw = (
+        '{"charge_point_id":"CP","message_type":3,"message_id":"m1","payload":[3,"m1",'
+        + deep_payload
+        + "]}"
+    ).encode()
+    with pytest.raises(Rejected) as info:
+        envelope.decode(raw, MAX)
+    assert info.value.is_reply
+
+
+def test_broken_text_inside_the_frame_is_refused_to_its_charger() -> None:
+    raw = env(payload=[2, "boot-test", "BootNotification", {"chargePointVendor": "@"}])
+    raw = raw.replace(b'"@"', b'"\\ud800"')
+    with pytest.raises(Rejected) as info:
+        envelope.decode(raw, MAX)
+    assert info.value.error.code == "FormationViolation"
+    assert info.value.message_id == "boot-test"
+
+
+def test_the_fallback_reads_no_more_than_a_bounded_size() -> None:
+    raw = env(padding="x" * (16 * 512))
+    with pytest.raises(Undeliverable, match="too large to read whom to tell"):
+        envelope.decode(raw, 512)
