@@ -22,7 +22,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from processor import keys
+from processor import json_depth, keys
 from processor.clock import wire
 from processor.envelope import CALL
 from processor.redis_io import TRANSIENT, Backoff
@@ -65,15 +65,21 @@ def envelope(charge_point_id: str, frame: bytes, received: str) -> bytes:
     still shows what the charger sent. ``message_type`` is the frame's first
     element if that is an integer, else 0; ``message_id`` its second if a
     string, else ""; ``action`` its third on a CALL, if a string.
+
+    Those are read from a copy cut below the frame's own elements, so a
+    frame nested too deeply to decode is forwarded as it is, and the
+    processor refuses it with a CALLERROR (only what the cut dropped is
+    then unchecked here; the processor reads it as cautiously).
     """
     items: list[msgspec.Raw] = []
     payload = msgspec.Raw(frame)
+    head = frame if json_depth.within(frame) else json_depth.shallow(frame, 1)
     try:
         try:
-            items = _head.decode(frame)
+            items = _head.decode(head)
         except msgspec.ValidationError:
             # Not an array; msgspec stopped at the first value, so check the rest.
-            _any.decode(frame)
+            _any.decode(head)
     except msgspec.DecodeError:
         payload = msgspec.Raw(_encoder.encode(frame.decode(errors="replace")))
     message_type = _element(items, 0, _int, 0)
@@ -97,7 +103,7 @@ def _element(
         return default
     try:
         return decoder.decode(items[index])
-    except msgspec.ValidationError:
+    except msgspec.DecodeError:  # of another type, or a string that is not UTF-8
         return default
 
 

@@ -39,7 +39,10 @@ from adapters.gateway_auth import Credentials, PathRefused, identity
 from adapters.gateway_inbound import envelope
 from adapters.gateway_outbound import Pump, Session
 from processor import keys
+from processor.envelope import Rejected, decode
+from processor.errors import Undeliverable
 from processor.redis_io import connect
+from tests.processor.test_envelope import hostile
 
 pytestmark = pytest.mark.anyio
 
@@ -240,14 +243,49 @@ def test_no_frame_breaks_the_envelope(frame: str) -> None:
         assert env["payload"] == frame
 
 
+DEEP = "[" * 5000 + "]" * 5000
+
+
+@given(st.sampled_from(range(4)), hostile)
+def test_a_hostile_element_leaves_the_head_readable(index: int, value: str) -> None:
+    items = ["2", '"m1"', '"Heartbeat"', "{}"]
+    items[index] = value
+    frame = ("[" + ",".join(items) + "]").encode(errors="surrogateescape")
+    raw = envelope("CP", frame, "2024-01-01T12:00:00.000Z")
+    try:
+        decode(raw, 1 << 20)
+    except Rejected as r:
+        assert r.charge_point_id == "CP" and r.error.description
+    except Undeliverable as u:
+        assert u.reason
+
+
+def test_a_frame_too_deep_to_decode_goes_on_for_the_processor_to_refuse() -> None:
+    frame = f'[2,"m1","Heartbeat",{DEEP}]'
+    raw = envelope("CP", frame.encode(), "2024-01-01T12:00:00.000Z")
+    assert raw.startswith(b'{"charge_point_id":"CP","message_type":2,"message_id":"m1",'
+                          b'"action":"Heartbeat","payload":[2,')  # fmt: skip
+    with pytest.raises(Rejected) as info:
+        decode(raw, 1 << 20)
+    assert (info.value.message_id, info.value.error.code) == ("m1", "FormationViolation")
+
+
 async def test_garbage_is_forwarded(start_gateway: StartGateway, redis: Redis) -> None:
     gw = start_gateway()
     async with ocpp_connect(gw.url("CP-G")) as ws:
         await ws.send("hello")
         await ws.send('{"x": [1]}')
+        await ws.send(f'{{"x": {DEEP}}}')
+        await ws.send(f'[2,"d1","Heartbeat",{DEEP}]')
+        await ws.send('[2,"h1","Heartbeat",{}]')  # the connection is still there
         garbage = [json.loads(await pop_request(redis)) for _ in range(2)]
+        deep = [await pop_request(redis) for _ in range(2)]
+        heartbeat = json.loads(await pop_request(redis))
     assert [g["payload"] for g in garbage] == ["hello", {"x": [1]}]
     assert all(g["message_type"] == 0 and g["message_id"] == "" for g in garbage)
+    assert f'"payload":{{"x": {DEEP}}},'.encode() in deep[0]
+    assert b'"message_id":"d1"' in deep[1] and DEEP.encode() in deep[1]
+    assert heartbeat["message_id"] == "h1"
 
 
 # --- outbound: envelopes to frames -----------------------------------------------
