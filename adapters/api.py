@@ -24,8 +24,9 @@ from typing import Annotated, Any
 import anyio
 import msgspec
 import uvicorn
-from litestar import Litestar, Response, Router, delete, get, post, put
+from litestar import Litestar, Request, Response, Router, delete, get, post, put
 from litestar.datastructures import ResponseHeader, State
+from litestar.exceptions import ClientException
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import (
     Components,
@@ -68,6 +69,7 @@ from adapters.api_problems import (
     UNAUTHORIZED,
     bearer_guard,
 )
+from processor import json_depth
 from processor.command_queue import CommandQueue
 from processor.health import Liveness, Readiness, ReadinessCheck, redis_probe
 from processor.logs import setup
@@ -339,9 +341,17 @@ def create_app(settings: ApiSettings) -> Litestar:
             ),
         ),
         logging_config=None,
-        # OCPP payloads are small; the processor refuses envelopes over 64 KiB.
-        request_max_body_size=1 << 20,
+        request_max_body_size=q.MAX_BODY_BYTES,
+        before_request=bounded_body,
     )
+
+
+async def bounded_body(request: Request[Any, Any, Any]) -> None:
+    """Refuse a body nested too deeply for a decoder before any route's
+    parameters are decoded: msgspec would raise RecursionError (a 500)."""
+    body = await request.body()
+    if body and not json_depth.within(body):
+        raise ClientException(f"the body nests deeper than {json_depth.MAX_DEPTH} levels")
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

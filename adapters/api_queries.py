@@ -38,6 +38,9 @@ from processor.commands import TERMINAL, CommandRecord, CommandRejected, validat
 MAX_LIMIT = 1000
 MAX_WAIT_S = 60.0
 MAX_TIMEOUT_S = 3600.0
+# A request body, from the API or the CLI; OCPP payloads are small (the
+# processor refuses envelopes over 64 KiB by default).
+MAX_BODY_BYTES = 1 << 20
 # A listing of all transactions looks at most this many ids per call; the
 # answer's next_before says where to go on.
 MAX_SCAN = 50_000

@@ -127,8 +127,15 @@ Action = Callable[[Redis, CommandQueue, argparse.Namespace], Awaitable[Any]]
 
 
 async def _send(redis: Redis, queue: CommandQueue, a: argparse.Namespace) -> Any:
-    payload = sys.stdin.read() if a.payload == "-" else a.payload
-    return await q.send_command(redis, queue, a.charge_point_id, a.action, payload.encode(),
+    if a.payload == "-":
+        payload = sys.stdin.buffer.read(q.MAX_BODY_BYTES + 1)
+    else:
+        # Bytes that are not UTF-8 came in as surrogates: give them back as
+        # they were, for the decoder to refuse.
+        payload = a.payload.encode(errors="surrogateescape")
+    if len(payload) > q.MAX_BODY_BYTES:
+        raise q.InvalidInput(f"the payload is over {q.MAX_BODY_BYTES} bytes")
+    return await q.send_command(redis, queue, a.charge_point_id, a.action, payload,
                                 timeout_s=a.timeout, wait_s=a.wait)  # fmt: skip
 
 
@@ -214,6 +221,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return _fail(NOT_FOUND, "not found", str(exc))
     except q.InvalidInput as exc:
         return _fail(INVALID, "invalid input", str(exc))
+    except UnicodeError as exc:  # an id or tag with bytes that are not UTF-8
+        return _fail(INVALID, "invalid input", f"not valid UTF-8: {exc}")
     except (RedisError, OSError) as exc:
         return _fail(UNAVAILABLE, "redis unavailable", repr(exc))
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(result), indent=2).decode() + "\n")

@@ -257,6 +257,8 @@ async def test_id_tag_put_get_delete(client: AsyncTestClient[Any], redis: Redis)
         ("TAG", {"status": "Accepted", "parent_id_tag": "P" * 21}, ("parent_id_tag", "20")),
         ("TAG", {"status": "Accepted", "expiryDate": "2030-01-01T00:00:00Z"}, ("expiryDate",)),
         ("TAG", "not json", ("JSON",)),
+        ("TAG", '{"status":' + "[" * 5000 + "]" * 5000 + "}", ("nests deeper than 64",)),
+        ("TAG", '{"status":"Accepted","x":' + "9" * 50_000 + "}", ("out of range",)),
     ],
 )  # fmt: skip
 async def test_id_tag_invalid_input_is_a_problem(
@@ -354,6 +356,21 @@ async def test_command_answered_meanwhile_comes_back_with_200(
         (f"{CP}/commands/Reset?wait=soon", b'{"type":"Hard"}', 400, ("wait",)),
         (f"{CP}/commands/Reset?timeout=0", b'{"type":"Hard"}', 400, ("timeout",)),
         ("NOPE/commands/Reset", b'{"type":"Hard"}', 404, ("NOPE",)),
+        # Deep, huge and broken bodies: refused, never a 500.
+        (
+            f"{CP}/commands/Reset",
+            b'{"type":' + b"[" * 5000 + b"]" * 5000 + b"}",
+            400,
+            ("nests deeper than 64",),
+        ),
+        (
+            f"{CP}/commands/UnlockConnector",
+            b'{"connectorId":' + b"9" * 50_000 + b"}",
+            400,
+            ("connectorId", "out of range"),
+        ),
+        (f"{CP}/commands/Reset", b'{"type":"\xff"}', 400, ("not valid JSON", "UTF-8")),
+        (f"{CP}/commands/Reset", b'{"type":"Hard"}' + b" " * (1 << 20), 413, ("Too Large",)),
     ],
 )
 async def test_invalid_command_is_a_problem_and_sends_nothing(

@@ -120,6 +120,13 @@ def test_send_and_look_up_a_command(redis_db: str, r: redis_sync.Redis) -> None:
     fails(redis_db, 2, "send", CP, "Reset", "{not json", says="not valid JSON")
     fails(redis_db, 2, "send", CP, "Reset", '{"type": "Soft"}', "--wait", "61", says="wait")
     fails(redis_db, 2, "send", CP, "Reset", '{"type": "Soft"}', "--timeout", "0", says="timeout")
+    # Deep, huge and broken input: refused as invalid, never a traceback.
+    fails(redis_db, 2, "send", CP, "Reset", "[" * 5000 + "]" * 5000, says="nests deeper than 64")
+    fails(redis_db, 2, "send", CP, "Reset", '{"type": "\udcff"}', says="UTF-8")
+    fails(redis_db, 2, "send", "CP\udcff", "ClearCache", says="not valid UTF-8")
+    fails(redis_db, 2, "id-tag", "put", "T\udcff", "Accepted", says="not valid UTF-8")
+    big = cli(redis_db, "send", CP, "Reset", "-", stdin='{"type": "Soft"}' + " " * (1 << 20))
+    assert big.returncode == 2 and "over 1048576 bytes" in big.stderr, big.stderr
     assert r.llen(keys.command_queue(CP)) == 2  # the invalid ones sent nothing
 
 
