@@ -19,6 +19,7 @@ from processor.types import HandlerConfig, OpenedTransaction
 from tests.messages import call, start
 from tests.processor.memory_state import MemoryState
 from tests.processor.test_envelope import hostile
+from tests.processor.test_schemas import SETTINGS, case
 
 pytestmark = pytest.mark.anyio
 
@@ -259,3 +260,31 @@ def test_whatever_a_payload_holds_its_entry_is_answered_or_dead_lettered(
     assert len(outcomes) == 1, "left pending, to be retried until dead-lettered"
     [out] = outcomes
     assert out.reply or out.dead_reason
+
+
+# Valid, but at the ends of time: a datetime cannot hold the first in UTC,
+# and glibc's strftime writes the last with a three-digit year.
+EXTREME_TIMES = ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59",
+                 "0999-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"]  # fmt: skip
+
+
+def _at_the_ends_of_time(value: Any, when: str) -> Any:
+    if isinstance(value, dict):
+        return {k: when if k in ("timestamp", "expiryDate") else _at_the_ends_of_time(v, when)
+                for k, v in value.items()}  # fmt: skip
+    if isinstance(value, list):
+        return [_at_the_ends_of_time(v, when) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("action", sorted(ROUTES))
+@SETTINGS
+@given(data=st.data())
+def test_every_valid_payload_is_answered(action: str, data: st.DataObject) -> None:
+    payload = data.draw(case(action).valid, label="payload")
+    when = data.draw(st.none() | st.sampled_from(EXTREME_TIMES), label="timestamps")
+    if when is not None:
+        payload = _at_the_ends_of_time(payload, when)
+    outcomes = anyio.run(handle, dispatcher(), call("CP1", "m1", action, payload))
+    assert len(outcomes) == 1, "left pending, to be retried until dead-lettered"
+    assert frame(outcomes[0])[0] in (3, 4)

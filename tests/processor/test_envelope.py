@@ -205,6 +205,10 @@ hostile = deep | st.one_of(
     st.integers(1, 20_000).map(lambda n: "9" * n + ".5e" + "9" * n),
     st.sampled_from(["1e999999", "-1e-999999", "1E+400"]),
     st.integers(1, 70_000).map(lambda n: '"' + "x" * n + '"'),
+    # Instants a datetime cannot hold in UTC, and years before 1000.
+    st.sampled_from(
+        ['"9999-12-31T23:59:59-23:59"', '"0001-01-01T00:00:00+23:59"', '"0999-01-01T00:00:00Z"']
+    ),
     st.sampled_from(['"\\ud800"', '"\\udc00\\ud800"', '"\\u0000"', '"\\x"', '"\udcff"', "nul"]),
 )
 POSITIONS = ["charge_point_id", "message_type", "message_id", "action", "payload",
