@@ -51,6 +51,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from adapters import api_queries as q
+from adapters import api_telemetry
 from adapters.api_models import (
     ChargePoint,
     ChargePointList,
@@ -76,6 +77,7 @@ from processor.logs import setup
 from processor.messages import CENTRAL_INITIATED
 from processor.redis_io import connect
 from processor.settings import LogLevel, RedisUrl, load
+from processor.telemetry import Providers, configured, disabled
 
 log = logging.getLogger("api")
 
@@ -304,14 +306,19 @@ def _operation_id(handler: Any, method: Any, path: Any) -> str:
     return name
 
 
-def create_app(settings: ApiSettings) -> Litestar:
+def create_app(settings: ApiSettings, providers: Providers | None = None) -> Litestar:
+    """The app; its telemetry goes to ``providers`` (none by default: then
+    no request does any telemetry work)."""
+    telemetry = providers or disabled()
+
     @asynccontextmanager
     async def redis_client(app: Litestar) -> AsyncIterator[None]:
         redis = connect(settings.redis_url)
         app.state.redis = redis
         app.state.queue = CommandQueue(
-            redis, reply_ttl_s=settings.reply_ttl_s, retention_s=settings.command_retention_s
-        )
+            redis, reply_ttl_s=settings.reply_ttl_s, retention_s=settings.command_retention_s,
+            tracer_provider=telemetry.tracer_provider,
+        )  # fmt: skip
         app.state.readiness = ReadinessCheck(redis_probe(redis))
         try:
             yield
@@ -324,6 +331,8 @@ def create_app(settings: ApiSettings) -> Litestar:
         route_handlers=V1_HANDLERS,
         guards=[bearer_guard(settings.api_token)] if auth else None,
         security=[{"bearer": []}] if auth else None,
+        # Only /v1: health checks and the schema make no spans.
+        middleware=[api_telemetry.request_spans(telemetry)] if telemetry.enabled else None,
     )
     return Litestar(
         route_handlers=[v1, livez, readyz, healthz],
@@ -367,17 +376,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     # hand finished, then the lifespan closes the Redis client. It then
     # raises the signal again for the handler it found: this one makes that
     # (or a signal before it started serving) a clean exit 0, as the other
-    # services do.
+    # services do, out through configured(), which flushes telemetry.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_cleanly)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_config=None,
-        log_level=settings.log_level.lower(),
-        server_header=False,
-    )
+    with configured("ocpp-api") as providers:
+        uvicorn.run(
+            create_app(settings, providers),
+            host=settings.api_host,
+            port=settings.api_port,
+            log_config=None,
+            log_level=settings.log_level.lower(),
+            server_header=False,
+        )
 
 
 if __name__ == "__main__":

@@ -16,24 +16,29 @@ when a URL answers 2xx and 1 otherwise (Docker reserves 2).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Annotated, Any
 
 import anyio
 import msgspec
 from msgspec import Meta
+from opentelemetry import trace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from adapters import api_queries as q
 from processor import keys
 from processor.command_queue import CommandQueue
+from processor.logs import setup
 from processor.redis_io import connect, group_exists
 from processor.settings import RedisUrl, env_name
+from processor.telemetry import Providers, configured, disabled
+from processor.trace_context import tracing
 
 OK, NOT_FOUND, INVALID, UNAVAILABLE = 0, 1, 2, 3
 
@@ -174,15 +179,44 @@ ACTIONS: dict[str, Action] = {
 }
 
 
-async def run(args: argparse.Namespace, settings: CliSettings) -> Any:
+# A health check runs every few seconds: it exports nothing (nor does probe).
+UNTRACED = frozenset({"health"})
+
+
+async def run(
+    args: argparse.Namespace, settings: CliSettings, providers: Providers | None = None
+) -> Any:
+    """The command, in a span of its own (``ocpp-cli send``: a command's
+    ``send`` span is its child) when ``providers`` trace."""
+    telemetry = providers or disabled()
     redis = connect(settings.redis_url)
     try:
         queue = CommandQueue(
-            redis, reply_ttl_s=settings.reply_ttl_s, retention_s=settings.command_retention_s
-        )
-        return await ACTIONS[args.command](redis, queue, args)
+            redis, reply_ttl_s=settings.reply_ttl_s, retention_s=settings.command_retention_s,
+            tracer_provider=telemetry.tracer_provider,
+        )  # fmt: skip
+        with _span(telemetry.tracer_provider, f"ocpp-cli {args.command}"):
+            return await ACTIONS[args.command](redis, queue, args)
     finally:
         await redis.aclose()
+
+
+@contextlib.contextmanager
+def _span(provider: trace.TracerProvider, name: str) -> Iterator[None]:
+    tracer = provider.get_tracer("ocpp.cli")
+    if not tracing(tracer):
+        yield
+        return
+    with tracer.start_as_current_span(name, kind=trace.SpanKind.INTERNAL):
+        yield
+
+
+def _telemetry(command: str) -> contextlib.AbstractContextManager[Providers]:
+    """Providers for the run, flushed as it ends: exported in process, as
+    the command exits right after its work."""
+    if command in UNTRACED:
+        return contextlib.nullcontext(disabled())
+    return configured("ocpp-cli", offload=False)
 
 
 def probe(url: str, timeout: float) -> int:
@@ -214,17 +248,19 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = parser().parse_args(argv)  # exits 2 on a usage error
     if args.command == "probe":  # no Redis involved
         return probe(args.url, args.timeout)
-    try:
-        settings = _settings(os.environ if environ is None else environ, args.redis_url)
-        result = anyio.run(run, args, settings, backend="asyncio")
-    except q.NotFound as exc:
-        return _fail(NOT_FOUND, "not found", str(exc))
-    except q.InvalidInput as exc:
-        return _fail(INVALID, "invalid input", str(exc))
-    except UnicodeError as exc:  # an id or tag with bytes that are not UTF-8
-        return _fail(INVALID, "invalid input", f"not valid UTF-8: {exc}")
-    except (RedisError, OSError) as exc:
-        return _fail(UNAVAILABLE, "redis unavailable", repr(exc))
+    setup("WARNING", "cli")  # what goes wrong, as JSON lines with the trace id
+    with _telemetry(args.command) as providers:
+        try:
+            settings = _settings(os.environ if environ is None else environ, args.redis_url)
+            result = anyio.run(run, args, settings, providers, backend="asyncio")
+        except q.NotFound as exc:
+            return _fail(NOT_FOUND, "not found", str(exc))
+        except q.InvalidInput as exc:
+            return _fail(INVALID, "invalid input", str(exc))
+        except UnicodeError as exc:  # an id or tag with bytes that are not UTF-8
+            return _fail(INVALID, "invalid input", f"not valid UTF-8: {exc}")
+        except (RedisError, OSError) as exc:
+            return _fail(UNAVAILABLE, "redis unavailable", repr(exc))
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(result), indent=2).decode() + "\n")
     return OK
 

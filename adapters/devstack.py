@@ -175,8 +175,15 @@ class RedisServer:
         self.close()
 
 
+def console_script(name: str) -> str:
+    """The path of our console script ``name``, installed with this interpreter."""
+    return str(Path(sys.executable).parent / name)
+
+
 class Service:
-    """One of our services (``python -m <module>``) as a subprocess.
+    """One of our services (``python -m <module>``) as a subprocess; with
+    ``script``, that console script instead, as installed beside this
+    interpreter (``ocpp-api`` and the like: what a user runs).
 
     Its health probes are off unless ``health_port`` is given: several
     services, and several processors, share this machine, and each service's
@@ -190,6 +197,8 @@ class Service:
         env: Mapping[str, str] | None = None,
         log: IO[bytes] | None = None,
         health_port: int = 0,
+        *,
+        script: str = "",
     ) -> None:
         full_env = {
             **os.environ,
@@ -199,8 +208,9 @@ class Service:
         }
         self.module = module
         self.health_port = health_port
+        command = [console_script(script)] if script else [sys.executable, "-m", module]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [*command, *args],
             env=full_env,
             stdout=log or subprocess.DEVNULL,
             stderr=log or None,

@@ -54,6 +54,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from adapters import gateway_metrics
 from adapters.gateway_auth import Credentials, PathRefused, identity, tls_context
 from adapters.gateway_inbound import Forwarder, envelope, received_now
 from adapters.gateway_outbound import Notifier, Pump, Session
@@ -62,6 +63,7 @@ from processor.lifecycle import run_until_signalled
 from processor.logs import setup
 from processor.redis_io import connect
 from processor.settings import HealthPort, LogLevel, RedisUrl, load
+from processor.telemetry import Providers, configured
 
 log = logging.getLogger("gateway")
 
@@ -219,11 +221,17 @@ class Gateway:
 
 
 async def serve_gateway(
-    settings: GatewaySettings, credentials: Credentials | None, tls: ssl.SSLContext | None
+    settings: GatewaySettings,
+    credentials: Credentials | None,
+    tls: ssl.SSLContext | None,
+    providers: Providers | None = None,
 ) -> None:
-    """Run the gateway until SIGTERM or SIGINT."""
+    """Run the gateway until SIGTERM or SIGINT. Metrics go to ``providers``
+    (none by default)."""
     redis = connect(settings.redis_url)
     gateway = Gateway(settings, redis, credentials, tls)
+    if providers is not None and providers.enabled:
+        gateway_metrics.observe(providers.meter_provider, gateway.pump, gateway.forwarder)
     health = HealthServer(redis_probe(redis), settings.health_port)
 
     async def run() -> None:
@@ -254,7 +262,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     except (OSError, ValueError, ssl.SSLError) as exc:
         raise SystemExit(f"ocpp-gateway: {exc}") from None
-    anyio.run(serve_gateway, settings, credentials, tls, backend="asyncio")
+    with configured("ocpp-gateway") as providers:
+        anyio.run(serve_gateway, settings, credentials, tls, providers, backend="asyncio")
 
 
 if __name__ == "__main__":

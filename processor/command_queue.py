@@ -46,9 +46,10 @@ class CommandQueue:
         tracer_provider: trace.TracerProvider | None = None,
     ):
         self._redis = redis
-        # The global provider by default: an API's own spans come from it.
+        # Each entry point passes its own; the global one serves embedders.
         provider = tracer_provider or trace.get_tracer_provider()
         self._tracer = provider.get_tracer(COMMAND_SCOPE)
+        self._tracing = trace_context.tracing(self._tracer)
         self._reply_ttl_ms = reply_ttl_s * 1000
         self._retention_s = retention_s
         self._script = script(redis, "processor", "commands", "pump")
@@ -69,7 +70,10 @@ class CommandQueue:
         Traced as a ``send`` span, child of the current span (an API
         request's), else of ``traceparent`` (W3C, e.g. the caller's header);
         the record keeps the send span's own traceparent, so the span that
-        handles the charger's reply, on any replica, links to it."""
+        handles the charger's reply, on any replica, links to it. Untraced,
+        the record keeps ``traceparent`` as given, and no span is made."""
+        if not self._tracing:
+            return await self._send(charge_point_id, action, body, timeout_s, traceparent)
         parent = trace.get_current_span().get_span_context()
         context = (
             None

@@ -66,6 +66,14 @@ class Providers:
     tracer_provider: trace.TracerProvider
     meter_provider: metrics.MeterProvider
 
+    @property
+    def enabled(self) -> bool:
+        """Whether anything is exported: unconfigured, a service does no
+        telemetry work at all, not even a no-op span per request."""
+        return isinstance(self.tracer_provider, sdk_trace.TracerProvider) or isinstance(
+            self.meter_provider, sdk_metrics.MeterProvider
+        )
+
     def shutdown(self) -> None:
         if isinstance(self.tracer_provider, sdk_trace.TracerProvider):
             self.tracer_provider.shutdown()
@@ -78,12 +86,15 @@ def disabled() -> Providers:
 
 
 @contextlib.contextmanager
-def configured(service_name: str) -> Iterator[Providers]:
-    """:func:`from_env`'s providers for the life of a service, shut down (and
-    so flushed) after it. A bad ``OTEL_*`` setting stops the service at start,
-    saying why."""
+def configured(service_name: str, *, offload: bool = True) -> Iterator[Providers]:
+    """:func:`from_env`'s providers for the life of a service or command,
+    shut down (and so flushed) after it, however it ends. A bad ``OTEL_*``
+    setting stops it at start, saying why. Every entry point configures its
+    telemetry here; a short-lived command passes ``offload=False``: it exits
+    right after its work, and would only wait for an exporter process that
+    runs at idle priority."""
     try:
-        providers = from_env(service_name)
+        providers = from_env(service_name, offload=offload)
     except ValueError as exc:
         raise SystemExit(f"OpenTelemetry configuration: {exc}") from None
     try:

@@ -3,6 +3,10 @@ per replica, and in-process services on the real Redis."""
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -23,12 +27,14 @@ from redis.asyncio import Redis
 from processor.consumer import Consumer
 from processor.dispatch import Dispatcher, Limits
 from processor.handlers import ROUTES
+from processor.logs import JsonFormatter
 from processor.redis_io import connect
 from processor.settings import ProcessorSettings
 from processor.state import RedisState
 from processor.stream import GroupStream
 from processor.telemetry import Providers
 from processor.types import HandlerConfig
+from tests.telemetry.otlp_receiver import Receiver
 
 
 @dataclass
@@ -169,3 +175,30 @@ def serving(server: ThreadingHTTPServer) -> Iterator[None]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """An OTLP/HTTP endpoint (``receiver.url``) keeping what it is sent."""
+    r = Receiver()
+    with serving(r.server):
+        yield r
+
+
+@pytest.fixture
+def clean_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``OTEL_*`` setting from the tests' own environment."""
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """What the root logger writes through the JSON formatter, parsed."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter("test-service"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield lambda: [json.loads(line) for line in out.getvalue().splitlines()]
+    root.removeHandler(handler)

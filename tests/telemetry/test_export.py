@@ -5,19 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import anyio
 import pytest
 from opentelemetry import metrics, trace
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.sdk import metrics as sdk_metrics
 from opentelemetry.sdk import trace as sdk_trace
 from redis.asyncio import Redis
@@ -27,64 +18,10 @@ from processor import keys, telemetry
 from processor.command_queue import CommandQueue
 from processor.spans import OffloadedTracerProvider
 from tests.messages import call
-from tests.telemetry.conftest import consumer, running, serving
+from tests.telemetry.conftest import consumer, running
+from tests.telemetry.otlp_receiver import Receiver, values
 
-OTEL_VARIABLES = (
-    "OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
-    "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_TRACES_SAMPLER",
-    "OTEL_TRACES_SAMPLER_ARG", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
-)  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in OTEL_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-
-
-class Receiver:
-    """An OTLP/HTTP endpoint that keeps what it is sent, by path."""
-
-    def __init__(self) -> None:
-        received: list[tuple[str, str, bytes]] = []
-        self.received = received
-        posted = self.posted = threading.Event()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.append((self.path, self.headers["Content-Type"], body))
-                posted.set()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def bodies(self, path: str) -> list[bytes]:
-        return [body for p, _, body in self.received if p == path]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    with serving(r.server):
-        yield r
-
-
-def values(attributes: list[KeyValue]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for kv in attributes:
-        kind = kv.value.WhichOneof("value")
-        out[kv.key] = getattr(kv.value, kind) if kind else None
-    return out
+pytestmark = pytest.mark.usefixtures("clean_otel_env")
 
 
 @pytest.mark.anyio
@@ -108,15 +45,12 @@ async def test_spans_and_metrics_reach_an_otlp_http_receiver(
         await anyio.to_thread.run_sync(providers.shutdown)
 
     assert {ct for _, ct, _ in receiver.received} == {"application/x-protobuf"}
-    spans = []
-    for body in receiver.bodies("/v1/traces"):
-        request = ExportTraceServiceRequest.FromString(body)
-        for rs in request.resource_spans:
-            resource = values(list(rs.resource.attributes))
-            assert resource["service.name"] == "ocpp-processor"
-            assert resource["deployment.environment"] == "test"
-            assert resource["service.instance.id"]
-            spans += [s for ss in rs.scope_spans for s in ss.spans]
+    exported = receiver.spans()
+    for e in exported:
+        assert e.service == "ocpp-processor"
+        assert e.resource["deployment.environment"] == "test"
+        assert e.resource["service.instance.id"]
+    spans = [e.span for e in exported]
     by_name = {s.name: s for s in spans}
     assert sorted(by_name) == ["process ocpp:inbound", "send Reset", "send ocpp:inbound"]
     assert len(spans) == 3
@@ -134,23 +68,9 @@ async def test_spans_and_metrics_reach_an_otlp_http_receiver(
     assert got["ocpp.action"] == "Heartbeat"
     assert got["ocpp.message_type"] == 2
 
-    names = set()
-    for body in receiver.bodies("/v1/metrics"):
-        request = ExportMetricsServiceRequest.FromString(body)
-        for rm in request.resource_metrics:
-            names |= {m.name for sm in rm.scope_metrics for m in sm.metrics}
+    names = receiver.metric_names("ocpp-processor")
     assert {"ocpp.messages", "messaging.process.duration", "ocpp.message.latency",
             "ocpp.stream.lag", "ocpp.stream.pending"} <= names  # fmt: skip
-
-
-def span_names(receiver: Receiver) -> list[str]:
-    return [
-        span.name
-        for body in receiver.bodies("/v1/traces")
-        for rs in ExportTraceServiceRequest.FromString(body).resource_spans
-        for ss in rs.scope_spans
-        for span in ss.spans
-    ]
 
 
 def test_the_exporter_outlives_a_sigterm_and_delivers_what_it_holds(
@@ -175,7 +95,7 @@ def test_the_exporter_outlives_a_sigterm_and_delivers_what_it_holds(
             pass
     finally:
         providers.shutdown()
-    assert sorted(span_names(receiver)) == ["after", "before"]
+    assert sorted(e.span.name for e in receiver.spans()) == ["after", "before"]
 
 
 def test_nothing_configured_means_no_op_providers() -> None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from redis.asyncio import Redis
 
 from adapters.devstack import Service, wait_for
 from processor import keys
-from processor.logs import JsonFormatter, trace_fields
+from processor.logs import trace_fields
 from processor.state import RedisState
 from processor.types import OpenedTransaction
 from tests.messages import start
@@ -24,18 +23,6 @@ from tests.telemetry.conftest import Telemetry, consumer, eventually, running
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 SPAN = "b7ad6b7169203331"
-
-
-@pytest.fixture
-def lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """What the root logger writes through the JSON formatter, parsed."""
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(JsonFormatter("test-service"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    yield lambda: [json.loads(line) for line in out.getvalue().splitlines()]
-    root.removeHandler(handler)
 
 
 def test_a_line_has_the_fields_and_the_current_span(

@@ -1,6 +1,7 @@
 """Spans across the pipeline, on the real Redis: the adapter starts or
 continues each envelope's trace, the processor continues it, and a reply to
-one of our commands, on whichever replica, links to the span that sent it."""
+one of our commands, on whichever replica, links to the span that sent it
+(in the API, a child of the request's span)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from litestar.testing import AsyncTestClient
 from opentelemetry import trace
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -23,17 +25,20 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 
+from adapters.api import ApiSettings, create_app
 from adapters.list_to_stream import ListToStream, MoveTelemetry
 from processor import consumer_telemetry, keys, trace_context
 from processor.command_queue import CommandQueue
 from processor.consumer_telemetry import ProcessorTelemetry
 from processor.dispatch import Delivery
+from processor.telemetry import Providers
 from tests.messages import call
 from tests.telemetry.conftest import Telemetry, attrs, by_attr, consumer, eventually, running
 
 pytestmark = pytest.mark.anyio
 
 PROCESS = "process ocpp:inbound"
+REQUEST = "POST /v1/charge-points/{charge_point_id}/commands/{action}"
 SEND = "send ocpp:inbound"
 THEIR_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 THEIR_SPAN = "00f067aa0ba902b7"
@@ -50,25 +55,34 @@ def reply(cp: str, message_id: str, payload: object) -> bytes:
 
 
 async def test_reply_handled_by_the_other_replica_links_to_the_send_span(
-    redis: Redis, otel: Callable[..., Telemetry]
+    redis: Redis, redis_db: str, otel: Callable[..., Telemetry]
 ) -> None:
-    a, b = otel(), otel()  # two processes: nothing shared but Redis
+    a, b, api = otel(), otel(), otel()  # three processes: nothing shared but Redis
     replica_a, replica_b = consumer(redis, "A", a), consumer(redis, "B", b)
-    queue = CommandQueue(redis, tracer_provider=a.tracer_provider)
-    api = a.tracer_provider.get_tracer("api")
+    app = create_app(ApiSettings(redis_url=redis_db),
+                     Providers(api.tracer_provider, api.meter_provider))  # fmt: skip
 
     # Replica A sees the charger boot, then goes away.
-    await redis.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: call("CP1", "h1", "Heartbeat", {})})
+    charger = {"chargePointVendor": "V", "chargePointModel": "M"}
+    boot = call("CP1", "b1", "BootNotification", charger)
+    await redis.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: boot})
     async with running(replica_a):
         await eventually(lambda: len(a.finished(PROCESS)) == 1)
-    with api.start_as_current_span("POST /chargers/CP1/commands") as request:
-        record = await queue.send("CP1", "RemoteStartTransaction", b'{"idTag":"T1"}')
-    assert record.state == "sent"
+    async with AsyncTestClient(app=app) as http:
+        resp = await http.post("/v1/charge-points/CP1/commands/RemoteStartTransaction",
+                               json={"idTag": "T1"})  # fmt: skip
+    assert resp.status_code == 202, resp.text
+    record = await CommandQueue(redis).get(resp.json()["command_id"])
+    assert record is not None and record.state == "sent"
 
-    [send] = a.finished("send RemoteStartTransaction")
+    [request] = api.finished(REQUEST)
+    assert request.kind is SpanKind.SERVER and request.parent is None
+    assert attrs(request)["http.route"] == "/v1/charge-points/{charge_point_id}/commands/{action}"
+    [send] = api.finished("send RemoteStartTransaction")
     assert send.kind is SpanKind.PRODUCER
     assert send.parent is not None
-    assert send.parent.span_id == request.get_span_context().span_id
+    assert send.parent.span_id == request.context.span_id
+    assert send.context.trace_id == request.context.trace_id
     assert attrs(send)["ocpp.message_id"] == record.command_id
     assert attrs(send)["ocpp.action"] == "RemoteStartTransaction"
     assert record.fields["traceparent"] == trace_context.traceparent(send.context)
