@@ -58,6 +58,7 @@ from adapters.gateway_auth import Credentials, PathRefused, identity, tls_contex
 from adapters.gateway_inbound import Forwarder, envelope, received_now
 from adapters.gateway_outbound import Notifier, Pump, Session
 from processor.health import HealthServer, redis_probe
+from processor.instances import registered
 from processor.lifecycle import run_until_signalled
 from processor.logs import setup
 from processor.redis_io import connect
@@ -227,7 +228,7 @@ async def serve_gateway(
     health = HealthServer(redis_probe(redis), settings.health_port)
 
     async def run() -> None:
-        await health.alongside(gateway.run)
+        await registered(redis, "gateway", health, gateway.run)
 
     try:
         await run_until_signalled(run, gateway.stop, log)
