@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -184,7 +185,7 @@ def listen(host: str, port: int) -> socket.socket:
     log.warning(
         "health port %d is taken on %s (%s), by another replica or another program: "
         "serving health probes on http://%s:%d instead",
-        port, host, taken.strerror, host, sock.getsockname()[1],
+        port, host, _why(taken), host, sock.getsockname()[1],
     )  # fmt: skip
     return sock
 
@@ -196,9 +197,14 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def _unusable(host: str, port: int, exc: OSError) -> SystemExit:
     return SystemExit(
-        f"cannot serve health probes on {host}:{port} ({exc.strerror}); "
+        f"cannot serve health probes on {host}:{port} ({_why(exc)}); "
         "choose another OCPP_HEALTH_PORT, or 0 for none"
     )
+
+
+def _why(exc: OSError) -> str:
+    # socket.create_server appends the address to strerror; we name it already.
+    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 class HealthServer:
