@@ -40,6 +40,7 @@ for the same charger would split its replies between them.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 from collections.abc import Sequence
 from typing import Annotated, Final
@@ -60,6 +61,7 @@ from adapters.gateway_outbound import Notifier, Pump, Session
 from processor.health import HealthServer, redis_probe
 from processor.instances import registered
 from processor.lifecycle import run_until_signalled
+from processor.listening import bind, why
 from processor.logs import setup
 from processor.redis_io import connect
 from processor.settings import HealthPort, LogLevel, RedisUrl, load
@@ -122,6 +124,7 @@ class Gateway:
         self.forwarder = Forwarder(redis)
         self.notifier = Notifier(settings.redis_url, self.pump)
         self._stop = anyio.Event()
+        self._socket = _chargers_socket(settings.gateway_host, settings.gateway_port)
 
     def stop(self) -> None:
         self._stop.set()
@@ -146,8 +149,7 @@ class Gateway:
         ping = s.gateway_ping_interval_s or None
         async with serve(
             self._handle,
-            s.gateway_host,
-            s.gateway_port,
+            sock=self._socket,
             process_request=self._check_request,
             select_subprotocol=_select_subprotocol,
             max_size=s.gateway_max_frame_bytes,
@@ -217,6 +219,18 @@ class Gateway:
                 await ws.close(CloseCode.UNSUPPORTED_DATA, "OCPP-J frames are text")
                 return
             await self.forwarder.send(envelope(cp, message.encode(), received))
+
+
+def _chargers_socket(host: str, port: int) -> socket.socket:
+    # Bound here, before the service's task groups: a port in use (another
+    # gateway on the host) stops it with one line, not a traceback.
+    try:
+        return bind(host, port)
+    except OSError as exc:
+        raise SystemExit(
+            f"ocpp-gateway: cannot listen for chargers on {host}:{port} ({why(exc)}); "
+            "choose another OCPP_GATEWAY_PORT"
+        ) from None
 
 
 async def serve_gateway(

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from processor import keys
+from processor.listening import bind, why
 from processor.logs import redact
 from processor.redis_io import TRANSIENT, group_exists
 from processor.types import ASGIApp, Probe, Receive, Scope, Send
@@ -173,38 +173,28 @@ def listen(host: str, port: int) -> socket.socket:
     the right, an address the host does not have) is a setting to correct:
     SystemExit naming it."""
     try:
-        return _bind(host, port)
+        return bind(host, port)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise _unusable(host, port, exc) from None
         taken = exc
     try:
-        sock = _bind(host, 0)
+        sock = bind(host, 0)
     except OSError as exc:
         raise _unusable(host, 0, exc) from None
     log.warning(
         "health port %d is taken on %s (%s), by another replica or another program: "
         "serving health probes on http://%s:%d instead",
-        port, host, _why(taken), host, sock.getsockname()[1],
+        port, host, why(taken), host, sock.getsockname()[1],
     )  # fmt: skip
     return sock
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family)
-
-
 def _unusable(host: str, port: int, exc: OSError) -> SystemExit:
     return SystemExit(
-        f"cannot serve health probes on {host}:{port} ({_why(exc)}); "
+        f"cannot serve health probes on {host}:{port} ({why(exc)}); "
         "choose another OCPP_HEALTH_PORT, or 0 for none"
     )
-
-
-def _why(exc: OSError) -> str:
-    # socket.create_server appends the address to strerror; we name it already.
-    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 class HealthServer:

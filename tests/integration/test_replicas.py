@@ -20,7 +20,7 @@ import httpx
 import pytest
 import redis
 
-from adapters.devstack import Service, wait_for
+from adapters.devstack import Service, free_port, listening, wait_for
 from processor import keys
 from processor.instances import Instance, now_ms, sort_out
 from tests.integration.helpers import collect, no_more_replies, push
@@ -148,3 +148,31 @@ def test_replicas_on_one_host_all_run_and_share_the_work(redis_db: str, tmp_path
     # Each took itself out of the registry as it stopped.
     assert client.hgetall(keys.INSTANCES) == {}
     client.close()
+
+
+def test_a_second_gateway_stops_for_its_chargers_port_not_its_health_port(
+    redis_db: str, tmp_path: Path
+) -> None:
+    """Chargers must know where to connect, so a second gateway on the same
+    WebSocket port cannot run; it says so in one line. Both want health port
+    9103: that is not what stops it."""
+    env = {"OCPP_GATEWAY_HOST": "127.0.0.1", "OCPP_GATEWAY_PORT": str(free_port()),
+           "OCPP_HEALTH_PORT": "9103"}  # fmt: skip
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    with logs[0].open("wb") as log:
+        first = Service("adapters.gateway", redis_db, env=env, log=log)
+    try:
+        port = int(env["OCPP_GATEWAY_PORT"])
+        wait_for(lambda: not first.alive() or listening(port), TIMEOUT, "the first gateway")
+        assert first.alive(), logs[0].read_text()
+        with logs[1].open("wb") as log:
+            second = Service("adapters.gateway", redis_db, env=env, log=log)
+        assert second.process.wait(TIMEOUT) == 1
+    finally:
+        assert first.terminate() == 0
+    said = logs[1].read_text()
+    assert said.splitlines()[-1] == (
+        f"ocpp-gateway: cannot listen for chargers on 127.0.0.1:{port} (Address already in use); "
+        "choose another OCPP_GATEWAY_PORT"
+    )
+    assert "Traceback" not in said and "cannot serve health probes" not in said
