@@ -9,6 +9,7 @@ import anyio
 
 from adapters.list_to_stream import ListToStream
 from processor.health import HealthServer, redis_probe
+from processor.instances import registered
 from processor.lifecycle import run_until_signalled
 from processor.logs import setup
 from processor.redis_io import connect
@@ -32,7 +33,7 @@ async def serve(settings: AdapterSettings, providers: Providers | None = None) -
     health = HealthServer(redis_probe(redis), settings.health_port)
 
     async def run() -> None:
-        await health.alongside(adapter.run)
+        await registered(redis, "adapter", health, adapter.run)
 
     log.info("adapter starting")
     try:

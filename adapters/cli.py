@@ -10,6 +10,7 @@ when a URL answers 2xx and 1 otherwise (Docker reserves 2).
     ocpp-cli charge-point CP42
     ocpp-cli transactions --charge-point CP42 --active
     ocpp-cli id-tag put RFID123 Accepted --expiry-date 2030-01-01T00:00:00Z
+    ocpp-cli instances
     ocpp-cli probe http://127.0.0.1:9101/readyz
 """
 
@@ -32,7 +33,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from adapters import api_queries as q
-from processor import keys
+from processor import instances, keys
 from processor.command_queue import CommandQueue
 from processor.logs import setup
 from processor.redis_io import connect, group_exists
@@ -112,6 +113,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=3.0, metavar="S",
                    help="seconds to wait for the answer (default 3)")  # fmt: skip
 
+    sub.add_parser("instances", help="running processors, adapters and gateways, and "
+                   "where their health probes answer")  # fmt: skip
+
     s = sub.add_parser("health", help="exit 0 if Redis answers (and the group exists)")
     s.add_argument("--group", action="store_true", help="also require the processors' group")
     tag = sub.add_parser("id-tag", help="the authorization list").add_subparsers(
@@ -165,8 +169,14 @@ async def _health(redis: Redis, queue: CommandQueue, a: argparse.Namespace) -> A
     return {"redis": "ok", "group": "ok" if a.group else "not checked"}
 
 
+async def _instances(redis: Redis, queue: CommandQueue, a: argparse.Namespace) -> Any:
+    now = instances.now_ms()
+    return instances.listing(await instances.read(redis, now), now)
+
+
 ACTIONS: dict[str, Action] = {
     "health": _health,
+    "instances": _instances,
     "send": _send,
     "command": lambda r, queue, a: q.get_command(queue, a.command_id),
     "charge-points": lambda r, queue, a: q.list_charge_points(r),

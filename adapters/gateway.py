@@ -40,6 +40,7 @@ for the same charger would split its replies between them.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 from collections.abc import Sequence
 from typing import Annotated, Final
@@ -59,7 +60,9 @@ from adapters.gateway_auth import Credentials, PathRefused, identity, tls_contex
 from adapters.gateway_inbound import Forwarder, envelope, received_now
 from adapters.gateway_outbound import Notifier, Pump, Session
 from processor.health import HealthServer, redis_probe
+from processor.instances import registered
 from processor.lifecycle import run_until_signalled
+from processor.listening import bind, why
 from processor.logs import setup
 from processor.redis_io import connect
 from processor.settings import HealthPort, LogLevel, RedisUrl, load
@@ -123,6 +126,7 @@ class Gateway:
         self.forwarder = Forwarder(redis)
         self.notifier = Notifier(settings.redis_url, self.pump)
         self._stop = anyio.Event()
+        self._socket = _chargers_socket(settings.gateway_host, settings.gateway_port)
 
     def stop(self) -> None:
         self._stop.set()
@@ -147,8 +151,7 @@ class Gateway:
         ping = s.gateway_ping_interval_s or None
         async with serve(
             self._handle,
-            s.gateway_host,
-            s.gateway_port,
+            sock=self._socket,
             process_request=self._check_request,
             select_subprotocol=_select_subprotocol,
             max_size=s.gateway_max_frame_bytes,
@@ -220,6 +223,18 @@ class Gateway:
             await self.forwarder.send(envelope(cp, message.encode(), received))
 
 
+def _chargers_socket(host: str, port: int) -> socket.socket:
+    # Bound here, before the service's task groups: a port in use (another
+    # gateway on the host) stops it with one line, not a traceback.
+    try:
+        return bind(host, port)
+    except OSError as exc:
+        raise SystemExit(
+            f"ocpp-gateway: cannot listen for chargers on {host}:{port} ({why(exc)}); "
+            "choose another OCPP_GATEWAY_PORT"
+        ) from None
+
+
 async def serve_gateway(
     settings: GatewaySettings,
     credentials: Credentials | None,
@@ -235,7 +250,7 @@ async def serve_gateway(
     health = HealthServer(redis_probe(redis), settings.health_port)
 
     async def run() -> None:
-        await health.alongside(gateway.run)
+        await registered(redis, "gateway", health, gateway.run)
 
     try:
         await run_until_signalled(run, gateway.stop, log)

@@ -13,6 +13,7 @@ from processor.consumer import Consumer
 from processor.dispatch import Dispatcher, Limits
 from processor.handlers import ROUTES
 from processor.health import HealthServer, redis_probe
+from processor.instances import registered
 from processor.lifecycle import run_until_signalled
 from processor.logs import setup
 from processor.redis_io import TRANSIENT, connect
@@ -58,7 +59,7 @@ async def serve(settings: ProcessorSettings, providers: Providers | None = None)
     async def run() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(sweeper.run)
-            await health.alongside(consumer.run)
+            await registered(redis, "processor", health, consumer.run, consumer=name)
             sweeper.stop()
 
     def stop() -> None:

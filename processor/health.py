@@ -1,6 +1,7 @@
 """Liveness and readiness over HTTP, for container and orchestrator probes.
 
-Each long-running service answers on a port of its own (``OCPP_HEALTH_PORT``):
+Each long-running service answers on a port of its own (``OCPP_HEALTH_PORT``,
+or a free one if that is taken: :func:`listen`):
 
     GET /livez    200 {"alive": true} while its event loop runs
     GET /readyz   200 {"ready": true}
@@ -21,6 +22,7 @@ work in hand is done).
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator
@@ -34,6 +36,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from processor import keys
+from processor.listening import bind, why
 from processor.logs import redact
 from processor.redis_io import TRANSIENT, group_exists
 from processor.types import ASGIApp, Probe, Receive, Scope, Send
@@ -159,26 +162,53 @@ class _Server(uvicorn.Server):
         yield
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port`` or, if something already listens
+    there, on a free port the OS picks on ``host`` (logged as a warning).
+
+    Replicas started by hand or by systemd on one host all want the same
+    default port, and a replica must not die for its probes: the one that
+    finds the port taken serves them elsewhere and says where (and its entry
+    in ``ocpp:instances`` does too). Any other failure (a low port without
+    the right, an address the host does not have) is a setting to correct:
+    SystemExit naming it."""
+    try:
+        return bind(host, port)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise _unusable(host, port, exc) from None
+        taken = exc
+    try:
+        sock = bind(host, 0)
+    except OSError as exc:
+        raise _unusable(host, 0, exc) from None
+    log.warning(
+        "health port %d is taken on %s (%s), by another replica or another program: "
+        "serving health probes on http://%s:%d instead",
+        port, host, why(taken), host, sock.getsockname()[1],
+    )  # fmt: skip
+    return sock
+
+
+def _unusable(host: str, port: int, exc: OSError) -> SystemExit:
+    return SystemExit(
+        f"cannot serve health probes on {host}:{port} ({why(exc)}); "
+        "choose another OCPP_HEALTH_PORT, or 0 for none"
+    )
+
+
 class HealthServer:
     """Serves :func:`health_app` for ``probe`` on ``host:port`` from
     :meth:`run` until :meth:`stop`. Port 0 serves nothing: :meth:`run`
     returns at once.
 
-    The constructor binds the port, so a port in use stops the service at
-    start (SystemExit naming the port), before it takes any work.
+    The constructor binds the port (see :func:`listen`: a port in use gives
+    way to a free one, any other failure stops the service at start), so
+    the probes answer before the service takes any work.
     """
 
     def __init__(self, probe: Probe, port: int, host: str = "0.0.0.0") -> None:
-        self._socket: socket.socket | None = None
-        if port:
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            try:
-                self._socket = socket.create_server((host, port), family=family)
-            except OSError as exc:
-                raise SystemExit(
-                    f"cannot serve health probes on {host}:{port} ({exc.strerror}); "
-                    "choose another OCPP_HEALTH_PORT, or 0 for none"
-                ) from None
+        self._socket = listen(host, port) if port else None
         self._server = _Server(
             uvicorn.Config(
                 health_app(probe),
@@ -197,8 +227,13 @@ class HealthServer:
         )
 
     @property
+    def host(self) -> str:
+        """The address listened on (``0.0.0.0``: every interface); empty if none."""
+        return str(self._socket.getsockname()[0]) if self._socket else ""
+
+    @property
     def port(self) -> int:
-        """The port listened on; 0 if none."""
+        """The port listened on, which may not be the one asked for; 0 if none."""
         return int(self._socket.getsockname()[1]) if self._socket else 0
 
     async def run(self) -> None:

@@ -46,6 +46,9 @@ ID_TAG_PREFIX = "ocpp:idtag:"
 # Notifications that need no state of their own, and security events.
 EVENTS = "ocpp:events"
 SECURITY_EVENTS = "ocpp:security-events"
+# The running replicas of every long-running service and where their health
+# probes answer: field <service>@<host>:<pid> (processor/instances.py).
+INSTANCES = "ocpp:instances"
 
 
 def responses(charge_point_id: str) -> str:

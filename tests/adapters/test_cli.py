@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import msgspec
 import pytest
 import redis as redis_sync
 
 from adapters.devstack import Service, free_port, wait_for
-from processor import keys
+from processor import instances, keys
+from processor.instances import Instance
 from tests.adapters.test_api import CP, charger_receives, seed
 from tests.messages import call
 
@@ -177,6 +179,24 @@ def test_health_checks_redis_and_the_group(redis_db: str, r: redis_sync.Redis) -
     r.xgroup_create("ocpp:inbound", "processors", id="0", mkstream=True)
     assert ok(redis_db, "health", "--group") == {"redis": "ok", "group": "ok"}
     fails("redis://127.0.0.1:1/0", 3, "health")
+
+
+def test_instances_lists_the_live_ones(redis_db: str) -> None:
+    assert ok(redis_db, "instances") == {"instances": []}
+    now = instances.now_ms()
+    alive = Instance(service="processor", host="node-1", pid=7, consumer="node-1-7",
+                     health_url="http://node-1:41234", started_ms=now - 60_000,
+                     last_seen_ms=now - 2_000)  # fmt: skip
+    killed = msgspec.structs.replace(alive, pid=8, last_seen_ms=now - instances.STALE_AFTER_MS - 1)
+    with redis_sync.Redis.from_url(redis_db) as r:
+        r.hset(keys.INSTANCES, alive.field, instances.encode(alive))
+        r.hset(keys.INSTANCES, killed.field, instances.encode(killed))
+        [shown] = ok(redis_db, "instances")["instances"]
+        assert r.hlen(keys.INSTANCES) == 2  # pruning is the services' job
+    ago = shown.pop("last_seen_s_ago")
+    assert shown == {"service": "processor", "host": "node-1", "pid": 7,
+                     "consumer": "node-1-7", "health_url": "http://node-1:41234"}  # fmt: skip
+    assert 2.0 <= ago < 30
 
 
 def test_probe_answers_as_a_container_health_check(

@@ -194,6 +194,10 @@ def test_the_pipeline_runs_under_its_own_users(acl: Acl, tmp_path: Path) -> None
         done = cli(acl.url("ocpp-api"), "charge-point", CP)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["registration_status"] == "Accepted"
+        done = cli(acl.url("ocpp-api"), "instances")
+        assert done.returncode == 0, done.stderr
+        listed = json.loads(done.stdout)["instances"]
+        assert sorted(i["service"] for i in listed) == ["adapter", "gateway", "processor"]
         done = cli(acl.url("ocpp-processor"), "health", "--group")
         assert done.returncode == 0, done.stderr
         summary = finish(charger)
@@ -212,6 +216,7 @@ def test_the_pipeline_runs_under_its_own_users(acl: Acl, tmp_path: Path) -> None
     for module in ("adapters.gateway", "adapters", "processor", "adapters.api"):
         assert "NOPERM" not in stack.log(module), stack.log(module)
     assert admin.llen(keys.REQUESTS) == 0
+    assert admin.exists(keys.INSTANCES) == 0  # each took itself out as it stopped
 
 
 # (user, command): each must be refused with NOPERM.
@@ -236,6 +241,13 @@ REFUSED = [
     ("ocpp-processor", ("RPOP", "ocpp:responses:X")),
     ("ocpp-processor", ("LPUSH", keys.REQUESTS, "x")),
     ("ocpp-processor", ("SADD", keys.KNOWN_CHARGE_POINTS, "X")),
+    # The registry of instances: each service its own hash commands there
+    # only, which write nothing anywhere else; the API and CLI read it.
+    ("ocpp-adapter", ("HSET", keys.INBOUND, "f", "v")),
+    ("ocpp-adapter", ("DEL", keys.INSTANCES)),
+    ("ocpp-gateway", ("HSET", "ocpp:responses:X", "f", "v")),
+    ("ocpp-processor", ("DEL", keys.INSTANCES)),
+    ("ocpp-api", ("HSET", keys.INSTANCES, "f", "v")),
     # Nobody but the admin administers.
     *[(user, cmd) for user in USERS[1:] for cmd in
       [("FLUSHALL",), ("CONFIG", "GET", "*"), ("KEYS", "*"), ("ACL", "LIST")]],

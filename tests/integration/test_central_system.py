@@ -49,8 +49,9 @@ PROCESSOR_ENV = {
     # The processor imports this module for the DataTransfer handler below.
     "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
 }
-# Keys of the pipeline itself rather than of the central system's state.
-PLUMBING = {keys.REQUESTS, keys.INBOUND}
+# Keys of the pipeline itself (and the services' registry of themselves)
+# rather than of the central system's state.
+PLUMBING = {keys.REQUESTS, keys.INBOUND, keys.INSTANCES}
 
 
 async def echo_vendor(ctx: Context, req: DataTransfer) -> DataTransferResponse:

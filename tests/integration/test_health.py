@@ -3,6 +3,7 @@ container health check or an orchestrator sees."""
 
 from __future__ import annotations
 
+import re
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -104,10 +105,23 @@ def test_processor_not_ready_until_its_group_exists(redis_db: str) -> None:
         assert processor.terminate() == 0
 
 
-def test_a_taken_health_port_stops_the_service_at_start(redis_db: str) -> None:
+def test_a_taken_health_port_gives_way_to_a_free_one(redis_db: str) -> None:
+    """What a second replica on a host meets: it keeps running, serving its
+    probes on a port the OS picked, and its log says which."""
     with socket.create_server(("0.0.0.0", 0)) as taken, tempfile.TemporaryFile() as log:
         port = taken.getsockname()[1]
         service = Service("adapters", redis_db, health_port=port, log=log)
-        assert service.process.wait(TIMEOUT) == 1
-        log.seek(0)
-        assert f"0.0.0.0:{port}" in log.read().decode()
+        try:
+            said = re.compile(rf"health port {port} is taken .* on http://0\.0\.0\.0:(\d+) ")
+
+            def logged() -> re.Match[str] | None:
+                log.seek(0)
+                return said.search(log.read().decode())
+
+            wait_for(lambda: not service.alive() or logged(), TIMEOUT, "the warning")
+            found = logged()
+            assert found is not None, "the service exited"
+            service.health_port = int(found[1])
+            assert answers(service, "/readyz", 200) == {"ready": True}
+        finally:
+            assert service.terminate() == 0

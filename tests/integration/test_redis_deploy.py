@@ -45,11 +45,15 @@ PASSWORDS = {user: f"-{user}/&\\'\"$(id)`id`%s#>~é" for user in USERS}
 ENVIRONMENT = {variable(user): password for user, password in PASSWORDS.items()}
 
 
+# A rule, or a selector: rules in parentheses, one argument of ACL SETUSER.
+RULE = re.compile(r"\([^)]*\)|\S+")
+
+
 def shipped_rules() -> dict[str, list[str]]:
     """Each user's rules in the shipped file, its password placeholder left out."""
     rules = {}
     for line in ACL_FILE.read_text().splitlines():
-        _, user, *rest = line.split()
+        _, user, *rest = RULE.findall(line)
         rules[user] = [rule for rule in rest if not PLACEHOLDER.fullmatch(rule)]
     return rules
 

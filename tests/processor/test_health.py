@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import signal
 import socket
 
@@ -91,11 +93,43 @@ async def test_port_zero_serves_nothing() -> None:
     await server.run()  # returns at once
 
 
-def test_a_port_in_use_stops_the_service() -> None:
+async def test_a_port_in_use_gives_way_to_a_free_one(caplog: pytest.LogCaptureFixture) -> None:
+    """Another replica on the host has the port: this one serves elsewhere,
+    says where, and answers there."""
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        with pytest.raises(SystemExit, match=f"127.0.0.1:{port} .*OCPP_HEALTH_PORT"):
-            HealthServer(probe_saying(None), port, host="127.0.0.1")
+        with caplog.at_level(logging.WARNING, "processor.health"):
+            server = HealthServer(probe_saying(None), port, host="127.0.0.1")
+        assert server.port not in (0, port)
+        assert server.host == "127.0.0.1"
+        [warning] = caplog.records
+        assert warning.levelno == logging.WARNING
+        said = warning.getMessage()
+        assert f"health port {port} is taken on 127.0.0.1" in said
+        assert "Address already in use" in said
+        assert f"http://127.0.0.1:{server.port}" in said
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as c:
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(server.run)
+                    assert (await c.get("/livez")).json() == {"alive": True}
+                    server.stop()
+
+
+def test_an_address_the_host_lacks_stops_the_service() -> None:
+    # 192.0.2.0/24 is for documentation: no host has it. Bound, never sent to.
+    with pytest.raises(SystemExit, match="192.0.2.1:9101 .*OCPP_HEALTH_PORT"):
+        HealthServer(probe_saying(None), 9101, host="192.0.2.1")
+
+
+def test_a_port_without_the_right_stops_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests may run as root, who may bind any port: the refusal is simulated.
+    def refused(address: tuple[str, int], **kwargs: object) -> socket.socket:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(socket, "create_server", refused)
+    with pytest.raises(SystemExit, match=r"0.0.0.0:80 \(Permission denied\)"):
+        HealthServer(probe_saying(None), 80)
 
 
 async def test_served_by_uvicorn_until_stopped() -> None:
