@@ -75,7 +75,7 @@ from processor.command_queue import CommandQueue
 from processor.health import Liveness, Readiness, ReadinessCheck, redis_probe
 from processor.logs import setup
 from processor.messages import CENTRAL_INITIATED
-from processor.redis_io import connect
+from processor.redis_io import connect, describe
 from processor.settings import LogLevel, RedisUrl, load
 from processor.telemetry import Providers, configured, disabled
 
@@ -269,7 +269,7 @@ async def healthz(state: State) -> Response[Health]:
         with anyio.fail_after(2):
             await _redis(state).ping()
     except (RedisError, OSError, TimeoutError) as exc:
-        log.warning("health check: redis does not answer: %r", exc)
+        log.warning("health check: redis does not answer: %s", describe(exc))
         return Response(Health(status="unavailable"), status_code=503)
     return Response(Health(status="ok"))
 

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from adapters.api_models import Problem
 from adapters.api_queries import InvalidInput, NotFound
+from processor.redis_io import describe
 
 log = logging.getLogger("api")
 
@@ -70,7 +71,7 @@ def _on_invalid(request: Request[Any, Any, Any], exc: InvalidInput) -> Response[
 
 
 def _on_redis_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
-    log.warning("redis unavailable for %s %s: %r", request.method, request.url.path, exc)
+    log.warning("redis unavailable for %s %s: %s", request.method, request.url.path, describe(exc))
     return problem(503, "Redis is unavailable; try again", "Service Unavailable")
 
 

@@ -36,7 +36,7 @@ from adapters import api_queries as q
 from processor import instances, keys
 from processor.command_queue import CommandQueue
 from processor.logs import setup
-from processor.redis_io import connect, group_exists
+from processor.redis_io import connect, describe, group_exists
 from processor.settings import RedisUrl, env_name
 from processor.telemetry import Providers, configured, disabled
 from processor.trace_context import tracing
@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         except UnicodeError as exc:  # an id or tag with bytes that are not UTF-8
             return _fail(INVALID, "invalid input", f"not valid UTF-8: {exc}")
         except (RedisError, OSError) as exc:
-            return _fail(UNAVAILABLE, "redis unavailable", repr(exc))
+            return _fail(UNAVAILABLE, "redis unavailable", describe(exc))
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(result), indent=2).decode() + "\n")
     return OK
 

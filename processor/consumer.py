@@ -27,7 +27,7 @@ from processor.consumer_telemetry import GROUP_STATS_INTERVAL_S, Prepared, Proce
 from processor.dispatch import Delivery, Dispatcher, Outcome
 from processor.lifecycle import Stopper
 from processor.logs import trace_fields
-from processor.redis_io import TRANSIENT, Backoff, group_lost
+from processor.redis_io import TRANSIENT, Backoff, describe, group_lost
 from processor.settings import ProcessorSettings
 from processor.stream import GroupStream
 
@@ -200,7 +200,9 @@ class Consumer:
             try:
                 batch = await self._stream.read(self._settings.batch_size, None, start=after)
             except _DRAIN_ERRORS as exc:
-                log.warning("could not drain pending entries, left for other replicas: %r", exc)
+                log.warning(
+                    "could not drain pending entries, left for other replicas: %s", describe(exc)
+                )
                 return
             if not batch:
                 return

@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 from processor import keys
 from processor.listening import bind, why
 from processor.logs import redact
-from processor.redis_io import TRANSIENT, group_exists
+from processor.redis_io import TRANSIENT, describe, group_exists
 from processor.types import ASGIApp, Probe, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class ReadinessCheck:
             reason = await self._probe()
         except Exception as exc:  # a bug in a probe is "not ready", not a dead server
             log.exception("readiness probe failed")
-            reason = f"probe failed: {exc!r}"
+            reason = f"probe failed: {describe(exc)}"
         result = Readiness(ready=reason is None, reason=redact(reason or ""))
         if result.ready != self._ready:
             if result.ready:

@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from processor import keys
 from processor.health import HealthServer
 from processor.lifecycle import Stopper
+from processor.redis_io import describe
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ class Registry:
         except TimeoutError:
             self._failed(f"no answer within {self._interval_s:g} s")
         except _FAULTS as exc:
-            self._failed(_reason(exc))
+            self._failed(describe(exc))
         else:
             if self._failing:
                 log.info("%s is in %s again", me.field, keys.INSTANCES)
@@ -241,12 +242,8 @@ class Registry:
                 await self._redis.hdel(keys.INSTANCES, self._me.field)
                 return
             except _FAULTS as exc:
-                why = _reason(exc)
+                why = describe(exc)
         log.warning("%s left in %s until it goes stale (%s)", self._me.field, keys.INSTANCES, why)
-
-
-def _reason(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 async def registered(

@@ -91,6 +91,12 @@ def script(redis: Redis, package: str, name: str, *includes: str) -> AsyncScript
     return redis.register_script("\n".join(filter(None, [shebang, *shared, body])))
 
 
+def describe(exc: BaseException) -> str:
+    """What went wrong, for a log line or a message: redis-py 8's repr() of
+    its errors names only their kind (``network:ConnectionError``)."""
+    return f"{type(exc).__name__}: {exc}"
+
+
 class Backoff:
     """Exponential backoff across a Redis outage, logged once when it starts
     and once when it ends rather than on every failed try."""
@@ -105,7 +111,7 @@ class Backoff:
     async def wait(self, exc: BaseException) -> None:
         if not self.down:
             self.down = True
-            self._log.warning("redis unavailable, retrying with backoff: %r", exc)
+            self._log.warning("redis unavailable, retrying with backoff: %s", describe(exc))
         await anyio.sleep(self._delay)
         self._delay = min(self._cap, self._delay * 2)
 

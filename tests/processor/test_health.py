@@ -68,7 +68,7 @@ async def test_a_failing_probe_is_not_ready(caplog: pytest.LogCaptureFixture) ->
         with caplog.at_level(logging.ERROR, "processor.health"):
             resp = await c.get("/readyz")
     assert resp.status_code == 503
-    assert resp.json() == {"ready": False, "reason": "probe failed: ValueError('bug')"}
+    assert resp.json() == {"ready": False, "reason": "probe failed: ValueError: bug"}
     assert caplog.records[0].exc_info is not None
 
 
