@@ -118,6 +118,11 @@ def _with_payload(raw: bytes, payload: bytes) -> bytes:
     return raw.replace(b"{}]", payload + b"]")
 
 
+def _processors(client: redis.Redis) -> int:
+    """Processors running, as they list themselves once they handle SIGTERM."""
+    return sum(f.startswith(b"processor@") for f in client.hkeys(keys.INSTANCES))
+
+
 def test_hostile_frames_stop_no_processor(redis_db: str, client: redis.Redis) -> None:
     """Frames that cost a decoder its stack, pushed through the real adapter
     and two processors: each refused to its charger or dead-lettered with
@@ -145,9 +150,11 @@ def test_hostile_frames_stop_no_processor(redis_db: str, client: redis.Redis) ->
     ]
     n = 500
     valid = [call(CPS[i % len(CPS)], f"h{i}", "Heartbeat", {}) for i in range(n)]
-    push(client, *refused.values(), *dead, *valid)
     services = [Service("adapters", redis_db), *(Service("processor", redis_db) for _ in range(2))]
     try:
+        # Both processors up before the poison arrives: each must survive it.
+        wait_for(lambda: _processors(client) == 2, 20, "both processors to start")
+        push(client, *refused.values(), *dead, *valid)
         replies = collect(client, CPS, n, timeout=30)
         errors = collect(client, list(refused), len(refused), timeout=10)
         wait_for(lambda: client.xlen(keys.DEAD) == len(dead), 10, "the dead letters")
