@@ -286,7 +286,7 @@ class System:
     def exchange(self, phase: Phase, rate: float | None) -> Tracker:
         """Send the phase and collect its replies; fails unless each message
         got exactly one, valid for its action (checked once the clock stops)."""
-        tracker = self._exchange(phase.name, phase.envelopes(receipt_time()), rate)
+        tracker = self._exchange(phase.name, phase.envelopes(receipt_time()), rate, phase.routes)
         problems = check_replies(phase, tracker.replies)
         if problems:
             raise BenchFailure(

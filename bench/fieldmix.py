@@ -216,6 +216,16 @@ class Phase:
     def actions(self) -> Counter[str]:
         return Counter(p.action for p in self.messages)
 
+    @property
+    def routes(self) -> list[int]:
+        """Each message's charger, by index."""
+        return [p.charger for p in self.messages]
+
+    def only(self, name: str, action: str) -> Phase:
+        """This phase's messages of one action, in order, as a phase of its
+        own (named ``name``) whose sessions are this one's; bound when it is."""
+        return Phase(name, self.charge_points, [p for p in self.messages if p.action == action])
+
 
 class Fleet:
     """The chargers of one run and their state, which carries over from one

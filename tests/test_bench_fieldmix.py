@@ -173,3 +173,12 @@ def test_heartbeat_mix_is_heartbeats_from_every_charger_in_turn() -> None:
     phase = Fleet(CHARGERS, "heartbeat", now=NOW).phase("h", 20)
     assert phase.actions == Counter({"Heartbeat": 20}) and not phase.starts
     assert [decoded(e)[0] for e in phase.envelopes(STAMP)][:8] == [*CHARGERS, CHARGERS[0]]
+
+
+def test_a_phase_split_by_action_keeps_each_message_and_its_charger() -> None:
+    phase = Fleet(CHARGERS, now=NOW).phase("t", 700)
+    answered(phase)
+    part = phase.only("x", "StopTransaction")
+    assert part.routes == [p.charger for p in phase.messages if p.action == "StopTransaction"]
+    replies = [_reply(e) for e in part.envelopes(STAMP)]
+    assert len(replies) == 28 and check_replies(part, replies) == []
