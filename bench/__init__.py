@@ -1,2 +1,4 @@
-"""Benchmarks: ``python -m bench.e2e`` runs the system end to end against a
-Python port of the user's Phase 1 processor (``bench/baseline_brpop.py``)."""
+"""Benchmarks: ``python -m bench.e2e`` runs the system end to end on traffic
+shaped like a fleet (``bench/fieldmix.py``) and on Heartbeats, against a bare
+stream consumer (``bench/baseline_bare.py``) and a Python port of the user's
+Phase 1 processor (``bench/baseline_brpop.py``)."""

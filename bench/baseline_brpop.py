@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import time
 from datetime import UTC, datetime
-from types import FrameType
 from typing import Any
 
 import redis
 
+from bench.baseline_process import Stopping, serve
 from processor import keys
 
 log = logging.getLogger("baseline")
@@ -78,18 +76,10 @@ def handle(client: redis.Redis, raw: bytes) -> None:
         log.warning("unknown message type: %r", message_type)
 
 
-def run(client: redis.Redis) -> int:
+def run(client: redis.Redis, stopping: Stopping) -> int:
     """Handle messages until SIGTERM or SIGINT; returns how many were popped."""
-    stopping = False
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     handled = 0
-    while not stopping:
+    while not stopping.requested:
         try:
             popped: Any = client.brpop([keys.REQUESTS], timeout=BLOCK_S)
         except redis.ConnectionError as exc:
@@ -104,15 +94,7 @@ def run(client: redis.Redis) -> int:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://localhost:6379/0"))
-    client.ping()
-    log.info("baseline started")
-    try:
-        handled = run(client)
-    finally:
-        client.close()
-    log.info("baseline stopped after %d messages", handled)
+    serve("baseline", run)
 
 
 if __name__ == "__main__":

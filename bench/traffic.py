@@ -75,12 +75,16 @@ def heartbeats(phase: str, count: int, charge_points: Sequence[str]) -> list[byt
 @dataclass
 class Tracker:
     """Replies seen for one phase: each message id exactly once, on the
-    right charger's list, as a CALLRESULT; latencies if send times are kept."""
+    right charger's list, as a CALLRESULT; latencies if send times are kept,
+    and the replies themselves if ``keep`` (checked once the clock stops).
+    Message ``i`` is from charger ``routes[i]``, or ``i % len(charge_points)``."""
 
     phase: str
     expected: int
     charge_points: Sequence[str]
     sent_at: list[float] | None = None
+    routes: Sequence[int] | None = None
+    keep: bool = False
     received: int = 0
     first_at: float = 0.0
     last_at: float = 0.0
@@ -89,6 +93,7 @@ class Tracker:
     def __post_init__(self) -> None:
         self._seen = bytearray(self.expected)
         self._keys = [keys.responses(cp).encode() for cp in self.charge_points]
+        self.replies: list[bytes | None] = [None] * self.expected if self.keep else []
 
     @property
     def done(self) -> bool:
@@ -98,11 +103,14 @@ class Tracker:
         """Record ``replies`` popped from list ``key`` at time ``at``."""
         for raw in replies:
             i = self._index(raw)
-            if self._keys[i % len(self._keys)] != key:
+            route = self.routes[i] if self.routes is not None else i % len(self._keys)
+            if self._keys[route] != key:
                 raise BenchFailure(f"reply to {self.phase}{i} on the wrong list {key!r}")
             if self._seen[i]:
                 raise BenchFailure(f"second reply to message {self.phase}{i}")
             self._seen[i] = 1
+            if self.keep:
+                self.replies[i] = raw
             if self.sent_at is not None:
                 self.latencies.append(at - self.sent_at[i])
         if self.received == 0:
