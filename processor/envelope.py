@@ -180,7 +180,6 @@ class _Head(msgspec.Struct):
 
 
 _head_decoder: Final = msgspec.json.Decoder(_Head)
-_frame_head_decoder: Final = msgspec.json.Decoder(list[msgspec.Raw])
 # Read the fallback for at most this many times the envelope limit: past
 # it, finding whom to tell costs more than telling them is worth.
 _READ_FACTOR: Final = 16
