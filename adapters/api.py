@@ -333,6 +333,8 @@ def create_app(settings: ApiSettings, providers: Providers | None = None) -> Lit
         security=[{"bearer": []}] if auth else None,
         # Only /v1: health checks and the schema make no spans.
         middleware=[api_telemetry.request_spans(telemetry)] if telemetry.enabled else None,
+        # Only /v1 routes take bodies; health checks read none.
+        before_request=bounded_body,
     )
     return Litestar(
         route_handlers=[v1, livez, readyz, healthz],
@@ -351,13 +353,17 @@ def create_app(settings: ApiSettings, providers: Providers | None = None) -> Lit
         ),
         logging_config=None,
         request_max_body_size=q.MAX_BODY_BYTES,
-        before_request=bounded_body,
     )
+
+
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 
 async def bounded_body(request: Request[Any, Any, Any]) -> None:
     """Refuse a body nested too deeply for a decoder before any route's
     parameters are decoded: msgspec would raise RecursionError (a 500)."""
+    if request.method not in _WITH_BODY:
+        return
     body = await request.body()
     if body and not json_depth.within(body):
         raise ClientException(f"the body nests deeper than {json_depth.MAX_DEPTH} levels")
