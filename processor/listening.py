@@ -9,10 +9,19 @@ import socket
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A socket listening on ``host:port`` (IPv6 if ``host`` is an IPv6
-    address; port 0: one the OS picks). Raises OSError."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family)
+    """A socket listening on ``host:port`` (port 0: one the OS picks).
+    Raises OSError.
+
+    ``""`` is every interface, IPv6 too where the host has it; a name is
+    its first address (one socket, so one address to give out)."""
+    if not host:
+        if socket.has_dualstack_ipv6():
+            return socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True)
+        return socket.create_server(("", port))
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    return socket.create_server(address, family=family)
 
 
 def why(exc: OSError) -> str:
