@@ -277,7 +277,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     except (OSError, ValueError, ssl.SSLError) as exc:
         raise SystemExit(f"ocpp-gateway: {exc}") from None
-    with configured("ocpp-gateway") as providers:
+    # It makes no spans yet: no exporter process to keep idle (offload=False).
+    with configured("ocpp-gateway", offload=False) as providers:
         anyio.run(serve_gateway, settings, credentials, tls, providers, backend="asyncio")
 
 

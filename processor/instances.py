@@ -27,7 +27,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import anyio
 import msgspec
@@ -35,9 +35,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from processor import keys
-from processor.health import HealthServer
 from processor.lifecycle import Stopper
 from processor.redis_io import describe
+
+if TYPE_CHECKING:
+    # For its type only: ocpp-cli reads the registry, and a health check
+    # that runs it every few seconds should not import uvicorn.
+    from processor.health import HealthServer
 
 log = logging.getLogger(__name__)
 
