@@ -6,7 +6,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint check bench redis-server
+.PHONY: demo test lint check bench redis-server postgresql
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,19 @@ redis-server:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; \
 	fi
 
-demo: $(BIN)/.installed redis-server
+# Tests start their own PostgreSQL unless DATABASE_URL is set. Debian keeps
+# its binaries off PATH, in /usr/lib/postgresql/<version>/bin.
+postgresql:
+	@if [ -z "$$DATABASE_URL" ] && ! command -v initdb >/dev/null \
+		&& ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql >/dev/null; \
+	fi
+
+demo: $(BIN)/.installed redis-server postgresql
 	$(BIN)/ocpp-demo
 
-test: $(BIN)/.installed redis-server
+test: $(BIN)/.installed redis-server postgresql
 	$(BIN)/pytest
 
 lint: $(BIN)/.installed

@@ -1,11 +1,13 @@
 """Processes for running the system on one machine: a private redis-server
-on a free port and the services as subprocesses. The demo, the integration
+and a private PostgreSQL on free ports, and the services as subprocesses. The demo, the integration
 tests and the benchmarks share these, so they all run the real thing.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -169,6 +171,176 @@ class RedisServer:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _postgres_bin(name: str) -> str | None:
+    """``name`` (initdb, postgres) on PATH, else from Debian's versioned
+    directory, which is not on PATH; the newest version there."""
+    found = shutil.which(name)
+    if found is not None:
+        return found
+    versions = [Path(path) for path in glob.glob(f"/usr/lib/postgresql/*/bin/{name}")]
+    versions = [path for path in versions if path.parent.parent.name.isdigit()]
+    return str(max(versions, key=lambda path: int(path.parent.parent.name))) if versions else None
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` still runs (zombies do not count:
+    they hold no shared memory any more)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+class PostgresServer:
+    """A private PostgreSQL (initdb on first start) listening on 127.0.0.1
+    only, killable and restartable on the same port and data directory.
+
+    PostgreSQL refuses to run as root, so as root initdb and the server run
+    as the ``postgres`` system user, which then owns ``directory``. They are
+    started with ``Popen(user=...)`` rather than through ``runuser``: the
+    process we hold is then the postmaster itself, which a SIGKILL reaches.
+    ``fsync`` stays on as in production unless a test asks otherwise."""
+
+    def __init__(
+        self, port: int | None = None, directory: Path | None = None, *, fsync: bool = True
+    ) -> None:
+        initdb, postgres = _postgres_bin("initdb"), _postgres_bin("postgres")
+        if initdb is None or postgres is None:
+            raise RuntimeError(
+                "PostgreSQL not found (initdb, postgres): apt-get install -y postgresql"
+            )
+        self.initdb, self.postgres = initdb, postgres
+        self.user: pwd.struct_passwd | None = None
+        if os.geteuid() == 0:
+            try:
+                self.user = pwd.getpwnam("postgres")
+            except KeyError:
+                raise RuntimeError(
+                    "running as root, PostgreSQL needs the postgres system user:"
+                    " apt-get install -y postgresql"
+                ) from None
+        self.port = port or free_port()
+        self.fsync = fsync
+        self._own_dir = directory is None
+        self.directory = directory or Path(tempfile.mkdtemp(prefix="ocpp-pg-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def data(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "postgres.log"
+
+    @property
+    def url(self) -> str:
+        return self.url_for("postgres")
+
+    def url_for(self, database: str) -> str:
+        """The URL of ``database`` on this server (superuser ``postgres``, no password)."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _popen(self, args: Sequence[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+        """``args`` in ``directory``, as the postgres user when we are root."""
+        user = self.user
+        return subprocess.Popen(
+            args, stdout=log, stderr=log, cwd=self.directory,
+            # A session (process group) of its own: kill() ends the backends too.
+            start_new_session=True,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+            extra_groups=[] if user else None,
+        )  # fmt: skip
+
+    def _initdb(self) -> None:
+        (self.directory / "socket").mkdir(exist_ok=True)
+        if self.user is not None:
+            for path in (self.directory, self.directory / "socket"):
+                os.chown(path, self.user.pw_uid, self.user.pw_gid)
+        # --no-sync skips initdb's own flush of a throwaway cluster; the
+        # server's fsync setting is another matter.
+        with self.log.open("ab") as log:
+            initdb = self._popen(
+                [self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust",
+                 "-E", "UTF8", "--no-locale", "--no-sync", "--no-instructions"],
+                log,
+            )  # fmt: skip
+        if initdb.wait() != 0:
+            raise RuntimeError(f"initdb failed: see {self.log}")
+
+    def _status(self) -> str:
+        """The postmaster's state from its lock file ("ready" once it accepts
+        connections, as pg_ctl reads it); empty until our postmaster wrote it."""
+        try:
+            lines = (self.data / "postmaster.pid").read_text().splitlines()
+        except FileNotFoundError:
+            return ""
+        # A file a killed server left names its pid, not ours.
+        if self.process is None or len(lines) < 8 or lines[0] != str(self.process.pid):
+            return ""
+        return lines[7].strip()
+
+    def start(self, timeout: float = 30.0) -> PostgresServer:
+        if not (self.data / "PG_VERSION").exists():
+            self._initdb()
+        args = [
+            self.postgres, "-D", str(self.data), "-p", str(self.port),
+            "-c", "listen_addresses=127.0.0.1",
+            "-c", f"unix_socket_directories={self.directory / 'socket'}",
+            "-c", f"fsync={'on' if self.fsync else 'off'}",
+        ]  # fmt: skip
+        with self.log.open("ab") as log:
+            self.process = self._popen(args, log)
+
+        def ready() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"postgres exited: see {self.log}")
+            return self._status() == "ready"
+
+        wait_for(ready, timeout, f"postgres on port {self.port}")
+        return self
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> None:
+        """SIGINT is PostgreSQL's fast shutdown (clients are disconnected, a
+        checkpoint written); SIGTERM would wait for every client to leave.
+        SIGKILL is a crash: it goes to the backends too, as when the machine
+        dies, and returns once none is left holding the shared memory the
+        next start checks."""
+        if self.process is None:
+            return
+        if sig == signal.SIGKILL:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        else:
+            self.process.send_signal(sig)
+        self.process.wait(timeout)
+        pgid, self.process = self.process.pid, None
+        wait_for(lambda: not _group_alive(pgid), timeout, "postgres backends to exit")
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.kill()
+        if self._own_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> PostgresServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -122,8 +122,13 @@ class AdapterSettings(msgspec.Struct, kw_only=True, frozen=True):
     log_level: LogLevel = "INFO"
 
 
+# Settings named as the wider world names them: REDIS_URL as the user's
+# guide gives it, DATABASE_URL by convention.
+_UNPREFIXED = frozenset({"redis_url", "database_url"})
+
+
 def env_name(field: str) -> str:
-    return "REDIS_URL" if field == "redis_url" else "OCPP_" + field.upper()
+    return field.upper() if field in _UNPREFIXED else "OCPP_" + field.upper()
 
 
 def describe(cls: type[msgspec.Struct]) -> list[tuple[str, str, Any, str]]:

@@ -4,20 +4,27 @@ testcontainers Redis module or a private ``redis-server`` on a free port;
 ``auto`` takes the container when a Docker engine answers. Fault tests that
 kill or restart Redis always get a private server of their own
 (``private_redis``).
+
+PostgreSQL likewise: ``DATABASE_URL`` if set (its ``public`` schema is wiped
+before each test that uses it), else per ``OCPP_TEST_POSTGRES`` a container of
+the testcontainers Postgres module or a private server (``PostgresServer``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import asyncpg
 import pytest
 import redis as redis_sync
+from testcontainers.community.postgres import PostgresContainer
 from testcontainers.community.redis import RedisContainer
 
-from adapters.devstack import RedisServer, free_port
+from adapters.devstack import PostgresServer, RedisServer, free_port
 
 
 @pytest.fixture
@@ -81,16 +88,22 @@ def _container_redis() -> Iterator[str]:
         yield f"redis://{c.get_container_host_ip()}:{c.get_exposed_port(c.port)}/0"
 
 
+def _use_container(variable: str) -> bool:
+    """Whether ``variable`` (``OCPP_TEST_REDIS``, ``OCPP_TEST_POSTGRES``) asks
+    for testcontainers: ``testcontainers``, or ``auto`` with an engine answering."""
+    backend = os.environ.get(variable, "auto")
+    if backend not in ("auto", "testcontainers", "private"):
+        raise ValueError(f"{variable}={backend!r}: use auto, testcontainers or private")
+    return backend == "testcontainers" or (backend == "auto" and _docker_reachable())
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A Redis shared by the session; flushed before each test by ``redis_db``."""
     if url := os.environ.get("REDIS_URL"):
         yield url
         return
-    backend = os.environ.get("OCPP_TEST_REDIS", "auto")
-    if backend not in ("auto", "testcontainers", "private"):
-        raise ValueError(f"OCPP_TEST_REDIS={backend!r}: use auto, testcontainers or private")
-    if backend == "testcontainers" or (backend == "auto" and _docker_reachable()):
+    if _use_container("OCPP_TEST_REDIS"):
         with _container_redis() as url:
             yield url
         return
@@ -111,4 +124,43 @@ def redis_db(redis_url: str) -> Iterator[str]:
 def private_redis() -> Iterator[RedisServer]:
     """A redis-server of this test's own, to kill and restart at will."""
     with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL shared by the session; wiped before each test by ``postgres_db``."""
+    if url := os.environ.get("DATABASE_URL"):
+        yield url
+        return
+    if _use_container("OCPP_TEST_POSTGRES"):
+        image = os.environ.get("OCPP_TEST_POSTGRES_IMAGE", "postgres:16")
+        with PostgresContainer(image, driver=None) as container:
+            yield container.get_connection_url()
+        return
+    with PostgresServer() as server:
+        yield server.url
+
+
+async def _wipe(url: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        # Everything the archiver creates lives in public; a schema of its
+        # own would survive this, so none is used.
+        await connection.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def postgres_db(postgres_url: str) -> str:
+    """``postgres_url``, its ``public`` schema emptied for this test."""
+    asyncio.run(_wipe(postgres_url))
+    return postgres_url
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of this test's own, to kill and restart at will."""
+    with PostgresServer() as server:
         yield server

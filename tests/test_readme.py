@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from adapters.api import ApiSettings
+from adapters.archiver.settings import ArchiverSettings
 from adapters.gateway import GatewaySettings
 from processor.settings import AdapterSettings, ProcessorSettings, describe
 
@@ -18,6 +19,7 @@ SERVICES = {
     AdapterSettings: "ocpp-adapter",
     ApiSettings: "ocpp-api",
     GatewaySettings: "ocpp-gateway",
+    ArchiverSettings: "ocpp-archiver migrate",
 }
 
 
