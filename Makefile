@@ -30,7 +30,7 @@ postgresql:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
-demo: $(BIN)/.installed redis-server postgresql
+demo: $(BIN)/.installed redis-server
 	$(BIN)/ocpp-demo
 
 test: $(BIN)/.installed redis-server postgresql
