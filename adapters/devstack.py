@@ -15,10 +15,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 from urllib.parse import quote
 
 import redis
@@ -73,7 +74,44 @@ class TlsFiles:
     ca: Path
 
 
-class RedisServer:
+class LocalServer(ABC):
+    """A server process of the tests' or the demo's own, in a data directory
+    that is removed with it if it made it; killable and restartable on the
+    same port and directory, so a restart keeps its data."""
+
+    process: subprocess.Popen[bytes] | None
+    directory: Path
+    _own_dir: bool
+
+    @abstractmethod
+    def start(self, timeout: float = ...) -> Self: ...
+
+    @abstractmethod
+    def stop(self, sig: int = ..., timeout: float = ...) -> None:
+        """Stop it with ``sig`` (each server's clean shutdown by default)."""
+
+    def kill(self) -> None:
+        """SIGKILL: a crash."""
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.kill()
+        if self._own_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RedisServer(LocalServer):
     """A private ``redis-server`` with AOF on, killable and restartable on
     the same port and data directory (so a restart keeps its data).
 
@@ -160,22 +198,6 @@ class RedisServer:
         self.process.wait(timeout)
         self.process = None
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def close(self) -> None:
-        if self.process is not None:
-            self.stop(signal.SIGKILL)
-        if self._own_dir:
-            shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def _postgres_bin(name: str) -> str | None:
     """``name`` (initdb, postgres) on PATH, else from Debian's versioned
@@ -201,7 +223,7 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-class PostgresServer:
+class PostgresServer(LocalServer):
     """A private PostgreSQL (initdb on first start) listening on 127.0.0.1
     only, killable and restartable on the same port and data directory.
 
@@ -326,25 +348,6 @@ class PostgresServer:
         self.process.wait(timeout)
         pgid, self.process = self.process.pid, None
         wait_for(lambda: not _group_alive(pgid), timeout, "postgres backends to exit")
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def close(self) -> None:
-        if self.process is not None:
-            self.kill()
-        if self._own_dir:
-            shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> PostgresServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def console_script(name: str) -> str:
