@@ -16,12 +16,13 @@ import sys
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Self
 from urllib.parse import quote
 
+import anyio
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -62,6 +63,16 @@ def wait_for(
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+async def wait_until(condition: Callable[[], Awaitable[object]], interval: float = 0.01) -> None:
+    """Poll ``condition()``, awaited (a query), until it is true: :func:`wait_for`
+    for async code, whose deadline the caller sets (``anyio.fail_after``).
+    Polling, since what it waits on (another process) sends no event."""
+    while True:
+        if await condition():
+            return
+        await anyio.sleep(interval)
 
 
 @dataclass(frozen=True)

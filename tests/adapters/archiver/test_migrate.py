@@ -7,6 +7,7 @@ import os
 import subprocess
 from collections.abc import AsyncIterator
 
+import anyio
 import asyncpg
 import msgspec
 import pytest
@@ -20,7 +21,7 @@ from adapters.archiver.migrate import (
     ensure_partitions,
     migrate,
 )
-from adapters.devstack import console_script
+from adapters.devstack import console_script, wait_until
 
 TABLES = {
     "schema_migrations": "r",
@@ -114,11 +115,13 @@ def test_two_replicas_at_once_apply_it_once(postgres_db: str) -> None:
             await connection.execute(f"SELECT pg_advisory_lock({LOCK})")
             replicas = archiver_migrate(postgres_db), archiver_migrate(postgres_db)
             waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            deadline = asyncio.get_running_loop().time() + 30
-            while await connection.fetchval(waiting) < 2:
+
+            async def both_wait() -> bool:
                 assert all(r.poll() is None for r in replicas), "a replica exited early"
-                assert asyncio.get_running_loop().time() < deadline, "replicas never waited"
-                await asyncio.sleep(0.01)  # polling interval; the deadline bounds it
+                return bool(await connection.fetchval(waiting) >= 2)
+
+            with anyio.fail_after(30):  # both replicas wait for the lock
+                await wait_until(both_wait)
             await connection.execute(f"SELECT pg_advisory_unlock({LOCK})")
         finally:
             await connection.close()
