@@ -33,7 +33,8 @@ from tests.simulator import finish, sim
 TIMEOUT = 30.0
 ACL_FILE = Path(__file__).parents[2] / "deploy" / "redis-users.acl"
 PLACEHOLDER = re.compile(r"#REPLACE-WITH-SHA256-OF-THE-([A-Z-]+)-PASSWORD")
-USERS = ("ocpp-admin", "ocpp-gateway", "ocpp-adapter", "ocpp-processor", "ocpp-api")
+USERS = ("ocpp-admin", "ocpp-gateway", "ocpp-adapter", "ocpp-processor", "ocpp-api",
+         "ocpp-archiver")  # fmt: skip
 TOKEN = "acl-test-api-token"
 CP = "ACL-0001"
 
@@ -241,6 +242,11 @@ REFUSED = [
     ("ocpp-processor", ("RPOP", "ocpp:responses:X")),
     ("ocpp-processor", ("LPUSH", keys.REQUESTS, "x")),
     ("ocpp-processor", ("SADD", keys.KNOWN_CHARGE_POINTS, "X")),
+    # The archiver reads history and nothing else; the API cannot read it.
+    ("ocpp-archiver", ("XREADGROUP", "GROUP", keys.GROUP, "x", "STREAMS", keys.INBOUND, ">")),
+    ("ocpp-archiver", ("HGETALL", "ocpp:cp:X")),
+    ("ocpp-archiver", ("LPUSH", "ocpp:responses:X", "x")),
+    ("ocpp-api", ("XRANGE", keys.HISTORY, "-", "+")),
     # The registry of instances: each service its own hash commands there
     # only, which write nothing anywhere else; the API and CLI read it.
     ("ocpp-adapter", ("HSET", keys.INBOUND, "f", "v")),
