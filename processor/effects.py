@@ -72,13 +72,13 @@ class Effects:
         must be :func:`processor.clock.stored` text."""
         self.ops.append(["hset_newer", key, timestamp_field, timestamp, *_flatten(fields)])
 
-    def latest(self, key: str, values: Mapping[str, tuple[str, str]]) -> None:
-        """Per field of ``values`` (name -> (timestamp, value)), newest wins:
-        HSET name and ``name:at`` unless ``key`` holds a timestamp for it
-        that is not older. Timestamps are :func:`processor.clock.stored` text."""
+    def latest(self, key: str, values: Mapping[str, str]) -> None:
+        """Per field of ``values``, newest wins: HSET it unless ``key`` holds
+        a value for it that is not older. Each value opens with its
+        timestamp, :func:`processor.clock.stored` text (fixed width), a
+        space, then what to keep: ``"<timestamp> <unit> <value>"``."""
         if values:
-            flat = [x for name, (at, value) in values.items() for x in (name, at, value)]
-            self.ops.append(["latest", key, *flat])
+            self.ops.append(["latest", key, *(x for kv in values.items() for x in kv)])
 
     def hset_once(
         self, key: str, fields: Mapping[str, Arg], *, marker: str, fallback: str, kind: str

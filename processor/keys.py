@@ -85,7 +85,8 @@ def connectors(charge_point_id: str) -> str:
 
 
 def meter_latest(charge_point_id: str, connector_id: int) -> str:
-    """A connector's latest sample per measurand (``<measurand>[:phase][@location]``)."""
+    """A connector's latest sample per measurand: field
+    ``<measurand>[:phase][@location]``, value ``"<stored timestamp> <unit> <value>"``."""
     return f"{connector(charge_point_id, connector_id)}:latest"
 
 

@@ -6,6 +6,7 @@ outcomes, remove dead consumers. The policy of when to call which lives in
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,40 @@ def _text(value: object) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
+class RecentAdds:
+    """Set members this process has SADDed lately. Handlers add a charger's
+    connector to its set with every MeterValues and StatusNotification: the
+    member is almost always there already, and SADD from the commit script
+    was a Redis command per message for nothing. A member added within
+    ``ttl_s`` is not added again; after that it is, so a Redis that lost
+    its data gets it back within ``ttl_s``."""
+
+    def __init__(self, ttl_s: float = 60.0, max_size: int = 100_000) -> None:
+        self._ttl = ttl_s
+        self._max = max_size
+        self._until: dict[tuple[str, str], float] = {}
+
+    def fresh(self, ops: list[Any], now: float, batch: set[tuple[str, str]]) -> list[Any]:
+        """``ops`` less SADDs made lately or earlier in this ``batch``, to
+        which the SADDs it keeps are added."""
+        kept = []
+        for op in ops:
+            if len(op) == 4 and op[1] == "SADD" and op[0] == "call":
+                member = (op[2], op[3])
+                if member in batch or self._until.get(member, 0.0) > now:
+                    continue
+                batch.add(member)
+            kept.append(op)
+        return kept
+
+    def committed(self, added: set[tuple[str, str]], now: float) -> None:
+        if len(self._until) + len(added) > self._max:
+            self._until.clear()
+        until = now + self._ttl
+        for member in added:
+            self._until[member] = until
+
+
 class GroupStream:
     """``ocpp:inbound`` as seen by one consumer of the ``processors`` group."""
 
@@ -60,6 +95,7 @@ class GroupStream:
         self._claim = script(redis, "processor", "claim")
         self._gc = script(redis, "processor", "gc")
         self._claim_cursor: bytes | str = "0-0"
+        self._recent_adds = RecentAdds()
 
     async def ensure_group(self) -> bool:
         return await ensure_group(self.redis, self.stream, self.group)
@@ -106,6 +142,8 @@ class GroupStream:
         blobs: list[bytes] = []
         rows = []
         now = ""
+        clock_now = time.monotonic()
+        added: set[tuple[str, str]] = set()
         for o in outcomes:
             entry_id = o.entry_id.decode()
             raw_at = 0
@@ -121,14 +159,15 @@ class GroupStream:
             if records:
                 blobs.append(history.encode(records))
                 history_at = len(blobs)
+            ops = self._recent_adds.fresh(o.effects.ops, clock_now, added)
             rows.append(
-                (entry_id, o.reply_key, o.reply.decode(), o.dead_reason, raw_at, o.effects.ops,
-                 history_at)
-            )  # fmt: skip
+                (entry_id, o.reply_key, o.reply.decode(), o.dead_reason, raw_at, ops, history_at)
+            )
         result: list[Any] = await self._commit(
             keys=[self.stream, self.dead, self.history],
             args=[*self._commit_head, _packer.encode(rows), *blobs],
         )
+        self._recent_adds.committed(added, clock_now)
         return result
 
     async def group_stats(self) -> tuple[int | None, int | None]:

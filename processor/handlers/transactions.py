@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-import msgspec
-
 from processor import clock, history, keys
 from processor.handlers.common import id_tag_info, trusted_time
 from processor.messages import (
@@ -27,15 +25,8 @@ from processor.messages import (
     StopTransaction,
     StopTransactionResponse,
 )
-from processor.messages.metering import (
-    MeterValue,
-    SampledValue,
-    TransactionMeterValue,
-    TransactionSampledValue,
-)
+from processor.messages.metering import MeterValue, TransactionMeterValue
 from processor.types import Context
-
-_sample = msgspec.json.Encoder()
 
 
 async def start_transaction(ctx: Context, req: StartTransaction) -> StartTransactionResponse:
@@ -168,7 +159,7 @@ def _store_samples(
     """Every sampled value to history, one record per meterValue; the
     connector keeps only the latest value per measurand, newest-wins."""
     cp = ctx.charge_point_id
-    latest: dict[str, tuple[str, str]] = {}
+    latest: dict[str, str] = {}
     for reading in readings:
         when = trusted_time(ctx, reading.timestamp, "meter value")
         stamp = clock.stored(when)
@@ -183,18 +174,9 @@ def _store_samples(
                 + (f"@{sv.location}" if sv.location else "")
             )
             seen = latest.get(name)
-            if seen is None or seen[0] <= stamp:
-                latest[name] = (stamp, _latest_value(sv, stamp, transaction_id))
+            # Stamps are fixed-width: the newest reading's value wins.
+            if seen is None or seen <= stamp:
+                latest[name] = f"{stamp} {sv.unit or 'Wh'} {sv.value}"
         ctx.effects.record(history.MeterReading(cp, connector_id, transaction_id, stamp, samples))
     ctx.effects.latest(keys.meter_latest(cp, connector_id), latest)
     ctx.effects.call("SADD", keys.connectors(cp), connector_id)
-
-
-def _latest_value(
-    sv: SampledValue | TransactionSampledValue, stamp: str, transaction_id: int | None
-) -> str:
-    return _sample.encode(
-        {"timestamp": stamp, "value": sv.value, "unit": sv.unit or "Wh",
-         "context": sv.context or "Sample.Periodic", "format": sv.format or "Raw",
-         "transaction_id": transaction_id}
-    ).decode()  # fmt: skip

@@ -71,21 +71,20 @@ local function hset_newer(op)
 end
 
 local function latest(op)
-  -- key, then name, timestamp, value triples: hset_newer for many names at
-  -- once, one HMGET and one HSET whatever their number.
+  -- key, then field, value pairs, each value opening with its fixed-width
+  -- timestamp (27 characters): newest wins per field, by one HMGET and one
+  -- HSET whatever their number.
   local key, names = op[2], {}
-  for i = 3, #op, 3 do
-    names[#names + 1] = op[i] .. ':at'
+  for i = 3, #op, 2 do
+    names[#names + 1] = op[i]
   end
   local current = redis.call('HMGET', key, unpack(names))
   local set = {}
   for n, held in ipairs(current) do
-    local at = op[3 * n + 1]
-    if not held or held < at then
+    local value = op[2 * n + 2]
+    if not held or string.sub(held, 1, 27) < string.sub(value, 1, 27) then
       set[#set + 1] = names[n]
-      set[#set + 1] = at
-      set[#set + 1] = op[3 * n]
-      set[#set + 1] = op[3 * n + 2]
+      set[#set + 1] = value
     end
   end
   if #set == 0 then

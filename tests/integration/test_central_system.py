@@ -446,21 +446,12 @@ def test_meter_values_are_stored_per_connector(cs: CentralSystem) -> None:
         history.MeterReading("CP-MV", 2, None, stored(t2), [
             ("1300", None, None, None, None, None, None)]),
     ]  # fmt: skip
-    # ... and Redis keeps the latest per measurand, the spec's defaults
-    # filled in: measurand, unit, context, format.
-    expected = [
-        sample(t1, f"{energy}@Outlet", "1200.5"),
-        sample(t1, "Voltage:L1-N", "229.8", unit="V", context="Sample.Clock"),
-        sample(t2, energy, "1300"),
-    ]
-    latest = cs.hash(keys.meter_latest("CP-MV", 2))
-    assert {k: json.loads(v) for k, v in latest.items() if not k.endswith(":at")} == {
-        m.pop("name"): m for m, _ in expected
-    }
-    assert {k: v for k, v in latest.items() if k.endswith(":at")} == {
-        f"{energy}@Outlet:at": stored(t1),
-        "Voltage:L1-N:at": stored(t1),
-        f"{energy}:at": stored(t2),
+    # ... and Redis keeps the latest per measurand with its time and unit,
+    # the spec's defaults filled in: measurand, unit.
+    assert cs.hash(keys.meter_latest("CP-MV", 2)) == {
+        f"{energy}@Outlet": f"{stored(t1)} Wh 1200.5",
+        "Voltage:L1-N": f"{stored(t1)} V 229.8",
+        energy: f"{stored(t2)} Wh 1300",
     }
     assert cs.r.smembers(keys.connectors("CP-MV")) == {"2"}
     assert not [k for k in cs.state_keys() if k.startswith(keys.TXN_PREFIX)]
@@ -727,7 +718,7 @@ def test_a_whole_charging_session(cs: CentralSystem) -> None:
     assert stops == [history.TransactionStopped(cp, tid, stored("2024-06-01T09:00:00Z"), 19_250,
                                                 "Local", tag)]  # fmt: skip
     latest = cs.hash(keys.meter_latest(cp, 1))
-    assert json.loads(latest[energy])["value"] == "19250"
+    assert latest[energy] == f"{stored('2024-06-01T09:00:00Z')} Wh 19250"
     assert cs.anomalies() == []
     # The tag is free again.
     assert cs.call("CP-ELSEWHERE", "Authorize", {"idTag": tag}) == {
