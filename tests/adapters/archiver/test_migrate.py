@@ -71,7 +71,7 @@ async def test_an_empty_database_gets_every_table_and_this_months_partitions(
     applied = await migrate(database)
     created = await ensure_partitions(database)
 
-    assert [m.name for m in applied] == ["0001_history"]
+    assert [m.name for m in applied] == ["0001_history", "0002_transaction_status"]
     kinds = await fetch(
         postgres_db,
         "SELECT relname, relkind::text FROM pg_class WHERE relnamespace = 'public'::regnamespace",
@@ -81,7 +81,7 @@ async def test_an_empty_database_gets_every_table_and_this_months_partitions(
     assert len(created) == PARTITIONS_AHEAD + 1
     assert created[0] == f"meter_values_{month['m']}"
     recorded = await fetch(postgres_db, "SELECT version, name, checksum FROM schema_migrations")
-    assert [tuple(r) for r in recorded] == [(1, "0001_history", available()[0].checksum)]
+    assert [tuple(r) for r in recorded] == [(m.version, m.name, m.checksum) for m in available()]
 
 
 @pytest.mark.anyio
@@ -96,8 +96,8 @@ def test_the_command_says_what_it_applied_then_that_nothing_was_left(postgres_db
     first = archiver_migrate(postgres_db)
     out, err = first.communicate(timeout=30)
     assert first.returncode == 0, err
-    assert out.splitlines()[0] == "applied 0001_history"
-    assert out.splitlines()[1].startswith("created partitions meter_values_")
+    assert out.splitlines()[:2] == ["applied 0001_history", "applied 0002_transaction_status"]
+    assert out.splitlines()[2].startswith("created partitions meter_values_")
 
     second = archiver_migrate("postgresql://nobody@127.0.0.1:1/x", "--database-url", postgres_db)
     out, err = second.communicate(timeout=30)  # the flag wins over DATABASE_URL
@@ -130,12 +130,14 @@ def test_two_replicas_at_once_apply_it_once(postgres_db: str) -> None:
     replicas = asyncio.run(hold_lock_until_both_wait())
     outputs = [r.communicate(timeout=30) for r in replicas]
     assert [r.returncode for r in replicas] == [0, 0], outputs
-    assert sorted(out.splitlines()[0] for out, _ in outputs) == [
-        "applied 0001_history",
-        "nothing to apply: every migration is applied",
+    # Each migration is applied by one replica (either: each takes the lock
+    # per migration).
+    applied = [
+        line for out, _ in outputs for line in out.splitlines() if line.startswith("applied ")
     ]
+    assert sorted(applied) == ["applied 0001_history", "applied 0002_transaction_status"]
     rows = asyncio.run(fetch(postgres_db, "SELECT version FROM schema_migrations"))
-    assert [r["version"] for r in rows] == [1]
+    assert sorted(r["version"] for r in rows) == [1, 2]
 
 
 @pytest.mark.anyio
@@ -143,15 +145,15 @@ async def test_a_migration_changed_after_it_was_applied_is_refused(
     database: AsyncpgDatabase, postgres_db: str
 ) -> None:
     await migrate(database)
-    (first,) = available()
+    first, *rest = available()
     changed = first.sql + "\nCREATE TABLE sneaked_in (x int);\n"
     edited = msgspec.structs.replace(first, sql=changed, checksum="0" * 64)
-    later = Migration(2, "0002_later", "CREATE TABLE later (x int);", "1" * 64)
+    later = Migration(99, "0099_later", "CREATE TABLE later (x int);", "1" * 64)
 
     with pytest.raises(
         MigrationRefused, match=r"0001_history\.sql was changed after it was applied"
     ):
-        await migrate(database, [edited, later])
+        await migrate(database, [edited, *rest, later])
     # Refused before applying anything, the later migration included.
     tables = await fetch(postgres_db, "SELECT to_regclass('later') l, to_regclass('sneaked_in') s")
     assert tuple(tables[0]) == (None, None)
