@@ -162,8 +162,8 @@ class TransactionDetail(Transaction, kw_only=True):
 
 
 class TransactionList(msgspec.Struct, kw_only=True):
-    """Newest first. ``next_before``, when set, is the ``before`` to pass to
-    get the next page (there may be more)."""
+    """Newest (highest id) first. ``next_before``, set when there are more,
+    is the ``before`` to pass to get the next page."""
 
     transactions: list[Transaction]
     next_before: int | None = None
@@ -171,7 +171,9 @@ class TransactionList(msgspec.Struct, kw_only=True):
 
 class ChargerEvent(msgspec.Struct, kw_only=True):
     """A boot, a status change, a notification, a security event: ``kind``
-    says which, ``details`` holds what the charger sent for it."""
+    says which, ``details`` holds what the charger sent for it.
+    ``record_id`` and ``seq`` are its key in the history (the record it
+    came from, its place in it)."""
 
     kind: str
     occurred_at: str

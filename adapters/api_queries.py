@@ -178,13 +178,6 @@ async def wait_for_outcome(
     return record
 
 
-async def get_command(queue: CommandQueue, command_id: str) -> Command:
-    record = await queue.get(command_id)
-    if record is None:
-        raise NotFound(f"command {command_id!r} does not exist (or has expired)")
-    return command_view(record)
-
-
 # --- charge points -------------------------------------------------------------
 
 
