@@ -82,8 +82,7 @@ def handler_config(s: ProcessorSettings) -> HandlerConfig:
         unknown_id_tag_status=s.unknown_id_tag,
         allow_concurrent_tx=s.allow_concurrent_tx,
         max_clock_skew_s=s.max_clock_skew_s,
-        meter_samples_cap=s.meter_samples_cap,
-        events_maxlen=s.dead_maxlen,
+        closed_transaction_ttl_s=s.closed_transaction_ttl_s,
         vendors=load_vendors(s.data_transfer_handlers),
     )
 

@@ -213,7 +213,8 @@ class Dispatcher:
             # A charger's answer to one of our commands: complete it.
             out.command = await self._state.command(frame.unique_id)
             if out.command is None:
-                out.effects.anomaly(cp, "reply to an unknown command", command_id=frame.unique_id)
+                out.effects.anomaly(cp, "reply to an unknown command", clock.stored(now),
+                                   command_id=frame.unique_id)  # fmt: skip
             else:
                 out.command_state = reply_effects(
                     out.effects, out.command, frame, clock.epoch_ms(now)

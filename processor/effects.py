@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from processor import keys
+from processor import history, keys
 
 Arg = str | bytes | int | float
 _ANOMALIES_MAXLEN = 100_000
@@ -31,10 +31,16 @@ class Effects:
     (a ``UnicodeDecodeError`` here fails the handler, as it should).
     """
 
-    __slots__ = ("ops",)
+    __slots__ = ("ops", "records")
 
     def __init__(self) -> None:
         self.ops: list[Op] = []
+        # History for PostgreSQL, appended to ocpp:history at commit.
+        self.records: list[history.Record] = []
+
+    def record(self, record: history.Record) -> None:
+        """Append ``record`` to the history stream at commit."""
+        self.records.append(record)
 
     def call(self, command: str, *args: Arg) -> None:
         """Run ``command *args`` at commit."""
@@ -66,6 +72,14 @@ class Effects:
         must be :func:`processor.clock.stored` text."""
         self.ops.append(["hset_newer", key, timestamp_field, timestamp, *_flatten(fields)])
 
+    def latest(self, key: str, values: Mapping[str, tuple[str, str]]) -> None:
+        """Per field of ``values`` (name -> (timestamp, value)), newest wins:
+        HSET name and ``name:at`` unless ``key`` holds a timestamp for it
+        that is not older. Timestamps are :func:`processor.clock.stored` text."""
+        if values:
+            flat = [x for name, (at, value) in values.items() for x in (name, at, value)]
+            self.ops.append(["latest", key, *flat])
+
     def hset_once(
         self, key: str, fields: Mapping[str, Arg], *, marker: str, fallback: str, kind: str
     ) -> None:
@@ -93,11 +107,17 @@ class Effects:
         """Delete ``key`` (or its hash ``field``) if it still holds ``value``."""
         self.ops.append(["unset_if", key, field, _arg(value)])
 
-    def anomaly(self, charge_point_id: str, kind: str, **fields: Arg) -> None:
-        """Record something odd a charger did, for an operator to look at."""
+    def anomaly(self, charge_point_id: str, kind: str, at: str, **fields: Arg) -> None:
+        """Record something odd a charger did at ``at`` (stored time), for an
+        operator to look at: live on a capped stream, and in history."""
+        flat = _flatten(fields)
         self.call("XADD", keys.ANOMALIES, "MAXLEN", "~", _ANOMALIES_MAXLEN, "*",
-                  "charge_point_id", charge_point_id, "kind", kind,
-                  *_flatten(fields))  # fmt: skip
+                  "charge_point_id", charge_point_id, "kind", kind, *flat)  # fmt: skip
+        self.records.append(
+            history.Anomaly(
+                charge_point_id, kind, at, dict(zip(flat[::2], flat[1::2], strict=True))
+            )
+        )
 
 
 def _arg(value: Arg) -> str:

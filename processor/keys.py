@@ -22,6 +22,10 @@ ENVELOPE_FIELD = "e"
 # Poison messages and undecodable input, with their reason.
 DEAD = "ocpp:dead"
 
+# History for PostgreSQL (processor/history.py), and the archivers' group.
+HISTORY = "ocpp:history"
+ARCHIVERS = "archivers"
+
 # transactionId allocation: a counter, and one key per StartTransaction
 # content so retries (same or new message id) map to the same id.
 TXN_SEQ = "ocpp:txn:seq"
@@ -43,9 +47,6 @@ KNOWN_CHARGE_POINTS = "ocpp:chargers:known"
 ACTIVE_TRANSACTIONS = "ocpp:txn:active"
 # The authorization list: one hash per idTag (status, expiry_date, parent_id_tag).
 ID_TAG_PREFIX = "ocpp:idtag:"
-# Notifications that need no state of their own, and security events.
-EVENTS = "ocpp:events"
-SECURITY_EVENTS = "ocpp:security-events"
 # The running replicas of every long-running service and where their health
 # probes answer: field <service>@<host>:<pid> (processor/instances.py).
 INSTANCES = "ocpp:instances"
@@ -83,17 +84,14 @@ def connectors(charge_point_id: str) -> str:
     return f"{CHARGE_POINT_PREFIX}{charge_point_id}:connectors"
 
 
-def meter_samples(charge_point_id: str, connector_id: int) -> str:
-    """A connector's meter samples, a sorted set by time, capped."""
-    return f"{connector(charge_point_id, connector_id)}:meter"
-
-
 def meter_latest(charge_point_id: str, connector_id: int) -> str:
     """A connector's latest sample per measurand (``<measurand>[:phase][@location]``)."""
     return f"{connector(charge_point_id, connector_id)}:latest"
 
 
 def transaction_samples(transaction_id: int) -> str:
+    # No longer written (samples are history); the API still reads it until
+    # it serves transactions from PostgreSQL.
     return f"{TXN_PREFIX}{transaction_id}:meter"
 
 

@@ -93,9 +93,10 @@ class ProcessorSettings(msgspec.Struct, kw_only=True, frozen=True):
     max_clock_skew_s: Annotated[
         int, Meta(ge=0, description="charger timestamps further ahead are anomalies")
     ] = 600
-    meter_samples_cap: Annotated[
-        int, Meta(ge=1, description="meter samples kept per connector and per transaction")
-    ] = 10_000
+    closed_transaction_ttl_s: Annotated[
+        int,
+        Meta(ge=1, description="how long a closed transaction stays in Redis for late messages"),
+    ] = 7 * 86400
     data_transfer_handlers: Annotated[
         str,
         Meta(description="DataTransfer handlers: vendorId=module:function, comma-separated"),

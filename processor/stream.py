@@ -7,13 +7,14 @@ outcomes, remove dead consumers. The policy of when to call which lives in
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from processor import keys
+from processor import clock, history, keys
 from processor.dispatch import Delivery, Outcome
 from processor.redis_io import ensure_group, script
 from processor.trace_context import TRACE_FIELD
@@ -44,6 +45,7 @@ class GroupStream:
         stream: str = keys.INBOUND,
         group: str = keys.GROUP,
         dead: str = keys.DEAD,
+        history: str = keys.HISTORY,
         reply_ttl_ms: int = 300_000,
         dead_maxlen: int = 100_000,
     ) -> None:
@@ -52,6 +54,7 @@ class GroupStream:
         self.stream = stream
         self.group = group
         self.dead = dead
+        self.history = history
         self._commit_head: list[str | int] = [group, reply_ttl_ms, dead_maxlen, consumer]
         self._commit = script(redis, "processor", "commit", "pump")
         self._claim = script(redis, "processor", "claim")
@@ -97,26 +100,34 @@ class GroupStream:
         """Ack, apply and reply for every outcome in one atomic script; see
         ``processor/lua/commit.lua`` for what each result means."""
         # Redis's cmsgpack has no bin type, so everything in the batch travels
-        # as (UTF-8) str; raw envelopes, which may be any bytes, travel as
-        # extra arguments the batch refers to by position.
-        raws: list[bytes] = []
+        # as (UTF-8) str; raw envelopes and packed history records, which may
+        # be any bytes, travel as extra arguments the batch refers to by
+        # position.
+        blobs: list[bytes] = []
         rows = []
+        now = ""
         for o in outcomes:
+            entry_id = o.entry_id.decode()
+            raw_at = 0
+            records = o.effects.records
             if o.dead_reason:
-                raws.append(o.raw)
-            raw_at = len(raws) if o.dead_reason else 0
+                blobs.append(o.raw)
+                raw_at = len(blobs)
+                now = now or clock.stored(datetime.now(UTC))
+                cp = o.envelope.charge_point_id if o.envelope is not None else None
+                dead = history.DeadLetter(entry_id, cp, o.dead_reason, o.raw, now)
+                records = [*records, dead]
+            history_at = 0
+            if records:
+                blobs.append(history.encode(records))
+                history_at = len(blobs)
             rows.append(
-                (
-                    o.entry_id.decode(),
-                    o.reply_key,
-                    o.reply.decode(),
-                    o.dead_reason,
-                    raw_at,
-                    o.effects.ops,
-                )
-            )
+                (entry_id, o.reply_key, o.reply.decode(), o.dead_reason, raw_at, o.effects.ops,
+                 history_at)
+            )  # fmt: skip
         result: list[Any] = await self._commit(
-            keys=[self.stream, self.dead], args=[*self._commit_head, _packer.encode(rows), *raws]
+            keys=[self.stream, self.dead, self.history],
+            args=[*self._commit_head, _packer.encode(rows), *blobs],
         )
         return result
 

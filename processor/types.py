@@ -84,8 +84,9 @@ class HandlerConfig:
     allow_concurrent_tx: bool = False
     # Timestamps further ahead of our clock than this are anomalies.
     max_clock_skew_s: int = 600
-    meter_samples_cap: int = 10_000
-    events_maxlen: int = 100_000
+    # How long a closed transaction stays in Redis for late and
+    # offline-queued messages; history keeps it for good.
+    closed_transaction_ttl_s: int = 7 * 86400
     vendors: Mapping[str, DataTransferHandler] = field(default_factory=dict)
 
 

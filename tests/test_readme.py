@@ -19,7 +19,7 @@ SERVICES = {
     AdapterSettings: "ocpp-adapter",
     ApiSettings: "ocpp-api",
     GatewaySettings: "ocpp-gateway",
-    ArchiverSettings: "ocpp-archiver migrate",
+    ArchiverSettings: "ocpp-archiver run",
 }
 
 

@@ -43,7 +43,12 @@ class AsyncpgDatabase:
         await self._pool.close()
 
 
-async def connect(url: str, max_size: int = 4, connect_timeout_s: float = 10.0) -> AsyncpgDatabase:
-    """A pool on ``url`` (postgresql://...), one connection opened to check it."""
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size, timeout=connect_timeout_s)
+async def connect(
+    url: str, max_size: int = 4, connect_timeout_s: float = 10.0, *, lazy: bool = False
+) -> AsyncpgDatabase:
+    """A pool on ``url`` (postgresql://...), one connection opened to check
+    it; ``lazy``, none until the first transaction (the database may be down)."""
+    pool = await asyncpg.create_pool(
+        url, min_size=0 if lazy else 1, max_size=max_size, timeout=connect_timeout_s
+    )
     return AsyncpgDatabase(pool)

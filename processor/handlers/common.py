@@ -3,10 +3,11 @@ charger clocks."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import cast, get_args
 
-from processor import clock, keys
+from processor import clock, history
 from processor.messages import IdTagInfo
 from processor.messages.common import AuthorizationStatus
 from processor.types import Context, IdTagRecord
@@ -45,18 +46,28 @@ def trusted_time(ctx: Context, timestamp: datetime, what: str) -> datetime:
     clock skew: then an anomaly is recorded and the receipt time is used, so
     a charger with a broken clock cannot pin state to a far future."""
     if clock.utc(timestamp) - ctx.now > timedelta(seconds=ctx.config.max_clock_skew_s):
-        ctx.effects.anomaly(ctx.charge_point_id, "timestamp in the future",
+        ctx.effects.anomaly(ctx.charge_point_id, "timestamp in the future", clock.stored(ctx.now),
                             message_id=ctx.message_id, what=what,
                             timestamp=clock.stored(timestamp))  # fmt: skip
         return ctx.received_at
     return timestamp
 
 
-def event(ctx: Context, action: str, **fields: str | int) -> None:
-    """Append a notification to the capped ``ocpp:events`` stream."""
-    ctx.effects.call(
-        "XADD", keys.EVENTS, "MAXLEN", "~", ctx.config.events_maxlen, "*",
-        "charge_point_id", ctx.charge_point_id, "action", action,
-        "received_at", clock.stored(ctx.received_at),
-        *[str(x) for kv in fields.items() for x in kv],
-    )  # fmt: skip
+def event(
+    ctx: Context,
+    kind: str,
+    details: Mapping[str, str | int],
+    occurred_at: datetime | None = None,
+    connector_id: int | None = None,
+) -> None:
+    """Record a boot, status change, notification or security event in the
+    charger's history (``occurred_at``: when it said, else when received)."""
+    ctx.effects.record(
+        history.ChargerEvent(
+            ctx.charge_point_id,
+            kind,
+            clock.stored(occurred_at or ctx.received_at),
+            connector_id,
+            {name: str(value) for name, value in details.items()},
+        )
+    )

@@ -37,6 +37,7 @@ async def boot_notification(ctx: Context, req: BootNotification) -> BootNotifica
     fields["last_boot"] = fields["last_seen"] = clock.stored(ctx.now)
     ctx.effects.hset(keys.charge_point(ctx.charge_point_id), fields)
     ctx.effects.call("SADD", keys.CHARGE_POINTS, ctx.charge_point_id)
+    event(ctx, "BootNotification", {k: v for k, v in fields.items() if k != "last_seen"}, ctx.now)
     # Pending and Rejected carry the interval too: it is when to boot again.
     return BootNotificationResponse(
         status=status,
@@ -71,13 +72,18 @@ async def status_notification(ctx: Context, req: StatusNotification) -> StatusNo
         timestamp=clock.stored(when),
     )
     ctx.effects.call("SADD", keys.connectors(ctx.charge_point_id), req.connector_id)
+    event(ctx, "StatusNotification", fields, when, req.connector_id)
     return StatusNotificationResponse()
 
 
 async def data_transfer(ctx: Context, req: DataTransfer) -> DataTransferResponse:
     """Hand the data to the vendor's handler; ``UnknownVendorId`` without one."""
-    event(ctx, "DataTransfer", vendor_id=req.vendor_id, message_id=req.message_id or "",
-          data=req.data or "")  # fmt: skip
+    details = {
+        "vendor_id": req.vendor_id,
+        "message_id": req.message_id or "",
+        "data": req.data or "",
+    }
+    event(ctx, "DataTransfer", details)
     handler = ctx.config.vendors.get(req.vendor_id)
     if handler is None:
         return DataTransferResponse(status="UnknownVendorId")

@@ -33,7 +33,7 @@ def _status(ctx: Context, action: str, prefix: str, status: str, request_id: int
         timestamp_field=f"{prefix}_status_at",
         timestamp=clock.stored(ctx.received_at),
     )
-    event(ctx, action, status=status, request_id="" if request_id is None else request_id)
+    event(ctx, action, {"status": status, "request_id": "" if request_id is None else request_id})
 
 
 async def diagnostics_status_notification(
@@ -68,11 +68,8 @@ async def security_event_notification(
     ctx: Context, req: SecurityEventNotification
 ) -> SecurityEventNotificationResponse:
     when = trusted_time(ctx, req.timestamp, "SecurityEventNotification")
-    ctx.effects.call(
-        "XADD", keys.SECURITY_EVENTS, "MAXLEN", "~", ctx.config.events_maxlen, "*",
-        "charge_point_id", ctx.charge_point_id, "type", req.type,
-        "timestamp", clock.stored(when), "tech_info", req.tech_info or "",
-    )  # fmt: skip
+    event(ctx, "SecurityEventNotification", {"type": req.type, "tech_info": req.tech_info or ""},
+          when)  # fmt: skip
     return SecurityEventNotificationResponse()
 
 
@@ -84,5 +81,5 @@ async def sign_certificate(ctx: Context, req: SignCertificate) -> SignCertificat
         keys.charge_point(ctx.charge_point_id),
         {"csr": req.csr, "csr_received_at": clock.stored(ctx.received_at)},
     )
-    event(ctx, "SignCertificate", csr=req.csr)
+    event(ctx, "SignCertificate", {"csr": req.csr})
     return SignCertificateResponse(status="Accepted")

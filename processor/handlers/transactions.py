@@ -4,9 +4,10 @@ A StartTransaction's transaction is opened by an idempotent reservation
 (``processor/lua/open_transaction.lua``) keyed on its content, so a retry,
 under the same or a new message id, gets the same transactionId. Everything
 else is written at commit, and written so that the result does not depend
-on the order redelivered or late messages are handled in: samples are set
-members, latest values and statuses are newest-wins, a transaction is closed
-once and its first stop is kept.
+on the order redelivered or late messages are handled in: latest values and
+statuses are newest-wins, a transaction is closed once and its first stop is
+kept. Samples, starts and stops go to history (PostgreSQL, through the
+archiver), appended once per message by the commit's XACK fence.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime
 
 import msgspec
 
-from processor import clock, keys
+from processor import clock, history, keys
 from processor.handlers.common import id_tag_info, trusted_time
 from processor.messages import (
     MeterValues,
@@ -26,7 +27,12 @@ from processor.messages import (
     StopTransaction,
     StopTransactionResponse,
 )
-from processor.messages.metering import MeterValue, TransactionMeterValue
+from processor.messages.metering import (
+    MeterValue,
+    SampledValue,
+    TransactionMeterValue,
+    TransactionSampledValue,
+)
 from processor.types import Context
 
 _sample = msgspec.json.Encoder()
@@ -57,6 +63,14 @@ async def start_transaction(ctx: Context, req: StartTransaction) -> StartTransac
     # what it was told, so a refused start is visible as such.
     ctx.effects.hset(keys.transaction(opened.transaction_id), {"id_tag_status": info.status})
     ctx.effects.call("SADD", keys.connectors(ctx.charge_point_id), req.connector_id)
+    # A retry under a new message id records the same start again: the
+    # archiver keeps one row per (charger, transactionId).
+    ctx.effects.record(
+        history.TransactionStarted(
+            ctx.charge_point_id, opened.transaction_id, req.connector_id, req.id_tag,
+            req.reservation_id, clock.stored(started), req.meter_start, info.status,
+        )
+    )  # fmt: skip
     return StartTransactionResponse(id_tag_info=info, transaction_id=opened.transaction_id)
 
 
@@ -72,15 +86,23 @@ async def stop_transaction(ctx: Context, req: StopTransaction) -> StopTransactio
         stop["stop_reason"] = req.reason
     if req.id_tag is not None:
         stop["stop_id_tag"] = req.id_tag
+    now = clock.stored(ctx.now)
+    stopped_record = history.TransactionStopped(
+        cp, tid, stop["stop_timestamp"], req.meter_stop, req.reason, req.id_tag
+    )
     if record is None or "start_timestamp" not in record:
-        ctx.effects.anomaly(cp, "StopTransaction for an unknown transaction",
+        # Unknown here: never seen, or closed and gone after the grace
+        # period. The stop is still billed from history.
+        ctx.effects.anomaly(cp, "StopTransaction for an unknown transaction", now,
                             message_id=ctx.message_id, transaction_id=tid, **stop)  # fmt: skip
+        ctx.effects.record(stopped_record)
     elif "stop_timestamp" in record:
         if any(record.get(k) != v for k, v in stop.items()):
-            ctx.effects.anomaly(cp, "StopTransaction for a closed transaction",
+            ctx.effects.anomaly(cp, "StopTransaction for a closed transaction", now,
                                 message_id=ctx.message_id, transaction_id=tid, **stop)  # fmt: skip
     else:
         _close(ctx, tid, record, stop, req.meter_stop, stopped)
+        ctx.effects.record(stopped_record)
     if req.transaction_data:
         _store_samples(ctx, _connector_of(record), tid, req.transaction_data)
     info = None
@@ -99,12 +121,13 @@ def _close(
     stopped: datetime,
 ) -> None:
     cp = ctx.charge_point_id
+    now = clock.stored(ctx.now)
     meter_start = int(record.get("meter_start", "0"))
     if meter_stop < meter_start:
-        ctx.effects.anomaly(cp, "meterStop below meterStart", transaction_id=tid,
+        ctx.effects.anomaly(cp, "meterStop below meterStart", now, transaction_id=tid,
                             meter_start=meter_start, meter_stop=meter_stop)  # fmt: skip
     if clock.stored(stopped) < record["start_timestamp"]:
-        ctx.effects.anomaly(cp, "stop before start", transaction_id=tid,
+        ctx.effects.anomaly(cp, "stop before start", now, transaction_id=tid,
                             start=record["start_timestamp"],
                             stop=clock.stored(stopped))  # fmt: skip
     # Once: the first stop to commit closes it. A second, different one
@@ -117,6 +140,9 @@ def _close(
         fallback=keys.ANOMALIES,
         kind="StopTransaction for a closed transaction",
     )
+    # Kept for late and offline-queued messages (a retried stop, meter
+    # values), then left to history.
+    ctx.effects.call("EXPIRE", keys.transaction(tid), ctx.config.closed_transaction_ttl_s)
     ctx.effects.call("SREM", keys.ACTIVE_TRANSACTIONS, tid)
     ctx.effects.unset_if(keys.id_tag_active(record.get("id_tag", "")), tid)
     connector = record.get("connector_id")
@@ -139,36 +165,36 @@ def _store_samples(
     transaction_id: int | None,
     readings: Sequence[MeterValue | TransactionMeterValue],
 ) -> None:
-    """Every sampled value as a member of the connector's (and the
-    transaction's) sorted set, scored by time: a sample stored twice is
-    stored once. The latest value per measurand is kept newest-wins."""
+    """Every sampled value to history, one record per meterValue; the
+    connector keeps only the latest value per measurand, newest-wins."""
     cp = ctx.charge_point_id
-    series = keys.meter_samples(cp, connector_id)
-    txn_series = keys.transaction_samples(transaction_id) if transaction_id is not None else None
-    latest = keys.meter_latest(cp, connector_id)
+    latest: dict[str, tuple[str, str]] = {}
     for reading in readings:
         when = trusted_time(ctx, reading.timestamp, "meter value")
         stamp = clock.stored(when)
-        score = clock.epoch_ms(when)
+        samples: list[history.Sample] = []
         for sv in reading.sampled_value:
+            samples.append((sv.value, sv.context, sv.format, sv.measurand, sv.phase,
+                            sv.location, sv.unit))  # fmt: skip
             measurand = sv.measurand or "Energy.Active.Import.Register"
             name = (
                 measurand
                 + (f":{sv.phase}" if sv.phase else "")
                 + (f"@{sv.location}" if sv.location else "")
             )
-            sample = _sample.encode(
-                {"timestamp": stamp, "name": name, "value": sv.value, "unit": sv.unit or "Wh",
-                 "context": sv.context or "Sample.Periodic", "format": sv.format or "Raw",
-                 "transaction_id": transaction_id}
-            ).decode()  # fmt: skip
-            ctx.effects.call("ZADD", series, score, sample)
-            if txn_series is not None:
-                ctx.effects.call("ZADD", txn_series, score, sample)
-            ctx.effects.hset_newer(latest, {name: sample}, timestamp_field=f"{name}:at",
-                                   timestamp=stamp)  # fmt: skip
-    cap = -ctx.config.meter_samples_cap - 1
-    ctx.effects.call("ZREMRANGEBYRANK", series, 0, cap)
-    if txn_series is not None:
-        ctx.effects.call("ZREMRANGEBYRANK", txn_series, 0, cap)
+            seen = latest.get(name)
+            if seen is None or seen[0] <= stamp:
+                latest[name] = (stamp, _latest_value(sv, stamp, transaction_id))
+        ctx.effects.record(history.MeterReading(cp, connector_id, transaction_id, stamp, samples))
+    ctx.effects.latest(keys.meter_latest(cp, connector_id), latest)
     ctx.effects.call("SADD", keys.connectors(cp), connector_id)
+
+
+def _latest_value(
+    sv: SampledValue | TransactionSampledValue, stamp: str, transaction_id: int | None
+) -> str:
+    return _sample.encode(
+        {"timestamp": stamp, "value": sv.value, "unit": sv.unit or "Wh",
+         "context": sv.context or "Sample.Periodic", "format": sv.format or "Raw",
+         "transaction_id": transaction_id}
+    ).decode()  # fmt: skip

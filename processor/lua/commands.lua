@@ -20,6 +20,7 @@ if mode == 'enqueue' then
   redis.call('EXPIRE', cmd, retention)
   redis.call('ZADD', deadlines, deadline, id)
   redis.call('RPUSH', queue, id)
+  archive_command(id)
   pump(cp, now, reply_ttl)
   return redis.call('HGETALL', cmd)
 end
@@ -34,6 +35,7 @@ for _, id in ipairs(due) do
     redis.call('HSET', cmd, 'state', 'timed_out', 'completed_at_ms', now)
     redis.call('EXPIRE', cmd, retention)
     notify(id)
+    archive_command(id)
     out[#out + 1] = redis.call('HGET', cmd, 'action') or ''
     local cp = redis.call('HGET', cmd, 'charge_point_id')
     if state == 'sent' and redis.call('GET', 'ocpp:cmd:inflight:' .. cp) == id then

@@ -8,19 +8,41 @@
 -- The shebang makes Redis refuse the whole script up front when it is out of
 -- memory, instead of failing half way through a batch.
 --
--- KEYS: stream, dead-letter stream
--- ARGV: group, reply ttl ms, dead-letter maxlen, consumer, batch, raws...
+-- The history records of every entry applied go to the history stream in
+-- one XADD per batch, a field per entry named by its id (processor/history.py).
+--
+-- KEYS: stream, dead-letter stream, history stream
+-- ARGV: group, reply ttl ms, dead-letter maxlen, consumer, batch, blobs...
 --       The batch is one MessagePack array (one argument rather than a dozen
 --       per entry: packing arguments was the processor's largest cost) of
---       {id, reply key, reply, dead reason, raw at, ops}, each op {name,
---       args...} (see processor/effects.py); "raw at" is 0 or the position
---       of the entry's raw envelope among the raws, which may be any bytes
+--       {id, reply key, reply, dead reason, raw at, ops, history at}, each
+--       op {name, args...} (see processor/effects.py); "raw at" and "history
+--       at" are 0 or the position among the blobs of the entry's raw
+--       envelope and of its packed history records, which may be any bytes
 --       and so cannot be MessagePack str (cmsgpack has no bin type).
 -- Returns per entry: 1 applied, 0 already acknowledged (skipped), or a
 -- string listing the ops that failed (applied otherwise).
-local stream, dead = KEYS[1], KEYS[2]
+local stream, dead, history = KEYS[1], KEYS[2], KEYS[3]
 local group, ttl, dead_maxlen, consumer = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local batch = cmsgpack.unpack(ARGV[5])
+-- Field, value pairs of this batch's history entry.
+local records = {}
+
+local function anomaly(fallback, kind, key, pairs, from)
+  -- What the scripts find odd goes live to the capped stream and, when
+  -- that stream is the anomalies', to history as well.
+  local res = redis.pcall('XADD', fallback, 'MAXLEN', '~', dead_maxlen, '*',
+    'kind', kind, 'key', key, unpack(pairs, from))
+  if fallback == 'ocpp:anomalies' then
+    local flat = {'kind', kind, 'key', key}
+    for i = from, #pairs do
+      flat[#flat + 1] = pairs[i]
+    end
+    records[#records + 1] = '!anomaly:' .. #records
+    records[#records + 1] = cmsgpack.pack(flat)
+  end
+  return res
+end
 
 local function hset_if(op)
   -- key, field, equals, fallback, kind, field/value pairs
@@ -34,8 +56,7 @@ local function hset_if(op)
   if ok then
     return redis.pcall('HSET', key, unpack(op, 7))
   end
-  return redis.pcall('XADD', op[5], 'MAXLEN', '~', dead_maxlen, '*',
-    'kind', op[6], 'key', key, unpack(op, 7))
+  return anomaly(op[5], op[6], key, op, 7)
 end
 
 local function hset_newer(op)
@@ -49,6 +70,30 @@ local function hset_newer(op)
   return redis.pcall('HSET', op[2], op[3], op[4], unpack(op, 5))
 end
 
+local function latest(op)
+  -- key, then name, timestamp, value triples: hset_newer for many names at
+  -- once, one HMGET and one HSET whatever their number.
+  local key, names = op[2], {}
+  for i = 3, #op, 3 do
+    names[#names + 1] = op[i] .. ':at'
+  end
+  local current = redis.call('HMGET', key, unpack(names))
+  local set = {}
+  for n, held in ipairs(current) do
+    local at = op[3 * n + 1]
+    if not held or held < at then
+      set[#set + 1] = names[n]
+      set[#set + 1] = at
+      set[#set + 1] = op[3 * n]
+      set[#set + 1] = op[3 * n + 2]
+    end
+  end
+  if #set == 0 then
+    return 0
+  end
+  return redis.pcall('HSET', key, unpack(set))
+end
+
 local function hset_once(op)
   -- key, marker field, fallback, kind, field/value pairs: write the pairs
   -- and the marker if the marker is absent; if it is present, an identical
@@ -59,8 +104,7 @@ local function hset_once(op)
   end
   for i = 6, #op, 2 do
     if redis.call('HGET', key, op[i]) ~= op[i + 1] then
-      return redis.pcall('XADD', op[4], 'MAXLEN', '~', dead_maxlen, '*',
-        'kind', op[5], 'key', key, unpack(op, 6))
+      return anomaly(op[4], op[5], key, op, 6)
     end
   end
   return 0
@@ -94,6 +138,7 @@ local function complete_command(op)
       run(applied)
     end
     notify(id)
+    archive_command(id)
     if redis.call('GET', 'ocpp:cmd:inflight:' .. cp) == id then
       redis.call('DEL', 'ocpp:cmd:inflight:' .. cp)
       pump(cp, now, ttl)
@@ -109,12 +154,13 @@ local function complete_command(op)
     end
     return redis.pcall('HSET', cmd, unpack(late))
   end
-  return redis.pcall('XADD', 'ocpp:anomalies', 'MAXLEN', '~', dead_maxlen, '*',
-    'kind', 'reply to an unknown command', 'charge_point_id', cp, 'command_id', id)
+  return anomaly('ocpp:anomalies', 'reply to an unknown command', 'ocpp:cmd:' .. id,
+    {'charge_point_id', cp, 'command_id', id}, 1)
 end
 
 local conditional = {
   hset_if = hset_if, hset_newer = hset_newer, hset_once = hset_once, unset_if = unset_if,
+  latest = latest,
   complete_command = complete_command,
 }
 
@@ -150,10 +196,17 @@ for n, e in ipairs(batch) do
       redis.call('LPUSH', reply_key, reply)
       expire[reply_key] = true
     end
+    if e[7] > 0 then
+      records[#records + 1] = id
+      records[#records + 1] = ARGV[5 + e[7]]
+    end
     out[n] = #failed > 0 and table.concat(failed, '; ') or 1
   else
     out[n] = 0
   end
+end
+if #records > 0 then
+  redis.call('XADD', history, '*', unpack(records))
 end
 -- Once per reply list, not once per reply.
 for key in pairs(expire) do

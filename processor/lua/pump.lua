@@ -25,6 +25,15 @@ local function pump(cp, now_ms, reply_ttl_ms)
   end
 end
 
+-- The command as it now is, to history (processor/history.py): recorded when
+-- queued and when it reaches its outcome.
+local function archive_command(id)
+  local flat = redis.call('HGETALL', 'ocpp:cmd:' .. id)
+  flat[#flat + 1] = 'command_id'
+  flat[#flat + 1] = id
+  redis.call('XADD', 'ocpp:history', '*', '!command', cmsgpack.pack(flat))
+end
+
 -- Tell whoever waits on a command that it has an outcome.
 local function notify(id)
   local done = 'ocpp:cmd:' .. id .. ':done'

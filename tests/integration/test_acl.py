@@ -35,7 +35,8 @@ from tests.simulator import finish, sim
 TIMEOUT = 30.0
 ACL_FILE = Path(__file__).parents[2] / "deploy" / "redis-users.acl"
 PLACEHOLDER = re.compile(r"#REPLACE-WITH-SHA256-OF-THE-([A-Z-]+)-PASSWORD")
-USERS = ("ocpp-admin", "ocpp-gateway", "ocpp-adapter", "ocpp-processor", "ocpp-api")
+USERS = ("ocpp-admin", "ocpp-gateway", "ocpp-adapter", "ocpp-processor", "ocpp-api",
+         "ocpp-archiver")  # fmt: skip
 TOKEN = "acl-test-api-token"
 CP = "ACL-0001"
 
@@ -150,8 +151,8 @@ def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def sessions(http: httpx.Client, admin: redis_sync.Redis) -> list[dict[str, Any]]:
-    """Every transaction, one GET each: the history has none (nothing
-    archives yet), so the API reads each from Redis, as its user may."""
+    """Every transaction, one GET each: this stack runs no archiver, so the
+    history has none and the API reads each from Redis, as its user may."""
     seq = int(admin.get(keys.TXN_SEQ) or 0)
     return [http.get(f"/v1/transactions/{n}").json() for n in range(1, seq + 1)]
 
@@ -251,6 +252,11 @@ REFUSED = [
     ("ocpp-processor", ("RPOP", "ocpp:responses:X")),
     ("ocpp-processor", ("LPUSH", keys.REQUESTS, "x")),
     ("ocpp-processor", ("SADD", keys.KNOWN_CHARGE_POINTS, "X")),
+    # The archiver reads history and nothing else; the API cannot read it.
+    ("ocpp-archiver", ("XREADGROUP", "GROUP", keys.GROUP, "x", "STREAMS", keys.INBOUND, ">")),
+    ("ocpp-archiver", ("HGETALL", "ocpp:cp:X")),
+    ("ocpp-archiver", ("LPUSH", "ocpp:responses:X", "x")),
+    ("ocpp-api", ("XRANGE", keys.HISTORY, "-", "+")),
     # The registry of instances: each service its own hash commands there
     # only, which write nothing anywhere else; the API and CLI read it.
     ("ocpp-adapter", ("HSET", keys.INBOUND, "f", "v")),

@@ -24,7 +24,7 @@ import pytest
 import redis
 
 from adapters.devstack import Service
-from processor import keys
+from processor import history, keys
 from processor.messages import DataTransfer, DataTransferResponse
 from processor.types import Context
 from tests.integration.helpers import collect, no_more_replies
@@ -51,7 +51,7 @@ PROCESSOR_ENV = {
 }
 # Keys of the pipeline itself (and the services' registry of themselves)
 # rather than of the central system's state.
-PLUMBING = {keys.REQUESTS, keys.INBOUND, keys.INSTANCES}
+PLUMBING = {keys.REQUESTS, keys.INBOUND, keys.INSTANCES, keys.HISTORY}
 
 
 async def echo_vendor(ctx: Context, req: DataTransfer) -> DataTransferResponse:
@@ -182,9 +182,21 @@ class CentralSystem:
     def stream(self, key: str) -> list[dict[str, str]]:
         return [fields for _, fields in self.r.xrange(key)]
 
-    def samples(self, key: str) -> list[tuple[dict[str, Any], int]]:
-        got = self.r.zrange(key, 0, -1, withscores=True)
-        return [(json.loads(m), int(s)) for m, s in got]
+    def history(self) -> list[history.Record]:
+        """Every record the processors appended for the archiver, in order."""
+        entries: Any = self.raw.xrange(keys.HISTORY)
+        return [record for _, fields in entries for name, blob in fields.items()
+                if not name.startswith(history.LUA_FIELD_PREFIX.encode())
+                for record in history.decode(blob)]  # fmt: skip
+
+    def events(self) -> list[dict[str, Any]]:
+        """The charger events in history, flattened as an operator reads them."""
+        return [{"charge_point_id": r.charge_point_id, "action": r.kind,
+                 "occurred_at": r.occurred_at, **r.details}
+                for r in self.history() if isinstance(r, history.ChargerEvent)]  # fmt: skip
+
+    def readings(self) -> list[history.MeterReading]:
+        return [r for r in self.history() if isinstance(r, history.MeterReading)]
 
     def state_keys(self) -> set[str]:
         return {
@@ -319,8 +331,8 @@ def test_data_transfer_goes_to_the_vendor_handler_or_is_refused(cs: CentralSyste
         "status": "Accepted",
         "data": "olleh",
     }
-    common = {"charge_point_id": "CP-DT", "action": "DataTransfer", "received_at": stored(received)}
-    assert cs.stream(keys.EVENTS) == [
+    common = {"charge_point_id": "CP-DT", "action": "DataTransfer", "occurred_at": stored(received)}
+    assert cs.events() == [
         {**common, "vendor_id": "com.nobody", "message_id": "Ping", "data": "abc"},
         {**common, "vendor_id": VENDOR, "message_id": "", "data": "hello"},
     ]
@@ -334,11 +346,11 @@ def test_diagnostics_status_notification_is_recorded(cs: CentralSystem) -> None:
         "diagnostics_status": "Uploaded",
         "diagnostics_status_at": stored(received),
     }
-    assert cs.stream(keys.EVENTS) == [
+    assert cs.events() == [
         {
             "charge_point_id": "CP-DIAG",
             "action": "DiagnosticsStatusNotification",
-            "received_at": stored(received),
+            "occurred_at": stored(received),
             "status": "Uploaded",
             "request_id": "",
         }
@@ -361,7 +373,7 @@ def test_firmware_status_notification_is_recorded_newest_wins(cs: CentralSystem)
         "firmware_status_at": stored(newer),
     }
     # ... but is still in the event log.
-    assert [(e["status"], e["received_at"]) for e in cs.stream(keys.EVENTS)] == [
+    assert [(e["status"], e["occurred_at"]) for e in cs.events()] == [
         ("Installing", stored(newer)),
         ("Downloaded", stored(older)),
     ]
@@ -387,11 +399,11 @@ def test_log_status_notification_is_recorded(cs: CentralSystem) -> None:
         "log_request_id": "42",
         "log_status_at": stored(received),
     }
-    [event] = cs.stream(keys.EVENTS)
+    [event] = cs.events()
     assert event == {
         "charge_point_id": "CP-LOG",
         "action": "LogStatusNotification",
-        "received_at": stored(received),
+        "occurred_at": stored(received),
         "status": "Uploading",
         "request_id": "42",
     }
@@ -426,17 +438,24 @@ def test_meter_values_are_stored_per_connector(cs: CentralSystem) -> None:
     assert cs.call("CP-MV", "MeterValues", body) == {}
 
     energy = "Energy.Active.Import.Register"
+    # Every sampled value goes to history as the charger sent it ...
+    assert cs.readings() == [
+        history.MeterReading("CP-MV", 2, None, stored(t1), [
+            ("1200.5", None, None, energy, None, "Outlet", "Wh"),
+            ("229.8", "Sample.Clock", None, "Voltage", "L1-N", None, "V")]),
+        history.MeterReading("CP-MV", 2, None, stored(t2), [
+            ("1300", None, None, None, None, None, None)]),
+    ]  # fmt: skip
+    # ... and Redis keeps the latest per measurand, the spec's defaults
+    # filled in: measurand, unit, context, format.
     expected = [
         sample(t1, f"{energy}@Outlet", "1200.5"),
         sample(t1, "Voltage:L1-N", "229.8", unit="V", context="Sample.Clock"),
-        # Defaults of the spec filled in: measurand, unit, context, format.
         sample(t2, energy, "1300"),
     ]
-    series = keys.meter_samples("CP-MV", 2)
-    assert sorted(cs.samples(series), key=json.dumps) == sorted(expected, key=json.dumps)
     latest = cs.hash(keys.meter_latest("CP-MV", 2))
     assert {k: json.loads(v) for k, v in latest.items() if not k.endswith(":at")} == {
-        m["name"]: m for m, _ in expected
+        m.pop("name"): m for m, _ in expected
     }
     assert {k: v for k, v in latest.items() if k.endswith(":at")} == {
         f"{energy}@Outlet:at": stored(t1),
@@ -445,6 +464,8 @@ def test_meter_values_are_stored_per_connector(cs: CentralSystem) -> None:
     }
     assert cs.r.smembers(keys.connectors("CP-MV")) == {"2"}
     assert not [k for k in cs.state_keys() if k.startswith(keys.TXN_PREFIX)]
+    # Nothing per sample in Redis.
+    assert cs.state_keys() <= {keys.connectors("CP-MV"), keys.meter_latest("CP-MV", 2)}
 
 
 def test_security_event_notification_is_logged_and_a_future_clock_distrusted(
@@ -460,18 +481,20 @@ def test_security_event_notification_is_logged_and_a_future_clock_distrusted(
     future = {"type": "TamperDetectionActivated", "timestamp": wire_now(timedelta(days=2))}
     assert cs.call("CP-SEC", "SecurityEventNotification", future, received=received) == {}
 
-    assert cs.stream(keys.SECURITY_EVENTS) == [
+    assert cs.events() == [
         {
             "charge_point_id": "CP-SEC",
+            "action": "SecurityEventNotification",
             "type": "SettingSystemTime",
-            "timestamp": "2024-02-01T07:00:00.000000Z",
+            "occurred_at": "2024-02-01T07:00:00.000000Z",
             "tech_info": "ntp",
         },
         # Two days ahead is past the allowed skew: the receipt time is kept.
         {
             "charge_point_id": "CP-SEC",
+            "action": "SecurityEventNotification",
             "type": "TamperDetectionActivated",
-            "timestamp": stored(received),
+            "occurred_at": stored(received),
             "tech_info": "",
         },
     ]
@@ -491,7 +514,7 @@ def test_sign_certificate_keeps_the_csr(cs: CentralSystem) -> None:
         "csr": csr,
         "csr_received_at": stored(received),
     }
-    [event] = cs.stream(keys.EVENTS)
+    [event] = cs.events()
     assert event["action"] == "SignCertificate" and event["csr"] == csr
 
 
@@ -504,7 +527,7 @@ def test_signed_firmware_status_notification_is_recorded(cs: CentralSystem) -> N
         "signed_firmware_request_id": "9",
         "signed_firmware_status_at": stored(received),
     }
-    [event] = cs.stream(keys.EVENTS)
+    [event] = cs.events()
     assert event["action"] == "SignedFirmwareStatusNotification"
     assert (event["status"], event["request_id"]) == ("SignatureVerified", "9")
 
@@ -688,14 +711,21 @@ def test_a_whole_charging_session(cs: CentralSystem) -> None:
     assert connector["status"] == "Available"
     assert connector["status_timestamp"] == stored("2024-06-01T09:00:10Z")
     assert cs.r.smembers(keys.ACTIVE_TRANSACTIONS) == set()
-    # Every sample kept, once, in the connector's and the transaction's series.
-    expected = [sample(ts, energy, v, txn=tid) for ts, v in periodic] + [
-        sample("2024-06-01T08:01:00Z", energy, "10000", context="Transaction.Begin", txn=tid),
-        sample("2024-06-01T09:00:00Z", energy, "19250", context="Transaction.End", txn=tid),
+    # Closed, it stays for late messages, then leaves Redis for history.
+    assert 0 < cs.r.ttl(keys.transaction(tid)) <= 7 * 86400
+    # Every sample to history, once, with its transaction.
+    assert [(r.transaction_id, r.sampled_at, r.samples[0][:2]) for r in cs.readings()] == [
+        *[(tid, stored(ts), (v, None)) for ts, v in periodic],
+        (tid, stored("2024-06-01T08:01:00Z"), ("10000", "Transaction.Begin")),
+        (tid, stored("2024-06-01T09:00:00Z"), ("19250", "Transaction.End")),
     ]
-    by_time = sorted(expected, key=lambda s: s[1])
-    assert cs.samples(keys.transaction_samples(tid)) == by_time
-    assert cs.samples(keys.meter_samples(cp, 1)) == by_time
+    starts = [r for r in cs.history() if isinstance(r, history.TransactionStarted)]
+    stops = [r for r in cs.history() if isinstance(r, history.TransactionStopped)]
+    assert starts == [history.TransactionStarted(cp, tid, 1, tag, None,
+                                                 stored("2024-06-01T08:01:00Z"), 10_000,
+                                                 "Accepted")]  # fmt: skip
+    assert stops == [history.TransactionStopped(cp, tid, stored("2024-06-01T09:00:00Z"), 19_250,
+                                                "Local", tag)]  # fmt: skip
     latest = cs.hash(keys.meter_latest(cp, 1))
     assert json.loads(latest[energy])["value"] == "19250"
     assert cs.anomalies() == []
@@ -758,8 +788,9 @@ def test_meter_values_sent_twice_are_stored_once(cs: CentralSystem) -> None:
     for reply in cs.replies(cp, 2):
         assert call_result(reply, "MeterValues", "mv-1", cp) == {}
     assert cs.call(cp, "MeterValues", body) == {}  # retried under a new id
-    series, txn_series = keys.meter_samples(cp, 1), keys.transaction_samples(tid)
-    assert cs.r.zcard(series) == cs.r.zcard(txn_series) == 2
+    # Three messages, three records: the archiver's content key makes them
+    # one row each (tests/adapters/archiver).
+    assert len(cs.readings()) == 3
     latest = cs.hash(keys.meter_latest(cp, 1))
 
     # A reading queued offline arrives late: stored, but the latest stays.
@@ -769,8 +800,7 @@ def test_meter_values_sent_twice_are_stored_once(cs: CentralSystem) -> None:
         "meterValue": [{"timestamp": older, "sampledValue": [{"value": "1500"}]}],
     }
     assert cs.call(cp, "MeterValues", late) == {}
-    assert cs.r.zcard(series) == cs.r.zcard(txn_series) == 3
-    assert cs.samples(series)[0] == sample(older, "Energy.Active.Import.Register", "1500", txn=tid)
+    assert cs.readings()[-1].samples == [("1500", None, None, None, None, None, None)]
     assert cs.hash(keys.meter_latest(cp, 1)) == latest
 
 
@@ -834,7 +864,8 @@ def test_a_repeated_stop_keeps_the_first_and_is_no_anomaly(cs: CentralSystem) ->
     assert all(r == first == {"idTagInfo": {"status": "Accepted"}} for r in again)
     assert cs.hash(keys.transaction(tid)) == closed
     assert closed["energy_wh"] == "3000"
-    assert cs.r.zcard(keys.transaction_samples(tid)) == 1
+    # One stop in history: the repeats closed nothing.
+    assert len([r for r in cs.history() if isinstance(r, history.TransactionStopped)]) == 1
     assert cs.anomalies() == []
 
     # A different second stop is accepted, noted, and changes nothing.

@@ -211,7 +211,7 @@ def our_services(services: dict[str, Any]) -> dict[str, str]:
     """Our services by compose name, each with the user its command names:
     the ocpp-gateway command logs in as ocpp-gateway, and so on."""
     ours = {name: s["command"][0] for name, s in services.items() if "build" in s}
-    assert set(ours) == {"ws-server", "adapter", "processor", "api"}
+    assert set(ours) == {"ws-server", "adapter", "processor", "api", "archiver"}
     return ours
 
 

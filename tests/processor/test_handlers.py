@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from processor import keys
+from processor import history, keys
 from processor.dispatch import Delivery, Dispatcher, Limits, Outcome
 from processor.effects import Op
 from processor.handlers import ROUTES
@@ -124,6 +124,9 @@ async def test_start_records_what_the_charger_was_told() -> None:
     out = await run("StartTransaction", start_body(), state)
     assert answer(out)["idTagInfo"]["status"] == "Blocked"
     assert ["call", "HSET", keys.transaction(1), "id_tag_status", "Blocked"] in out.effects.ops
+    [started] = out.effects.records
+    assert isinstance(started, history.TransactionStarted)
+    assert (started.transaction_id, started.id_tag_status) == (1, "Blocked")
 
 
 def stop_body(meter: int = 1100, ts: str = "2024-01-01T11:30:00Z", **extra: Any) -> dict[str, Any]:
@@ -149,6 +152,9 @@ async def test_stop_closes_the_transaction_with_its_energy() -> None:
     assert ["unset_if", keys.id_tag_active("TAG"), "", "1"] in out.effects.ops
     assert ["unset_if", keys.connector(CP, 1), "transaction_id", "1"] in out.effects.ops
     assert ["call", "SREM", keys.ACTIVE_TRANSACTIONS, "1"] in out.effects.ops
+    assert ["call", "EXPIRE", keys.transaction(1), str(7 * 86400)] in out.effects.ops
+    assert out.effects.records == [history.TransactionStopped(
+        CP, 1, "2024-01-01T11:30:00.000000Z", 1100, "Local", "TAG")]  # fmt: skip
     assert anomalies(out) == []
 
 
@@ -162,6 +168,11 @@ async def test_odd_stops_are_accepted_and_recorded(body: dict[str, Any], kind: s
     out = await run("StopTransaction", body, await opened(MemoryState()))
     assert answer(out) == {}
     assert kind in anomalies(out)
+    recorded = [r for r in out.effects.records if isinstance(r, history.Anomaly)]
+    assert kind in [r.kind for r in recorded]
+    # Odd or not, a stop is billed from history; even one we never saw open.
+    [stop] = [r for r in out.effects.records if isinstance(r, history.TransactionStopped)]
+    assert stop.transaction_id == body["transactionId"]
 
 
 async def test_a_second_stop_keeps_the_first() -> None:
@@ -174,22 +185,33 @@ async def test_a_second_stop_keeps_the_first() -> None:
     assert not ops(other, "hset_once")
 
 
-async def test_meter_values_are_stored_as_set_members_and_newest_wins() -> None:
-    body = {"connectorId": 2, "transactionId": 1, "meterValue": [{
-        "timestamp": "2024-01-01T11:59:00Z",
-        "sampledValue": [{"value": "1500"}, {"value": "230.1", "measurand": "Voltage",
-                                             "phase": "L1", "unit": "V"}]}]}  # fmt: skip
+async def test_meter_values_go_to_history_and_latest_is_newest_wins() -> None:
+    body = {"connectorId": 2, "transactionId": 1, "meterValue": [
+        {"timestamp": "2024-01-01T11:59:00Z",
+         "sampledValue": [{"value": "1500"}, {"value": "230.1", "measurand": "Voltage",
+                                              "phase": "L1", "unit": "V"}]},
+        {"timestamp": "2024-01-01T11:58:00Z", "sampledValue": [{"value": "1400"}]}]}  # fmt: skip
     out = await run("MeterValues", body)
     assert answer(out) == {}
-    zadds = ops(out, "ZADD")
-    assert [z[2] for z in zadds] == [keys.meter_samples(CP, 2), keys.transaction_samples(1)] * 2
-    sample = json.loads(zadds[2][4])
-    assert sample == {"timestamp": "2024-01-01T11:59:00.000000Z", "name": "Voltage:L1",
-                      "value": "230.1", "unit": "V", "context": "Sample.Periodic",
-                      "format": "Raw", "transaction_id": 1}  # fmt: skip
-    latest = ops(out, "hset_newer")
-    assert [op[2] for op in latest] == ["Energy.Active.Import.Register:at", "Voltage:L1:at"]
-    assert len(ops(out, "ZREMRANGEBYRANK")) == 2
+    # Nothing per sample stays in Redis: every sampled value goes to history.
+    assert not ops(out, "ZADD")
+    assert out.effects.records == [
+        history.MeterReading(CP, 2, 1, "2024-01-01T11:59:00.000000Z", [
+            ("1500", None, None, None, None, None, None),
+            ("230.1", None, None, "Voltage", "L1", None, "V")]),
+        history.MeterReading(CP, 2, 1, "2024-01-01T11:58:00.000000Z", [
+            ("1400", None, None, None, None, None, None)]),
+    ]  # fmt: skip
+    [latest] = ops(out, "latest")
+    assert latest[1] == keys.meter_latest(CP, 2)
+    triples = {latest[i]: (latest[i + 1], latest[i + 2]) for i in range(2, len(latest), 3)}
+    # The older reading of the same measurand in the message does not win.
+    assert triples.keys() == {"Energy.Active.Import.Register", "Voltage:L1"}
+    stamp, value = triples["Energy.Active.Import.Register"]
+    assert stamp == "2024-01-01T11:59:00.000000Z"
+    assert json.loads(value) == {"timestamp": stamp, "value": "1500", "unit": "Wh",
+                                 "context": "Sample.Periodic", "format": "Raw",
+                                 "transaction_id": 1}  # fmt: skip
 
 
 async def test_status_notification_is_newest_wins() -> None:
@@ -231,14 +253,17 @@ async def test_status_notifications_are_recorded(action: str, payload: Any, fiel
     assert answer(out) == {}
     [op] = ops(out, "hset_newer")
     assert op[1] == keys.charge_point(CP) and field in op
-    assert any(keys.EVENTS in op and action in op for op in out.effects.ops)
+    [event] = out.effects.records
+    assert isinstance(event, history.ChargerEvent) and event.kind == action
 
 
 async def test_security_events_and_certificates_are_recorded() -> None:
     body = {"type": "FirmwareUpdated", "timestamp": "2024-01-01T11:00:00Z", "techInfo": "v2"}
     out = await run("SecurityEventNotification", body)
     assert answer(out) == {}
-    assert ops(out, "XADD")[0][2] == keys.SECURITY_EVENTS
+    assert out.effects.records == [history.ChargerEvent(
+        CP, "SecurityEventNotification", "2024-01-01T11:00:00.000000Z", None,
+        {"type": "FirmwareUpdated", "tech_info": "v2"})]  # fmt: skip
     out = await run("SignCertificate", {"csr": "-----BEGIN CERTIFICATE REQUEST-----"})
     assert answer(out) == {"status": "Accepted"}
 

@@ -3,11 +3,11 @@
 -- Every row comes from one record of the history stream and carries a
 -- natural key derived from that record alone, so the archiver can write a
 -- redelivered or re-claimed batch again with INSERT ... ON CONFLICT DO NOTHING
--- (or COPY into a staging table and the same) and no row doubles. Where a row
--- has no key of its own in OCPP, the key is the stream entry id of the record
--- it came from (record_id, "1718000000000-0") and its position within it
--- (seq): a record is appended once, in the processor's atomic commit, and
--- keeps its id through every redelivery.
+-- and no row doubles. Where a row has no key of its own in OCPP (events,
+-- anomalies), the key is the stream entry id of the record it came from
+-- (record_id, "1718000000000-0") and its position within it (seq): a record
+-- is appended once, in the processor's atomic commit, and keeps its id
+-- through every redelivery. Meter values are keyed by their content.
 --
 -- Times are the charger's (timestamptz, UTC); archived_at is when the row
 -- reached the database, for lag and support questions.
@@ -49,12 +49,19 @@ CREATE INDEX transactions_by_start ON transactions (started_at);
 -- meterValue). Partitioned by month of the sample's timestamp, so retention
 -- drops a whole partition instead of deleting rows, and "charger X between
 -- t1 and t2" reads only the months it spans.
+--
+-- Keyed by content, not by the record it came from: a charger that sends
+-- the same MeterValues again (its retry under a new message id, a
+-- ws-server delivering a frame twice) adds no second row, while two
+-- different samples at the same instant (a clock-aligned and a periodic
+-- one, a stop's Transaction.End reading) are both kept. sample_key is a
+-- 64-bit digest of everything of the sample but its charger, connector and
+-- time, which the key holds as they are.
 CREATE TABLE meter_values (
-    record_id text NOT NULL,
-    seq integer NOT NULL,  -- position of the sampled value within the record
-    sampled_at timestamptz NOT NULL,  -- the meterValue's timestamp
     charge_point_id text NOT NULL,
     connector_id integer NOT NULL,
+    sampled_at timestamptz NOT NULL,  -- the meterValue's timestamp
+    sample_key bigint NOT NULL,
     transaction_id integer,  -- null for samples outside a session (clock-aligned)
     -- Text, not a number: OCPP 1.6 sends a string, and with format
     -- SignedData it is the signed blob itself, kept byte for byte for
@@ -66,18 +73,19 @@ CREATE TABLE meter_values (
     phase text,
     location text,
     unit text,
+    -- Where the row came from: the history stream entry and the position
+    -- in it, for support questions.
+    record_id text NOT NULL,
+    seq integer NOT NULL,
     archived_at timestamptz NOT NULL DEFAULT now(),
-    -- A key on a partitioned table must hold the partition key. sampled_at
-    -- comes from the same record as (record_id, seq), so a redelivered row
-    -- has all three equal and lands in the same partition: the key still
-    -- refuses the double.
-    PRIMARY KEY (record_id, seq, sampled_at)
+    -- A key on a partitioned table must hold the partition key: sampled_at.
+    PRIMARY KEY (charge_point_id, connector_id, sampled_at, sample_key)
 ) PARTITION BY RANGE (sampled_at);
 -- Samples of transaction N (its curve, its bill): one probe per partition.
 CREATE INDEX meter_values_by_transaction ON meter_values (transaction_id, sampled_at)
     WHERE transaction_id IS NOT NULL;
--- Samples of charger X between t1 and t2; partitions outside the range are pruned.
-CREATE INDEX meter_values_by_charger ON meter_values (charge_point_id, sampled_at);
+-- Samples of charger X between t1 and t2: the key, its charger first, in the
+-- partitions the range spans (a charger's few connectors each scanned).
 -- Whatever no monthly partition covers (a charger whose clock is years off,
 -- a month not created yet) lands here rather than being refused: a refused
 -- row would stop the archiver's batch. meter_values_ensure_partitions moves

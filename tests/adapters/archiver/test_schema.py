@@ -30,9 +30,11 @@ async def db(postgres_db: str) -> AsyncIterator[asyncpg.Connection]:
         await connection.close()
 
 
-SAMPLE = """INSERT INTO meter_values (record_id, seq, sampled_at, charge_point_id,
+# The sample's position stands in for its content digest: records differing
+# in it are different samples.
+SAMPLE = """INSERT INTO meter_values (record_id, seq, sampled_at, sample_key, charge_point_id,
     connector_id, transaction_id, value, context, format, measurand, phase, location, unit)
-    VALUES ($1, $2, $3, 'CP-1', 1, 7, '1234.5', 'Sample.Periodic', 'Raw',
+    VALUES ($1, $2::int, $3, $2::int, 'CP-1', 1, 7, '1234.5', 'Sample.Periodic', 'Raw',
             'Energy.Active.Import.Register', NULL, 'Outlet', 'Wh')
     ON CONFLICT DO NOTHING"""
 
@@ -116,15 +118,15 @@ async def test_a_multi_row_insert_of_a_redelivered_batch_keeps_the_first_write(
     db: asyncpg.Connection,
 ) -> None:
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    rows = [("20-0", i, when, "CP-2", 1, None, str(i), None, "SignedData", None, None, None, None)
-            for i in range(3)]  # fmt: skip
-    columns = ("record_id", "seq", "sampled_at", "charge_point_id", "connector_id",
+    rows = [("20-0", i, when, i, "CP-2", 1, None, str(i), None, "SignedData", None, None, None,
+             None) for i in range(3)]  # fmt: skip
+    columns = ("record_id", "seq", "sampled_at", "sample_key", "charge_point_id", "connector_id",
                "transaction_id", "value", "context", "format", "measurand", "phase",
                "location", "unit")  # fmt: skip
     insert = f"""INSERT INTO meter_values ({", ".join(columns)})
-        SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::text[], $5::int[],
-            $6::int[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-            $12::text[], $13::text[]) ON CONFLICT DO NOTHING"""
+        SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::bigint[], $5::text[],
+            $6::int[], $7::int[], $8::text[], $9::text[], $10::text[], $11::text[],
+            $12::text[], $13::text[], $14::text[]) ON CONFLICT DO NOTHING"""
     arrays = [list(column) for column in zip(*rows, strict=True)]
     assert await db.execute(insert, *arrays) == "INSERT 0 3"
     assert await db.execute(insert, *arrays) == "INSERT 0 0"

@@ -1,0 +1,234 @@
+"""History stream entries into table rows: pure, no database, no Redis.
+
+Each row's key comes from the entry alone, so writing the same entries
+again (a redelivery, a claim) produces the same keys and ``ON CONFLICT``
+refuses the doubles (see ``migrations/0001_history.sql``): meter values are
+keyed by their content, events and anomalies by the history entry's id and
+their position in it, transactions by (charger, transactionId), commands by
+their id, dead letters by the inbound entry's id.
+
+Columns are gathered column by column, the shape ``unnest`` takes in
+``write.sql``: one statement per table whatever the batch's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from processor import clock, history, json_depth
+
+_json = msgspec.json.Encoder()
+_packer = msgspec.msgpack.Encoder()
+# Later command states win; a redelivered earlier one changes nothing.
+COMMAND_RANK = {"queued": 0, "sent": 1}
+_FINAL_RANK = 2
+
+
+class Columns:
+    """Rows of one table, as one list per column."""
+
+    __slots__ = ("columns",)
+
+    def __init__(self, width: int) -> None:
+        self.columns: tuple[list[Any], ...] = tuple([] for _ in range(width))
+
+    def add(self, *values: Any) -> None:
+        for column, value in zip(self.columns, values, strict=True):
+            column.append(value)
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def extend(self, other: Columns) -> None:
+        for mine, theirs in zip(self.columns, other.columns, strict=True):
+            mine.extend(theirs)
+
+
+@dataclass
+class Rows:
+    """What a batch of history entries writes, table by table."""
+
+    meter_values: Columns = field(default_factory=lambda: Columns(14))
+    starts: dict[tuple[str, int], tuple[Any, ...]] = field(default_factory=dict)
+    stops: dict[tuple[str, int], tuple[Any, ...]] = field(default_factory=dict)
+    events: Columns = field(default_factory=lambda: Columns(7))
+    anomalies: Columns = field(default_factory=lambda: Columns(6))
+    dead_letters: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    commands: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def merge(self, other: Rows) -> None:
+        """Adds ``other``'s rows, which come later in the stream."""
+        self.meter_values.extend(other.meter_values)
+        self.events.extend(other.events)
+        self.anomalies.extend(other.anomalies)
+        for mine, theirs in ((self.starts, other.starts), (self.stops, other.stops),
+                             (self.dead_letters, other.dead_letters)):  # fmt: skip
+            for key, row in theirs.items():
+                mine.setdefault(key, row)  # type: ignore[arg-type]
+        for command_id, row in other.commands.items():
+            held = self.commands.get(command_id)
+            if held is None or _rank(held[4]) <= _rank(row[4]):
+                self.commands[command_id] = row
+
+    def __len__(self) -> int:
+        return (len(self.meter_values) + len(self.starts) + len(self.stops) + len(self.events)
+                + len(self.anomalies) + len(self.dead_letters) + len(self.commands))  # fmt: skip
+
+
+def text(value: str | None) -> str | None:
+    """PostgreSQL text holds no NUL, which JSON lets a charger send: each
+    becomes U+FFFD rather than failing the batch."""
+    if value is not None and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
+def _details(fields: Mapping[str, str]) -> str:
+    # jsonb refuses \u0000 as text does NUL.
+    return _json.encode({text(k): text(v) for k, v in fields.items()}).decode()
+
+
+def sample_key(transaction_id: int | None, sample: history.Sample) -> int:
+    """A signed 64-bit digest of a sample's content (bigint): with charger,
+    connector and time, its key, so the same sample sent twice is one row."""
+    digest = hashlib.blake2b(_packer.encode((transaction_id, sample)), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _entry_time(entry_id: str) -> str:
+    ms = int(entry_id.partition("-")[0])
+    return clock.stored(datetime.fromtimestamp(ms / 1000, UTC))
+
+
+def gather(entries: Iterable[tuple[str, Mapping[str, bytes]]]) -> Rows:
+    """The rows of ``entries``: (history entry id, its fields), in stream order.
+    Raises ``msgspec.DecodeError`` or ``ValueError`` for an entry that is
+    not history (the caller sets it aside)."""
+    rows = Rows()
+    for entry_id, fields in entries:
+        add(rows, entry_id, fields)
+    return rows
+
+
+def add(rows: Rows, entry_id: str, fields: Mapping[str, bytes]) -> None:
+    """Adds one history entry's rows to ``rows``."""
+    seq = 0
+    for name, blob in fields.items():
+        if name.startswith(history.LUA_FIELD_PREFIX):
+            _lua(rows, entry_id, seq, name, history.decode_lua(blob))
+            seq += 1
+            continue
+        for record in history.decode(blob):
+            seq = _record(rows, entry_id, seq, record)
+
+
+def _record(rows: Rows, entry_id: str, seq: int, r: history.Record) -> int:
+    match r:
+        case history.MeterReading():
+            cp = text(r.charge_point_id)
+            for sample in r.samples:
+                value, context, fmt, measurand, phase, location, unit = sample
+                rows.meter_values.add(cp, r.connector_id, r.sampled_at,
+                                      sample_key(r.transaction_id, sample), r.transaction_id,
+                                      text(value), context, fmt, measurand, phase, location,
+                                      unit, entry_id, seq)  # fmt: skip
+                seq += 1
+            return seq
+        case history.TransactionStarted():
+            key = (text(r.charge_point_id) or "", r.transaction_id)
+            rows.starts.setdefault(key, (*key, r.connector_id, text(r.id_tag), r.reservation_id,
+                                         r.started_at, r.meter_start, r.id_tag_status))  # fmt: skip
+        case history.TransactionStopped():
+            key = (text(r.charge_point_id) or "", r.transaction_id)
+            rows.stops.setdefault(key, (*key, r.stopped_at, r.meter_stop, text(r.reason),
+                                        text(r.id_tag)))  # fmt: skip
+        case history.ChargerEvent():
+            rows.events.add(entry_id, seq, text(r.charge_point_id), text(r.kind), r.occurred_at,
+                            r.connector_id, _details(r.details))  # fmt: skip
+        case history.Anomaly():
+            rows.anomalies.add(entry_id, seq, text(r.charge_point_id), text(r.kind),
+                               r.occurred_at, _details(r.details))  # fmt: skip
+        case history.DeadLetter():
+            rows.dead_letters.setdefault(
+                r.entry_id,
+                (r.entry_id, text(r.charge_point_id), text(r.reason), r.envelope, r.dead_at),
+            )
+    return seq + 1
+
+
+def _lua(rows: Rows, entry_id: str, seq: int, name: str, f: dict[str, str]) -> None:
+    kind = name[len(history.LUA_FIELD_PREFIX) :].partition(":")[0]
+    if kind == "anomaly":
+        details = {k: v for k, v in f.items() if k not in ("kind", "charge_point_id")}
+        rows.anomalies.add(entry_id, seq, text(f.get("charge_point_id")), text(f.get("kind", "")),
+                           _entry_time(entry_id), _details(details))  # fmt: skip
+    elif kind == "command":
+        _command(rows, f)
+    else:
+        raise ValueError(f"history field {name!r} is of no kind the archiver knows")
+
+
+def _command(rows: Rows, f: dict[str, str]) -> None:
+    command_id, state = f["command_id"], f.get("state", "")
+    held = rows.commands.get(command_id)
+    if held is not None and _rank(held[4]) > _rank(state):
+        return
+    outcome: dict[str, Any] = {}
+    for name in ("status", "error_code", "error_description", "round_trip_ms"):
+        if name in f:
+            outcome[name] = f[name]
+    if "result" in f:
+        outcome["result"] = _json_or_text(f["result"])
+    late = {k[len("late_") :]: v for k, v in f.items() if k.startswith("late_")}
+    if late:
+        outcome["late"] = late
+    rows.commands[command_id] = (
+        command_id, text(f.get("charge_point_id", "")), text(f.get("action", "")),
+        _jsonb(f.get("request", "null")), text(state),
+        _jsonb_value(outcome) if outcome else None,
+        _ms(f.get("created_at_ms")), _ms(f.get("sent_at_ms")), _ms(f.get("completed_at_ms")),
+    )  # fmt: skip
+
+
+def _rank(state: str) -> int:
+    return COMMAND_RANK.get(state, _FINAL_RANK)
+
+
+def _jsonb(raw: str) -> str:
+    return _jsonb_value(_json_or_text(raw))
+
+
+def _json_or_text(raw: str) -> Any:
+    """``raw`` decoded, or kept as text if it is not JSON we can hold (a
+    charger's broken reply, nested past what a decoder may recurse)."""
+    if not json_depth.within(raw.encode()):
+        return raw
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return raw
+
+
+def _jsonb_value(value: Any) -> str:
+    return _json.encode(_clean(value)).decode()
+
+
+def _clean(value: Any) -> Any:
+    """``value`` with every NUL in its strings replaced (jsonb refuses \\u0000)."""
+    if isinstance(value, str):
+        return text(value)
+    if isinstance(value, dict):
+        return {text(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _ms(value: str | None) -> int | None:
+    return int(value) if value else None

@@ -1,0 +1,292 @@
+"""``ocpp-archiver run``: the history stream into PostgreSQL, exactly once.
+
+A consumer of its own group (``archivers``) on ``ocpp:history``, any number
+of replicas. Each batch of entries is written in one database transaction
+and acknowledged only after it committed:
+
+* killed before the commit, nothing of the batch is in the database and its
+  entries are still pending: this consumer reads them again at start, or
+  another replica claims them once idle;
+* killed between the commit and the XACK, the batch is written again, and
+  every row's key (``rows.py``) makes the second write change nothing.
+
+PostgreSQL down, the batch in hand is retried with backoff and nothing
+else is read: history waits in the stream (the processors go on answering
+chargers) and drains when the database is back. An entry the database
+refuses for its content (a value out of a column's range) is found by
+writing the batch entry by entry, and set aside on ``ocpp:history:dead``
+with the reason, so one bad record never stops the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anyio
+import asyncpg
+import msgspec
+from asyncpg.exceptions._base import DataError as ClientDataError
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from adapters.archiver import rows as rows_
+from adapters.archiver.connector import Database
+from adapters.archiver.writer import write
+from processor import keys
+from processor.lifecycle import Stopper
+from processor.logs import redact
+from processor.redis_io import TRANSIENT, Backoff, describe, ensure_group, group_lost, script
+
+log = logging.getLogger("archiver")
+
+# Entries the database refused, with the reason: for an operator to look at.
+HISTORY_DEAD = "ocpp:history:dead"
+_HISTORY_DEAD_MAXLEN = 100_000
+
+# The database refusing a row for what it holds (a number out of a column's
+# range): set the entry aside. Any other error (connection lost, server
+# restarting, schema not migrated yet, permissions) is waited out: setting
+# history aside for it would lose it for a fault that passes.
+REFUSED: tuple[type[BaseException], ...] = (
+    asyncpg.DataError,  # class 22, from the server
+    ClientDataError,  # a value the driver could not encode (an int past int4)
+    asyncpg.IntegrityConstraintViolationError,
+)
+# Everything else: asyncpg raises several kinds for a lost connection
+# (OSError, InterfaceError, InternalClientError, PostgresConnectionError...).
+DATABASE_DOWN: tuple[type[BaseException], ...] = (Exception,)
+
+Entry = tuple[str, dict[str, bytes]]
+
+
+def _entries(reply: Any) -> list[Entry]:
+    out = []
+    for entry_id, fields in reply:
+        out.append(
+            (entry_id.decode(), {k.decode(): v for k, v in (fields or {}).items()}),
+        )
+    return out
+
+
+class Archiver:
+    """One consumer of the ``archivers`` group."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        database: Database,
+        consumer: str,
+        *,
+        batch: int = 64,
+        block_ms: int = 1000,
+        claim_idle_ms: int = 60_000,
+        trim_interval_ms: int = 1000,
+        stream: str = keys.HISTORY,
+        group: str = keys.ARCHIVERS,
+    ) -> None:
+        self._redis = redis
+        self._database = database
+        self.consumer = consumer
+        self._batch = batch
+        self._block_ms = block_ms
+        self._claim_idle_ms = claim_idle_ms
+        self._trim_interval = trim_interval_ms / 1000
+        self._stream = stream
+        self._group = group
+        self._trim = script(redis, "adapters", "trim")
+        self._stopper = Stopper()
+        self._redis_backoff = Backoff(log)
+        # Our own pending entries first (a crash left them), then new ones.
+        self._cursor = "0"
+        self._next_claim = 0.0
+        self._next_trim = 0.0
+        self.database_down_since: float | None = None
+        self.database_error = ""
+        self.archived = 0
+        self.rows = 0
+        self.set_aside = 0
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then return from :meth:`run`."""
+        self._stopper.stop()
+
+    async def run(self) -> None:
+        await self._ensure_group()
+        while not self._stopper.stopping:
+            try:
+                entries = await self._take()
+                if entries:
+                    # Shielded: a batch is written and acknowledged whole,
+                    # or left pending whole, never abandoned half way.
+                    with anyio.CancelScope(shield=True):
+                        await self.archive(entries)
+                await self._maybe_trim()
+                self._redis_backoff.ok()
+            except TRANSIENT as exc:
+                await self._redis_backoff.wait(exc)
+            except ResponseError as exc:
+                if not group_lost(exc):
+                    raise
+                log.warning("group %s lost on %s: creating it again", self._group, self._stream)
+                await self._ensure_group()
+
+    async def _ensure_group(self) -> None:
+        while not self._stopper.stopping:
+            try:
+                await ensure_group(self._redis, self._stream, self._group)
+                return
+            except TRANSIENT as exc:
+                await self._redis_backoff.wait(exc)
+
+    async def _take(self) -> list[Entry]:
+        now = anyio.current_time()
+        if now >= self._next_claim:
+            self._next_claim = now + self._claim_idle_ms / 2000
+            claimed = await self._claim()
+            if claimed:
+                return claimed
+        if self._cursor != ">":
+            reply: Any = await self._redis.xreadgroup(
+                self._group, self.consumer, {self._stream: self._cursor}, count=self._batch
+            )
+            entries = _entries(reply[0][1]) if reply else []
+            if entries:
+                self._cursor = entries[-1][0]
+                return entries
+            self._cursor = ">"
+        with self._stopper.interruptible():
+            reply = await self._redis.xreadgroup(
+                self._group,
+                self.consumer,
+                {self._stream: ">"},
+                count=self._batch,
+                block=self._block_ms,
+            )
+            return _entries(reply[0][1]) if reply else []
+        return []
+
+    async def _claim(self) -> list[Entry]:
+        """Entries another replica took and left idle (it died)."""
+        reply: Any = await self._redis.xautoclaim(
+            self._stream, self._group, self.consumer, self._claim_idle_ms, "0-0", count=self._batch
+        )
+        claimed = [(i, f) for i, f in reply[1] if f is not None]
+        if claimed:
+            log.info("claimed %d history entries left idle by another archiver", len(claimed))
+        return _entries(claimed)
+
+    async def archive(self, entries: Sequence[Entry]) -> None:
+        """Write ``entries`` and acknowledge them; waits out a database outage."""
+        rows, bad = _gather(entries)
+        while True:
+            try:
+                await self._write(rows)
+                break
+            except REFUSED:
+                # The database refused something in the batch: find what,
+                # entry by entry, and set it aside.
+                await self._one_by_one(entries, bad)
+                break
+            except DATABASE_DOWN as exc:
+                await self._database_down(exc)
+        self._database_up()
+        if bad:
+            await self._set_aside(entries, bad)
+        await self._redis.xack(self._stream, self._group, *[i for i, _ in entries])
+        self.archived += len(entries)
+        self.rows += len(rows)
+
+    async def _write(self, rows: rows_.Rows) -> None:
+        if len(rows) == 0:
+            return
+        async with self._database.transaction() as session:
+            await write(session, rows)
+
+    async def _one_by_one(self, entries: Sequence[Entry], bad: dict[str, str]) -> None:
+        for entry_id, fields in entries:
+            if entry_id in bad:
+                continue
+            single, _ = _gather([(entry_id, fields)])
+            while True:
+                try:
+                    await self._write(single)
+                    break
+                except REFUSED as exc:
+                    bad[entry_id] = f"refused by PostgreSQL: {type(exc).__name__}: {exc}"
+                    break
+                except DATABASE_DOWN as exc:
+                    await self._database_down(exc)
+
+    async def _set_aside(self, entries: Sequence[Entry], bad: Mapping[str, str]) -> None:
+        """Copy the entries in ``bad`` to ``ocpp:history:dead`` with their
+        reason, before the XACK that lets them be trimmed."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for entry_id, fields in entries:
+                reason = bad.get(entry_id)
+                if reason is None:
+                    continue
+                log.error("history entry %s set aside on %s: %s", entry_id, HISTORY_DEAD, reason)
+                record: dict[Any, Any] = {"reason": reason, "entry_id": entry_id}
+                record.update(fields)
+                pipe.xadd(HISTORY_DEAD, record, maxlen=_HISTORY_DEAD_MAXLEN, approximate=True)
+            await pipe.execute()
+        self.set_aside += len(bad)
+
+    async def _database_down(self, exc: BaseException) -> None:
+        reason = redact(describe(exc))
+        if self.database_down_since is None:
+            self.database_down_since = time.monotonic()
+            log.warning(
+                "postgresql unavailable, history waits in %s until it is back: %s",
+                self._stream,
+                reason,
+            )
+        self.database_error = reason
+        down_for = time.monotonic() - self.database_down_since
+        await anyio.sleep(min(2.0, 0.05 * 2 ** min(down_for, 6)))
+
+    def _database_up(self) -> None:
+        if self.database_down_since is not None:
+            down = time.monotonic() - self.database_down_since
+            log.warning("postgresql reachable again after %.1f s: draining the backlog", down)
+            self.database_down_since = None
+            self.database_error = ""
+
+    async def _maybe_trim(self) -> None:
+        now = anyio.current_time()
+        if now >= self._next_trim:
+            self._next_trim = now + self._trim_interval
+            await self._trim(keys=[self._stream])
+
+    async def backlog(self) -> tuple[int | None, int]:
+        """History not yet archived: entries not yet read by the group (None
+        if Redis cannot tell) and entries read but not acknowledged."""
+        try:
+            groups = await self._redis.xinfo_groups(self._stream)
+        except ResponseError:
+            return None, 0
+        for info in groups:
+            name = info.get("name")
+            if (name.decode() if isinstance(name, bytes) else name) == self._group:
+                lag = info.get("lag")
+                return (None if lag is None else int(lag)), int(info.get("pending") or 0)
+        return None, 0
+
+
+def _gather(entries: Sequence[Entry]) -> tuple[rows_.Rows, dict[str, str]]:
+    """Rows of the entries that are history; the others by id, with why not."""
+    rows = rows_.Rows()
+    bad: dict[str, str] = {}
+    for entry_id, fields in entries:
+        try:
+            # Into a scratch first, so a bad entry adds nothing half way.
+            scratch = rows_.Rows()
+            rows_.add(scratch, entry_id, fields)
+        except (msgspec.DecodeError, ValueError, KeyError) as exc:
+            bad[entry_id] = f"not a history entry: {exc}"
+            continue
+        rows.merge(scratch)
+    return rows, bad

@@ -1,0 +1,84 @@
+-- The archiver's writes (adapters/archiver/writer.py), one statement per
+-- table per batch: columns arrive as arrays and unnest turns them into rows.
+-- Every insert is keyed so that writing a batch again changes nothing
+-- (adapters/archiver/rows.py says which key each table has). Times arrive
+-- as text, which PostgreSQL parses itself.
+
+-- name: meter_values
+INSERT INTO meter_values (charge_point_id, connector_id, sampled_at, sample_key, transaction_id,
+                          value, context, format, measurand, phase, location, unit, record_id,
+                          seq)
+SELECT c, n, t::timestamptz, k, x, v, ctx, f, m, p, l, u, r, s
+FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::int[], $6::text[], $7::text[],
+            $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+            $14::int[])
+     AS batch (c, n, t, k, x, v, ctx, f, m, p, l, u, r, s)
+ON CONFLICT DO NOTHING;
+
+-- name: starts
+-- A start fills the columns a stop that came first left empty; a second
+-- start of the same transaction (a retry) changes nothing.
+INSERT INTO transactions (charge_point_id, transaction_id, connector_id, id_tag,
+                          reservation_id, started_at, meter_start, id_tag_status)
+SELECT c, x, n, i, r, t::timestamptz, m, st
+FROM unnest($1::text[], $2::int[], $3::int[], $4::text[], $5::int[], $6::text[], $7::bigint[],
+            $8::text[]) AS batch (c, x, n, i, r, t, m, st)
+ON CONFLICT (charge_point_id, transaction_id) DO UPDATE SET
+    connector_id = EXCLUDED.connector_id, id_tag = EXCLUDED.id_tag,
+    reservation_id = EXCLUDED.reservation_id, started_at = EXCLUDED.started_at,
+    meter_start = EXCLUDED.meter_start, id_tag_status = EXCLUDED.id_tag_status
+WHERE transactions.started_at IS NULL;
+
+-- name: stops
+-- The first stop archived is kept, as Redis keeps the first it commits.
+INSERT INTO transactions (charge_point_id, transaction_id, stopped_at, meter_stop, stop_reason,
+                          stop_id_tag)
+SELECT c, x, t::timestamptz, m, r, i
+FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::text[], $6::text[])
+     AS batch (c, x, t, m, r, i)
+ON CONFLICT (charge_point_id, transaction_id) DO UPDATE SET
+    stopped_at = EXCLUDED.stopped_at, meter_stop = EXCLUDED.meter_stop,
+    stop_reason = EXCLUDED.stop_reason, stop_id_tag = EXCLUDED.stop_id_tag
+WHERE transactions.stopped_at IS NULL;
+
+-- name: events
+INSERT INTO charger_events (record_id, seq, charge_point_id, kind, occurred_at, connector_id,
+                            details)
+SELECT r, s, c, k, t::timestamptz, n, d::jsonb
+FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[])
+     AS batch (r, s, c, k, t, n, d)
+ON CONFLICT DO NOTHING;
+
+-- name: anomalies
+INSERT INTO anomalies (record_id, seq, charge_point_id, kind, occurred_at, details)
+SELECT r, s, c, k, t::timestamptz, d::jsonb
+FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[])
+     AS batch (r, s, c, k, t, d)
+ON CONFLICT DO NOTHING;
+
+-- name: dead_letters
+INSERT INTO dead_letters (entry_id, charge_point_id, reason, envelope, dead_at)
+SELECT e, c, r, b, t::timestamptz
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[]) AS batch (e, c, r, b, t)
+ON CONFLICT DO NOTHING;
+
+-- name: commands
+-- A command is recorded when queued and again at its outcome; whichever
+-- comes last, the row ends with the outcome.
+INSERT INTO commands (command_id, charge_point_id, action, request, state, outcome, created_at,
+                      sent_at, completed_at)
+SELECT i, c, a, q::jsonb, st, o::jsonb, to_timestamp(coalesce(cr, 0) / 1000.0),
+       to_timestamp(se / 1000.0), to_timestamp(co / 1000.0)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::bigint[], $8::bigint[], $9::bigint[]) AS batch (i, c, a, q, st, o, cr, se, co)
+ON CONFLICT (command_id) DO UPDATE SET
+    state = EXCLUDED.state, outcome = EXCLUDED.outcome,
+    sent_at = coalesce(EXCLUDED.sent_at, commands.sent_at),
+    completed_at = EXCLUDED.completed_at
+WHERE commands.state IN ('queued', 'sent') AND EXCLUDED.state <> commands.state
+  AND NOT (commands.state = 'sent' AND EXCLUDED.state = 'queued');
+
+-- name: partitions
+-- The monthly partitions of meter_values, by name.
+SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'meter_values'::regclass AND c.relname ~ '^meter_values_\d{4}_\d{2}$';

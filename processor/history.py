@@ -1,0 +1,113 @@
+"""History records: what the processor hands to ``ocpp-archiver`` for PostgreSQL.
+
+A handler adds records to its :class:`processor.effects.Effects`; the commit
+appends the records of every entry it acknowledges to the ``ocpp:history``
+stream in the same atomic step as the reply and the XACK, so a message's
+history is appended once or not at all. One stream entry per commit batch:
+each field is named by the inbound entry id the records came from and holds
+them as one MessagePack array (see :func:`encode`). Lua appends records of
+its own (commands reaching a state, anomalies it finds) as fields named
+``!<kind>``, see :data:`LUA_FIELD_PREFIX`.
+
+Records are array-like tagged Structs: compact on the wire, and each kind
+decodes to its own type. Times are :func:`processor.clock.stored` text,
+which PostgreSQL parses as ``timestamptz``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+# Fields written by Lua scripts rather than from Python records.
+LUA_FIELD_PREFIX = "!"
+
+
+class _Record(msgspec.Struct, array_like=True, tag_field="k"):
+    pass
+
+
+# value, context, format, measurand, phase, location, unit: as the charger
+# sent them (None where it left one out), signed data byte for byte.
+Sample = tuple[str, str | None, str | None, str | None, str | None, str | None, str | None]
+
+
+class MeterReading(_Record, tag="mv"):
+    """One meterValue: its timestamp and every sampled value in it."""
+
+    charge_point_id: str
+    connector_id: int
+    transaction_id: int | None
+    sampled_at: str
+    samples: list[Sample]
+
+
+class TransactionStarted(_Record, tag="start"):
+    charge_point_id: str
+    transaction_id: int
+    connector_id: int
+    id_tag: str
+    reservation_id: int | None
+    started_at: str
+    meter_start: int
+    id_tag_status: str
+
+
+class TransactionStopped(_Record, tag="stop"):
+    charge_point_id: str
+    transaction_id: int
+    stopped_at: str
+    meter_stop: int
+    reason: str | None
+    id_tag: str | None
+
+
+class ChargerEvent(_Record, tag="event"):
+    """A boot, status change, notification or security event."""
+
+    charge_point_id: str
+    kind: str
+    occurred_at: str
+    connector_id: int | None
+    details: dict[str, str]
+
+
+class Anomaly(_Record, tag="anomaly"):
+    charge_point_id: str | None
+    kind: str
+    occurred_at: str
+    details: dict[str, str]
+
+
+class DeadLetter(_Record, tag="dead"):
+    """Input the processor could not handle, verbatim; keyed by its entry id."""
+
+    entry_id: str
+    charge_point_id: str | None
+    reason: str
+    envelope: bytes
+    dead_at: str
+
+
+Record = (
+    MeterReading | TransactionStarted | TransactionStopped | ChargerEvent | Anomaly | DeadLetter
+)
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(list[Record])
+_lua_decoder = msgspec.msgpack.Decoder(list[str])
+
+
+def encode(records: Sequence[Record]) -> bytes:
+    return _encoder.encode(records)
+
+
+def decode(blob: bytes) -> list[Record]:
+    return _decoder.decode(blob)
+
+
+def decode_lua(blob: bytes) -> dict[str, str]:
+    """A Lua-made record: a flat MessagePack array of field, value, ..."""
+    flat = _lua_decoder.decode(blob)
+    return dict(zip(flat[::2], flat[1::2], strict=True))

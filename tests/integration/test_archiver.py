@@ -1,0 +1,212 @@
+"""History end to end through the real services: adapter, processor and
+``ocpp-archiver run`` on a real Redis and a real PostgreSQL; then SIGKILL
+the archiver mid-batch, and PostgreSQL under load, and count every row."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+import redis
+
+from adapters.devstack import PostgresServer, Service, wait_for
+from processor import keys
+from tests.integration.helpers import collect, push
+from tests.messages import call
+
+pytestmark = pytest.mark.slow
+
+CPS = [f"CP{i:02d}" for i in range(20)]
+
+
+@pytest.fixture
+def client(redis_db: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_db)
+    yield c
+    c.close()
+
+
+def query(url: str, sql: str, *args: Any) -> list[Any]:
+    async def run() -> list[Any]:
+        connection = await asyncpg.connect(url)
+        try:
+            return list(await connection.fetch(sql, *args))
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
+
+
+def count(url: str, table: str) -> int:
+    try:
+        return int(query(url, f"SELECT count(*) FROM {table}")[0][0])
+    except (OSError, asyncpg.PostgresError):
+        return -1  # not migrated yet, or the server is down
+
+
+def meter_values(cp: str, mid: str, n: int, transaction_id: int | None = None) -> bytes:
+    ts = f"2024-01-01T{n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z"
+    body: dict[str, Any] = {"connectorId": 1, "meterValue": [{"timestamp": ts, "sampledValue": [
+        {"value": str(1000 + n), "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+        {"value": "7200", "measurand": "Power.Active.Import", "unit": "W"},
+        {"value": "31.5", "measurand": "Current.Import", "phase": "L1", "unit": "A"},
+    ]}]}  # fmt: skip
+    if transaction_id is not None:
+        body["transactionId"] = transaction_id
+    return call(cp, mid, "MeterValues", body)
+
+
+def archiver(redis_url: str, database_url: str, name: str = "archiver", **env: str) -> Service:
+    return Service(
+        "adapters.archiver",
+        redis_url,
+        args=["run"],
+        env={"DATABASE_URL": database_url, "OCPP_MIGRATE": "true", "OCPP_CONSUMER_NAME": name,
+             **env},
+    )  # fmt: skip
+
+
+def stop_all(*services: Service) -> None:
+    for s in services:
+        if s.alive():
+            s.kill()
+
+
+def test_a_session_reaches_postgresql(redis_db: str, postgres_db: str, client: redis.Redis) -> None:
+    cp = "CP-HIST"
+    boot = {"chargePointVendor": "Acme", "chargePointModel": "X1"}
+    status = {"connectorId": 1, "errorCode": "NoError", "status": "Charging",
+              "timestamp": "2024-01-01T10:00:00Z"}  # fmt: skip
+    start = {"connectorId": 1, "idTag": "TAG1", "meterStart": 1000,
+             "timestamp": "2024-01-01T10:00:01Z"}  # fmt: skip
+    security = {"type": "FirmwareUpdated", "timestamp": "2024-01-01T10:00:02Z"}
+    adapter = Service("adapters", redis_db)
+    processor = Service("processor", redis_db)
+    archive = archiver(redis_db, postgres_db)
+    try:
+        push(client, call(cp, "b", "BootNotification", boot),
+             call(cp, "s", "StatusNotification", status),
+             call(cp, "t", "StartTransaction", start),
+             call(cp, "x", "SecurityEventNotification", security),
+             b"{not json")  # fmt: skip
+        replies = collect(client, [cp], 4, timeout=30)
+        [tid] = [r["payload"][2]["transactionId"] for r in replies if r["message_id"] == "t"]
+        push(client, meter_values(cp, "m1", 1, tid), meter_values(cp, "m2", 2, tid),
+             call(cp, "e", "StopTransaction", {"transactionId": tid, "meterStop": 1600,
+                                                "timestamp": "2024-01-01T11:00:00Z",
+                                                "reason": "EVDisconnected"}))  # fmt: skip
+        collect(client, [cp], 3, timeout=30)
+        wait_for(
+            lambda: count(postgres_db, "transactions WHERE stopped_at IS NOT NULL") == 1,
+            30, "the stopped transaction in PostgreSQL",
+        )  # fmt: skip
+        wait_for(lambda: count(postgres_db, "dead_letters") == 1, 30, "the dead letter")
+        wait_for(lambda: client.xpending(keys.HISTORY, keys.ARCHIVERS)["pending"] == 0, 10, "acks")
+        assert archive.terminate() == 0
+    finally:
+        stop_all(adapter, processor, archive)
+    [txn] = query(postgres_db, "SELECT * FROM transactions")
+    assert (txn["charge_point_id"], txn["transaction_id"], txn["id_tag"]) == (cp, tid, "TAG1")
+    assert (txn["meter_start"], txn["meter_stop"], txn["energy_wh"]) == (1000, 1600, 600)
+    assert (txn["stop_reason"], txn["id_tag_status"]) == ("EVDisconnected", "Accepted")
+    samples = query(postgres_db, "SELECT measurand, phase, value, unit, transaction_id "
+                                 "FROM meter_values ORDER BY sampled_at, seq")  # fmt: skip
+    assert [tuple(s) for s in samples[:3]] == [
+        ("Energy.Active.Import.Register", None, "1001", "Wh", tid),
+        ("Power.Active.Import", None, "7200", "W", tid),
+        ("Current.Import", "L1", "31.5", "A", tid),
+    ]
+    assert len(samples) == 6
+    events = query(postgres_db, "SELECT kind, connector_id, details FROM charger_events "
+                                "ORDER BY occurred_at")  # fmt: skip
+    assert [e["kind"] for e in events] == [
+        "StatusNotification", "SecurityEventNotification", "BootNotification"]  # fmt: skip
+    assert json.loads(events[0]["details"])["status"] == "Charging"
+    [dead] = query(postgres_db, "SELECT reason, envelope FROM dead_letters")
+    assert dead["envelope"] == b"{not json"
+    # Nothing per sample stays in Redis.
+    assert not client.keys("ocpp:*:meter")
+
+
+def test_killed_archiver_writes_every_row_exactly_once(
+    redis_db: str, postgres_db: str, client: redis.Redis
+) -> None:
+    n = 6000
+    push(client, *[meter_values(CPS[i % len(CPS)], f"m{i}", i) for i in range(n)])
+    adapter = Service("adapters", redis_db)
+    # Small commits, so the history stream holds many entries to kill among.
+    processor = Service("processor", redis_db, env={"OCPP_BATCH_SIZE": "8"})
+    fast = {"OCPP_CLAIM_IDLE_MS": "300", "OCPP_ARCHIVER_BATCH": "2"}
+    archivers: list[Service] = []
+    kills = 0
+    try:
+        collect(client, CPS, n, timeout=60)
+        # Each archiver in turn is frozen when caught holding entries it has
+        # not acknowledged (reading them, writing them, or between the
+        # commit and the XACK) and killed; the next claims what it left.
+        for k in range(4):
+            name = f"victim{k}"
+            victim = archiver(redis_db, postgres_db, name, **fast)
+            archivers.append(victim)
+
+            def caught(victim: Service = victim, name: str = name) -> bool:
+                os.kill(victim.pid, signal.SIGSTOP)
+                groups = client.xinfo_groups(keys.HISTORY)
+                if groups and any(
+                    c["name"] == name.encode() and c["pending"] > 0
+                    for c in client.xinfo_consumers(keys.HISTORY, keys.ARCHIVERS)
+                ):
+                    return True
+                os.kill(victim.pid, signal.SIGCONT)
+                return False  # fmt: skip
+
+            wait_for(caught, 30, f"{name} to hold entries", interval=0.001)
+            victim.kill()
+            kills += 1
+        survivor = archiver(redis_db, postgres_db, "survivor", **fast)
+        archivers.append(survivor)
+        wait_for(lambda: count(postgres_db, "meter_values") >= 3 * n, 60, "every sample")
+        wait_for(lambda: client.xpending(keys.HISTORY, keys.ARCHIVERS)["pending"] == 0, 30, "acks")
+        assert survivor.terminate() == 0
+    finally:
+        stop_all(adapter, processor, *archivers)
+    assert kills == 4
+    assert count(postgres_db, "meter_values") == 3 * n
+    # Each message's energy register is its own: n of them, each once.
+    [row] = query(postgres_db, "SELECT count(*), count(DISTINCT value) FROM meter_values "
+                               "WHERE measurand = 'Energy.Active.Import.Register'")  # fmt: skip
+    assert tuple(row) == (n, n)
+
+
+def test_postgresql_down_under_load_loses_and_doubles_nothing(
+    redis_db: str, client: redis.Redis, private_postgres: PostgresServer
+) -> None:
+    url = private_postgres.url
+    adapter = Service("adapters", redis_db)
+    processor = Service("processor", redis_db)
+    archive = archiver(redis_db, url)
+    n = 3000
+    try:
+        push(client, *[meter_values(CPS[i % len(CPS)], f"a{i}", i) for i in range(n)])
+        collect(client, CPS, n, timeout=60)
+        wait_for(lambda: count(url, "meter_values") > 0, 30, "archiving to start")
+        private_postgres.kill()  # a crash, in the middle of the archiver's writes
+        # Chargers keep being answered while the database is down.
+        push(client, *[meter_values(CPS[i % len(CPS)], f"b{i}", n + i) for i in range(n)])
+        collect(client, CPS, n, timeout=60)
+        wait_for(lambda: client.xinfo_groups(keys.HISTORY)[0]["lag"] > 0
+                 or client.xpending(keys.HISTORY, keys.ARCHIVERS)["pending"] > 0,
+                 10, "history to wait in the stream")  # fmt: skip
+        private_postgres.start()
+        wait_for(lambda: count(url, "meter_values") >= 6 * n, 60, "the backlog to drain")
+        wait_for(lambda: client.xpending(keys.HISTORY, keys.ARCHIVERS)["pending"] == 0, 30, "acks")
+        assert archive.terminate() == 0
+    finally:
+        stop_all(adapter, processor, archive)
+    assert count(url, "meter_values") == 6 * n
