@@ -1,11 +1,15 @@
 """``ocpp-api``: the central system over HTTP.
 
 Send commands (the CALLs the central system starts) to chargers and follow
-them, read what the processors know of chargers, connectors and
-transactions, and keep the authorization list. A Litestar app served by
-uvicorn; every handler is async on one redis.asyncio client, closed on
-shutdown. The OpenAPI document is at ``/schema/openapi.json`` (and browsable
-at ``/schema``). Errors are RFC 9457 problem details.
+them, read what the processors know of chargers and connectors, keep the
+authorization list, and read the history (transactions with their meter
+values, charger events, past commands) that ocpp-archiver keeps in
+PostgreSQL. A Litestar app served by uvicorn; every handler is async on one
+redis.asyncio client and, for history, one asyncpg pool, both closed on
+shutdown. History routes answer 503 while PostgreSQL is down or
+``DATABASE_URL`` is not set; the rest do not need it. The OpenAPI
+document is at ``/schema/openapi.json`` (and browsable at ``/schema``).
+Errors are RFC 9457 problem details.
 
 If ``OCPP_API_TOKEN`` is set, every ``/v1`` route wants
 ``Authorization: Bearer <token>``; ``/livez``, ``/readyz``, ``/healthz`` and
@@ -16,15 +20,17 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode
 
 import anyio
 import msgspec
 import uvicorn
-from litestar import Litestar, Request, Response, Router, delete, get, post, put
+from litestar import Litestar, MediaType, Request, Response, Router, delete, get, post, put
 from litestar.datastructures import ResponseHeader, State
 from litestar.exceptions import ClientException
 from litestar.openapi import OpenAPIConfig, ResponseSpec
@@ -33,6 +39,7 @@ from litestar.openapi.spec import (
     OpenAPIMediaType,
     OpenAPIType,
     Operation,
+    Reference,
     RequestBody,
     Schema,
     SecurityScheme,
@@ -50,12 +57,15 @@ from msgspec import Meta
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from adapters import api_history as h
 from adapters import api_queries as q
 from adapters import api_telemetry
 from adapters.api_models import (
     ChargePoint,
     ChargePointList,
+    ChargerEventList,
     Command,
+    CommandList,
     Health,
     IdTag,
     IdTagBody,
@@ -68,8 +78,10 @@ from adapters.api_problems import (
     INVALID_OR_NOT_FOUND,
     NOT_FOUND,
     UNAUTHORIZED,
+    UNAVAILABLE,
     bearer_guard,
 )
+from adapters.history_db import History, check_url, shown
 from processor import json_depth
 from processor.command_queue import CommandQueue
 from processor.health import Liveness, Readiness, ReadinessCheck, redis_probe
@@ -81,11 +93,17 @@ from processor.telemetry import Providers, configured, disabled
 
 log = logging.getLogger("api")
 
+HistoryUrl = Annotated[
+    str,
+    Meta(description="PostgreSQL to read history from (postgresql://...; empty: no history)"),
+]
+
 
 class ApiSettings(msgspec.Struct, kw_only=True, frozen=True):
     """HTTP API of the OCPP central system."""
 
     redis_url: RedisUrl = "redis://localhost:6379/0"
+    database_url: HistoryUrl = ""
     api_host: Annotated[str, Meta(description="address to listen on")] = "0.0.0.0"
     api_port: Annotated[int, Meta(ge=1, le=65535, description="port to listen on")] = 8000
     api_token: Annotated[
@@ -112,6 +130,11 @@ def _redis(state: State) -> Redis:
 def _queue(state: State) -> CommandQueue:
     queue: CommandQueue = state.queue
     return queue
+
+
+def _history(state: State) -> History:
+    history: History = state.history
+    return history
 
 
 _COMMAND_BODY = RequestBody(
@@ -187,10 +210,36 @@ async def send_command(
     return Response(command, status_code=HTTP_202_ACCEPTED, headers={"Location": location})
 
 
-@get("/commands/{command_id:str}", responses=NOT_FOUND)
+@get("/commands/{command_id:str}", responses={**NOT_FOUND, **UNAVAILABLE})
 async def get_command(state: State, command_id: FromPath[str]) -> Command:
-    """A command and its outcome."""
-    return await q.get_command(_queue(state), command_id)
+    """A command and its outcome: from Redis while it keeps it, then from
+    the history."""
+    return await h.get_command(_history(state), _queue(state), command_id)
+
+
+Limit = Annotated[int, QueryParameter(ge=1, le=q.MAX_LIMIT, description="page size")]
+Cursor = Annotated[
+    str | None,
+    QueryParameter(required=False, description="next_before of the previous page (paging)"),
+]
+
+
+def _time(description: str, name: str | None = None) -> Any:
+    return QueryParameter(
+        required=False, name=name, description=f"{description} (RFC 3339)",
+        schema_extra={"format": "date-time"},
+    )  # fmt: skip
+
+
+@get("/commands", responses={**INVALID, **UNAUTHORIZED, **UNAVAILABLE})
+async def list_commands(
+    state: State,
+    charge_point_id: Annotated[str, QueryParameter(description="the charger's")],
+    limit: Limit = 100,
+    before: Cursor = None,
+) -> CommandList:
+    """A charger's commands from the history, newest first."""
+    return await h.list_commands(_history(state), charge_point_id, limit=limit, before=before)
 
 
 @get("/charge-points", responses=UNAUTHORIZED)
@@ -205,32 +254,102 @@ async def get_charge_point(state: State, charge_point_id: FromPath[str]) -> Char
     return await q.get_charge_point(_redis(state), charge_point_id)
 
 
-@get("/transactions", responses={**INVALID, **UNAUTHORIZED})
+CSV = "text/csv"
+
+
+@dataclass
+class _TransactionsOperation(Operation):
+    """The listing also answers in CSV (``Accept: text/csv``)."""
+
+    def __post_init__(self) -> None:
+        ok = (self.responses or {}).get("200")
+        if ok is not None and not isinstance(ok, Reference) and ok.content is not None:
+            ok.content[CSV] = OpenAPIMediaType(
+                schema=Schema(type=OpenAPIType.STRING, description="a header row, then one "
+                              f"row per transaction: {', '.join(h.CSV_COLUMNS)}")
+            )  # fmt: skip
+
+
+def _next_page(request: Request[Any, Any, Any], before: int) -> str:
+    """The request's own URL with the next page's cursor: a Link header's."""
+    given = parse_qsl(request.url.query, keep_blank_values=True)
+    query = [(k, v) for k, v in given if k != "before"]
+    return f'<{request.url.path}?{urlencode([*query, ("before", before)])}>; rel="next"'
+
+
+@get(
+    "/transactions",
+    responses={**INVALID, **UNAUTHORIZED, **UNAVAILABLE},
+    operation_class=_TransactionsOperation,
+    response_headers=[
+        ResponseHeader(name="Link", description='the next page, rel="next", when there is one',
+                       documentation_only=True)
+    ],
+)  # fmt: skip
 async def list_transactions(
     state: State,
+    request: Request[Any, Any, Any],
     charge_point_id: Annotated[
         str | None, QueryParameter(required=False, description="only this charger's")
+    ] = None,
+    id_tag: Annotated[
+        str | None, QueryParameter(required=False, description="only those started with this idTag")
     ] = None,
     active: Annotated[
         bool | None,
         QueryParameter(required=False, description="true: only running; false: only finished"),
     ] = None,
-    limit: Annotated[int, QueryParameter(ge=1, le=q.MAX_LIMIT)] = 100,
+    started_from: Annotated[str | None, _time("only those started at or after this")] = None,
+    started_to: Annotated[str | None, _time("only those started before this")] = None,
+    limit: Limit = 100,
     before: Annotated[
         int | None,
         QueryParameter(ge=1, required=False, description="only ids below this (paging)"),
     ] = None,
-) -> TransactionList:
-    """Transactions, newest first."""
-    return await q.list_transactions(
-        _redis(state), charge_point_id=charge_point_id, active=active, limit=limit, before=before
-    )
+) -> Response[TransactionList]:
+    """Transactions from the history, newest first; CSV with ``Accept: text/csv``."""
+    page = await h.list_transactions(
+        _history(state), charge_point_id=charge_point_id, id_tag=id_tag, active=active,
+        started_from=h.parse_time("started_from", started_from),
+        started_to=h.parse_time("started_to", started_to), limit=limit, before=before,
+    )  # fmt: skip
+    headers = {}
+    if page.next_before is not None:
+        headers["Link"] = _next_page(request, page.next_before)
+    if request.accept.best_match([MediaType.JSON, CSV], MediaType.JSON) == CSV:
+        text: Any = h.transactions_csv(page.transactions)
+        return Response(text, media_type=CSV, headers=headers)
+    return Response(page, headers=headers)
 
 
-@get("/transactions/{transaction_id:int}", responses=NOT_FOUND)
+@get("/transactions/{transaction_id:int}", responses={**NOT_FOUND, **UNAVAILABLE})
 async def get_transaction(state: State, transaction_id: FromPath[int]) -> TransactionDetail:
-    """A transaction and its meter samples, in time order."""
-    return await q.get_transaction(_redis(state), transaction_id)
+    """A transaction and its meter values, in time order."""
+    return await h.get_transaction(_history(state), _redis(state), transaction_id)
+
+
+@get(
+    "/charge-points/{charge_point_id:str}/events",
+    responses={**INVALID, **UNAUTHORIZED, **UNAVAILABLE},
+)
+async def list_events(
+    state: State,
+    charge_point_id: FromPath[str],
+    kind: Annotated[
+        str | None, QueryParameter(required=False, description="only this kind (boot, status, ...)")
+    ] = None,
+    occurred_from: Annotated[str | None, _time("only those at or after this", "from")] = None,
+    occurred_to: Annotated[str | None, _time("only those before this", "to")] = None,
+    limit: Limit = 100,
+    before: Cursor = None,
+) -> ChargerEventList:
+    """A charger's events from the history (boots, status changes,
+    notifications, security events), newest first."""
+    return await h.list_events(
+        _history(state), charge_point_id, kind=kind,
+        occurred_from=h.parse_time("from", occurred_from),
+        occurred_to=h.parse_time("to", occurred_to), limit=limit, before=before,
+    )  # fmt: skip
 
 
 IdTagPath = Annotated[str, PathParameter(min_length=1, max_length=20, description="the idTag")]
@@ -291,10 +410,12 @@ async def readyz(state: State) -> Response[Readiness]:
 V1_HANDLERS = [
     send_command,
     get_command,
+    list_commands,
     list_charge_points,
     get_charge_point,
     list_transactions,
     get_transaction,
+    list_events,
     get_id_tag,
     put_id_tag,
     delete_id_tag,
@@ -308,11 +429,17 @@ def _operation_id(handler: Any, method: Any, path: Any) -> str:
 
 def create_app(settings: ApiSettings, providers: Providers | None = None) -> Litestar:
     """The app; its telemetry goes to ``providers`` (none by default: then
-    no request does any telemetry work)."""
+    no request does any telemetry work). Raises ValueError, quoting none of
+    it, for a ``database_url`` that is not a PostgreSQL URL."""
     telemetry = providers or disabled()
+    # A DATABASE_URL that does not parse is refused here, before serving.
+    history = History(settings.database_url)
 
     @asynccontextmanager
-    async def redis_client(app: Litestar) -> AsyncIterator[None]:
+    async def clients(app: Litestar) -> AsyncIterator[None]:
+        # Neither connects here: the API starts whether Redis and
+        # PostgreSQL answer or not.
+        app.state.history = await history.open()
         redis = connect(settings.redis_url)
         app.state.redis = redis
         app.state.queue = CommandQueue(
@@ -324,6 +451,7 @@ def create_app(settings: ApiSettings, providers: Providers | None = None) -> Lit
             yield
         finally:
             await redis.aclose()
+            await history.close()
 
     auth = bool(settings.api_token)
     v1 = Router(
@@ -338,7 +466,7 @@ def create_app(settings: ApiSettings, providers: Providers | None = None) -> Lit
     )
     return Litestar(
         route_handlers=[v1, livez, readyz, healthz],
-        lifespan=[redis_client],
+        lifespan=[clients],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
             title="OCPP 1.6 central system",
@@ -376,8 +504,13 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     settings = load(ApiSettings, argv, prog="ocpp-api")
     setup(settings.log_level, "api")
-    log.info("api listening on %s:%d (authentication %s)", settings.api_host,
-             settings.api_port, "on" if settings.api_token else "off")  # fmt: skip
+    try:
+        check_url(settings.database_url)
+    except ValueError as exc:
+        sys.exit(f"ocpp-api: {exc}")
+    history = shown(settings.database_url) if settings.database_url else "off (no DATABASE_URL)"
+    log.info("api listening on %s:%d (authentication %s, history %s)", settings.api_host,
+             settings.api_port, "on" if settings.api_token else "off", history)  # fmt: skip
     # uvicorn stops on SIGTERM or SIGINT: no new connections, requests in
     # hand finished, then the lifespan closes the Redis client. It then
     # raises the signal again for the handler it found: this one makes that

@@ -117,16 +117,20 @@ class ChargePoint(msgspec.Struct, kw_only=True):
     configuration: list[ConfigurationKey] | None = None
 
 
-class MeterSample(msgspec.Struct, kw_only=True):
-    """One sampled value; ``name`` is ``<measurand>[:<phase>][@<location>]``."""
+class MeterValue(msgspec.Struct, kw_only=True):
+    """One sampled value with every attribute the charger sent (absent ones
+    null: OCPP's defaults, such as measurand Energy.Active.Import.Register,
+    are implied, not filled in)."""
 
-    timestamp: str
-    name: str
+    sampled_at: str
+    connector_id: int
     value: str
+    measurand: str | None = None
+    phase: str | None = None
+    location: str | None = None
     unit: str | None = None
     context: str | None = None
     format: str | None = None
-    transaction_id: int | None = None
 
 
 class Transaction(msgspec.Struct, kw_only=True):
@@ -147,17 +151,53 @@ class Transaction(msgspec.Struct, kw_only=True):
 
 
 class TransactionDetail(Transaction, kw_only=True):
-    """A transaction with its meter samples, in time order."""
+    """A transaction with its meter values, in time order. Read from the
+    history (PostgreSQL); a transaction the archiver has not written yet is
+    read from Redis, with no meter values (``archived`` false).
+    ``meter_values_truncated`` says the list stopped at the API's cap."""
 
-    meter_samples: list[MeterSample] = []
+    archived: bool = True
+    meter_values: list[MeterValue] = []
+    meter_values_truncated: bool = False
 
 
 class TransactionList(msgspec.Struct, kw_only=True):
-    """Newest first. ``next_before``, when set, is the ``before`` to pass to
-    get the next page (there may be more)."""
+    """Newest (highest id) first. ``next_before``, set when there are more,
+    is the ``before`` to pass to get the next page."""
 
     transactions: list[Transaction]
     next_before: int | None = None
+
+
+class ChargerEvent(msgspec.Struct, kw_only=True):
+    """A boot, a status change, a notification, a security event: ``kind``
+    says which, ``details`` holds what the charger sent for it.
+    ``record_id`` and ``seq`` are its key in the history (the record it
+    came from, its place in it)."""
+
+    kind: str
+    occurred_at: str
+    connector_id: int | None = None
+    details: dict[str, Any] = {}
+    record_id: str
+    seq: int
+
+
+class ChargerEventList(msgspec.Struct, kw_only=True):
+    """Newest first; ``next_before``, when set, is the ``before`` cursor of
+    the next page."""
+
+    charge_point_id: str
+    events: list[ChargerEvent]
+    next_before: str | None = None
+
+
+class CommandList(msgspec.Struct, kw_only=True):
+    """A charger's commands from the history, newest first; ``next_before``,
+    when set, is the ``before`` cursor of the next page."""
+
+    commands: list[Command]
+    next_before: str | None = None
 
 
 class IdTagBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from adapters.api_models import Problem
 from adapters.api_queries import InvalidInput, NotFound
+from adapters.history_db import HistoryUnavailable
 from processor.redis_io import describe
 
 log = logging.getLogger("api")
@@ -75,6 +76,13 @@ def _on_redis_error(request: Request[Any, Any, Any], exc: Exception) -> Response
     return problem(503, "Redis is unavailable; try again", "Service Unavailable")
 
 
+def _on_history_unavailable(
+    request: Request[Any, Any, Any], exc: HistoryUnavailable
+) -> Response[Problem]:
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return problem(503, str(exc), "Service Unavailable")
+
+
 def _on_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     log.exception("%s %s failed", request.method, request.url.path)
     return problem(500, "the server failed to handle the request", "Internal Server Error")
@@ -95,6 +103,7 @@ UNAUTHORIZED = {401: problem_spec("no valid bearer token (when OCPP_API_TOKEN is
 INVALID = {400: problem_spec("invalid input: bad path or query parameter or body")}
 NOT_FOUND = {404: problem_spec("no such resource"), **UNAUTHORIZED}
 INVALID_OR_NOT_FOUND = {**INVALID, **NOT_FOUND}
+UNAVAILABLE = {503: problem_spec("history unavailable: DATABASE_URL not set, or PostgreSQL down")}
 
 
 # --- authentication ----------------------------------------------------------
@@ -120,6 +129,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: _on_http_exception,
     NotFound: _on_not_found,
     InvalidInput: _on_invalid,
+    HistoryUnavailable: _on_history_unavailable,
     RedisError: _on_redis_error,
     Exception: _on_error,
 }

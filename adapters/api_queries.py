@@ -1,6 +1,8 @@
 """The reads and writes behind the HTTP API and ``ocpp-cli``: what the
 processor keeps in Redis (``docs/state.md``), turned into the Structs of
 ``adapters/api_models.py``, and commands sent through the CommandQueue.
+History (transactions, meter values, events, past commands) is read from
+PostgreSQL by ``adapters/api_history.py``.
 
 Both front ends call these and only map the two exceptions below to their
 own way of failing (404 / 400 problems, exit codes 1 / 2).
@@ -26,10 +28,7 @@ from adapters.api_models import (
     IdTag,
     IdTagBody,
     LateReply,
-    MeterSample,
-    Transaction,
     TransactionDetail,
-    TransactionList,
 )
 from processor import clock, keys
 from processor.command_queue import CommandQueue
@@ -41,10 +40,6 @@ MAX_TIMEOUT_S = 3600.0
 # A request body, from the API or the CLI; OCPP payloads are small (the
 # processor refuses envelopes over 64 KiB by default).
 MAX_BODY_BYTES = 1 << 20
-# A listing of all transactions looks at most this many ids per call; the
-# answer's next_before says where to go on.
-MAX_SCAN = 50_000
-_SCAN_CHUNK = 500
 _BOOT_FIELDS = frozenset(f.name for f in msgspec.structs.fields(ChargePoint)) - {
     "charge_point_id",
     "attributes",
@@ -183,13 +178,6 @@ async def wait_for_outcome(
     return record
 
 
-async def get_command(queue: CommandQueue, command_id: str) -> Command:
-    record = await queue.get(command_id)
-    if record is None:
-        raise NotFound(f"command {command_id!r} does not exist (or has expired)")
-    return command_view(record)
-
-
 # --- charge points -------------------------------------------------------------
 
 
@@ -296,71 +284,18 @@ def _transaction(transaction_id: int, t: dict[str, str], active: bool) -> dict[s
     }
 
 
-async def list_transactions(
-    redis: Redis,
-    *,
-    charge_point_id: str | None = None,
-    active: bool | None = None,
-    limit: int = 100,
-    before: int | None = None,
-) -> TransactionList:
-    """Transactions newest first: only active ones (``active=True``), only
-    finished ones (``False``) or all (``None``), of one charger or all, with
-    ids below ``before`` if given."""
-    if not 1 <= limit <= MAX_LIMIT:
-        raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
-    if before is not None and before < 1:
-        raise InvalidInput(f"before must be a transaction id (1 or more), got {before}")
-    active_ids = {
-        n
-        for n in (_int(_s(m)) for m in await redis.smembers(keys.ACTIVE_TRANSACTIONS))
-        if n is not None
-    }
-    bottom = 0  # ids looked at are above this
-    if active:
-        candidates = sorted((n for n in active_ids if before is None or n < before), reverse=True)
-    else:
-        seq = _int(_s(await redis.get(keys.TXN_SEQ) or b"")) or 0
-        top = seq if before is None else min(seq, before - 1)
-        bottom = max(top - MAX_SCAN, 0)
-        candidates = [n for n in range(top, bottom, -1) if active is None or n not in active_ids]
-    found: list[Transaction] = []
-    for start in range(0, len(candidates), _SCAN_CHUNK):
-        chunk = candidates[start : start + _SCAN_CHUNK]
-        async with redis.pipeline(transaction=False) as pipe:
-            for n in chunk:
-                pipe.hgetall(keys.transaction(n))
-            hashes: list[dict[bytes, bytes]] = await pipe.execute()
-        for n, raw in zip(chunk, hashes, strict=True):
-            t = _text(raw)
-            if not t or (
-                charge_point_id is not None and t.get("charge_point_id") != charge_point_id
-            ):
-                continue
-            found.append(Transaction(**_transaction(n, t, n in active_ids)))
-            if len(found) == limit:
-                more = n != candidates[-1] or bottom > 0
-                return TransactionList(transactions=found, next_before=n if more else None)
-    # Stopped by MAX_SCAN before reaching id 1: there is more to look at.
-    return TransactionList(transactions=found, next_before=bottom + 1 if bottom > 0 else None)
-
-
-async def get_transaction(redis: Redis, transaction_id: int) -> TransactionDetail:
+async def live_transaction(redis: Redis, transaction_id: int) -> TransactionDetail | None:
+    """The transaction as Redis holds it (its ``ocpp:txn:{id}`` hash), with
+    no meter values: those are in the history; None if Redis has no such
+    transaction (never had, or dropped it after it closed)."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.transaction(transaction_id))
         pipe.sismember(keys.ACTIVE_TRANSACTIONS, str(transaction_id))
-        pipe.zrange(keys.transaction_samples(transaction_id), 0, -1)
-        raw, active, members = await pipe.execute()
+        raw, active = await pipe.execute()
     t = _text(raw)
     if not t:
-        raise NotFound(f"transaction {transaction_id} does not exist")
-    samples = []
-    for member in members:
-        try:
-            samples.append(msgspec.json.decode(member, type=MeterSample))
-        except msgspec.DecodeError:
-            continue  # not a sample the processor wrote
-    return TransactionDetail(**_transaction(transaction_id, t, bool(active)), meter_samples=samples)
+        return None
+    return TransactionDetail(**_transaction(transaction_id, t, bool(active)), archived=False)
 
 
 # --- id tags -----------------------------------------------------------------

@@ -1,14 +1,19 @@
-"""``ocpp-cli``: what the HTTP API does, from a terminal, straight on Redis.
+"""``ocpp-cli``: what the HTTP API does, from a terminal, straight on Redis
+and, for history, on PostgreSQL (``DATABASE_URL``).
 
 It uses the same CommandQueue and the same reads and writes as the API
-(``adapters/api_queries.py``) and prints the same JSON. Exit codes: 0 done,
-1 not found, 2 invalid input, 3 Redis unavailable. ``probe`` is the
-exception: a container health check for images without curl, it exits 0
-when a URL answers 2xx and 1 otherwise (Docker reserves 2).
+(``adapters/api_queries.py``, ``adapters/api_history.py``) and prints the
+same JSON (``transactions --csv``: the same CSV). Exit codes: 0 done,
+1 not found, 2 invalid input, 3 Redis or PostgreSQL unavailable (or, for
+history, ``DATABASE_URL`` not set). ``probe`` is the exception: a container
+health check for images without curl, it exits 0 when a URL answers 2xx
+and 1 otherwise (Docker reserves 2).
 
     ocpp-cli send CP42 Reset '{"type": "Soft"}' --wait 10
     ocpp-cli charge-point CP42
     ocpp-cli transactions --charge-point CP42 --active
+    ocpp-cli transactions --started-from 2024-01-01T00:00:00Z --csv > january.csv
+    ocpp-cli events CP42 --kind status
     ocpp-cli id-tag put RFID123 Accepted --expiry-date 2030-01-01T00:00:00Z
     ocpp-cli instances
     ocpp-cli probe http://127.0.0.1:9101/readyz
@@ -23,6 +28,8 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 import anyio
@@ -32,7 +39,9 @@ from opentelemetry import trace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from adapters import api_history as h
 from adapters import api_queries as q
+from adapters.history_db import History, HistoryUnavailable
 from processor import instances, keys
 from processor.command_queue import CommandQueue
 from processor.logs import setup
@@ -48,11 +57,14 @@ class CliSettings(msgspec.Struct, kw_only=True, frozen=True):
     """What the CLI takes from the environment (the same names as the API)."""
 
     redis_url: RedisUrl = "redis://localhost:6379/0"
+    database_url: str = ""
     reply_ttl_s: Annotated[int, Meta(ge=1)] = 300
     command_retention_s: Annotated[int, Meta(ge=1)] = 7 * 86400
 
 
-def _settings(environ: Mapping[str, str], redis_url: str | None) -> CliSettings:
+def _settings(
+    environ: Mapping[str, str], redis_url: str | None, database_url: str | None = None
+) -> CliSettings:
     values = {
         f.name: environ[env_name(f.name)]
         for f in msgspec.structs.fields(CliSettings)
@@ -60,21 +72,41 @@ def _settings(environ: Mapping[str, str], redis_url: str | None) -> CliSettings:
     }
     if redis_url is not None:
         values["redis_url"] = redis_url
+    if database_url is not None:
+        values["database_url"] = database_url
     try:
         return msgspec.convert(values, CliSettings, strict=False)
     except msgspec.ValidationError as exc:
         raise q.InvalidInput(f"invalid setting: {exc}") from None
 
 
+def _time(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {text!r}") from None
+
+
+def _paging(s: argparse.ArgumentParser, metavar: str, kind: type, text: str) -> None:
+    s.add_argument("--limit", type=int, default=100, help=f"at most this many (max {q.MAX_LIMIT})")
+    s.add_argument("--before", type=kind, metavar=metavar, help=f"{text} (paging)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ocpp-cli",
-        description="Send commands to chargers and read the central system's state in Redis.",
-        epilog="exit codes: 0 done, 1 not found, 2 invalid input, 3 Redis unavailable "
-        "(probe: 0 or 1)",
+        description="Send commands to chargers and read the central system's state in Redis "
+        "and its history in PostgreSQL.",
+        epilog="exit codes: 0 done, 1 not found, 2 invalid input, 3 Redis or PostgreSQL "
+        "unavailable, or DATABASE_URL not set for a history command (probe: 0 or 1)",
     )
     p.add_argument(
         "--redis-url", help="Redis to use [env REDIS_URL, default redis://localhost:6379/0]"
+    )
+    p.add_argument(
+        "--database-url",
+        help="PostgreSQL to read history from (transactions, transaction, events, commands, "
+        "and command once Redis dropped it) [env DATABASE_URL, default none]",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -88,24 +120,43 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=30.0, metavar="S",
                    help="seconds the charger has to answer (default 30)")  # fmt: skip
 
-    s = sub.add_parser("command", help="a command and its outcome")
+    s = sub.add_parser("command", help="a command and its outcome (Redis, then the history)")
     s.add_argument("command_id", metavar="ID")
+
+    s = sub.add_parser("commands", help="a charger's commands from the history, newest first")
+    s.add_argument("charge_point_id", metavar="CP")
+    _paging(s, "CURSOR", str, "next_before of the previous page")
+
+    s = sub.add_parser("events", help="a charger's events from the history, newest first")
+    s.add_argument("charge_point_id", metavar="CP")
+    s.add_argument("--kind", help="only this kind (boot, status, ...)")
+    s.add_argument("--from", dest="occurred_from", type=_time, metavar="RFC3339",
+                   help="only those at or after this")  # fmt: skip
+    s.add_argument("--to", dest="occurred_to", type=_time, metavar="RFC3339",
+                   help="only those before this")  # fmt: skip
+    _paging(s, "CURSOR", str, "next_before of the previous page")
 
     sub.add_parser("charge-points", help="every charger that booted")
     s = sub.add_parser("charge-point", help="a charger, its connectors and configuration")
     s.add_argument("charge_point_id", metavar="ID")
 
-    s = sub.add_parser("transactions", help="transactions, newest first")
+    s = sub.add_parser("transactions", help="transactions from the history, newest first")
     s.add_argument("--charge-point", metavar="ID", help="only this charger's")
+    s.add_argument("--id-tag", metavar="TAG", help="only those started with this idTag")
     state = s.add_mutually_exclusive_group()
     state.add_argument("--active", action="store_const", const=True, dest="active",
                        help="only running ones")  # fmt: skip
     state.add_argument("--finished", action="store_const", const=False, dest="active",
                        help="only finished ones")  # fmt: skip
-    s.add_argument("--limit", type=int, default=100, help=f"at most this many (max {q.MAX_LIMIT})")
-    s.add_argument("--before", type=int, metavar="ID", help="only ids below this (paging)")
+    s.add_argument("--started-from", type=_time, metavar="RFC3339",
+                   help="only those started at or after this")  # fmt: skip
+    s.add_argument("--started-to", type=_time, metavar="RFC3339",
+                   help="only those started before this")  # fmt: skip
+    _paging(s, "ID", int, "only ids below this")
+    s.add_argument("--csv", action="store_true",
+                   help="CSV (a header row, one row per transaction) instead of JSON")  # fmt: skip
 
-    s = sub.add_parser("transaction", help="a transaction and its meter samples")
+    s = sub.add_parser("transaction", help="a transaction and its meter values")
     s.add_argument("transaction_id", metavar="ID", type=int)
 
     s = sub.add_parser("probe", help="exit 0 if URL answers 2xx, else 1 (a health check)")
@@ -132,10 +183,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-Action = Callable[[Redis, CommandQueue, argparse.Namespace], Awaitable[Any]]
+@dataclass(frozen=True)
+class Clients:
+    """What a command works on; ``history`` is unconfigured (its reads
+    raise HistoryUnavailable) for commands that do not read it."""
+
+    redis: Redis
+    queue: CommandQueue
+    history: History
 
 
-async def _send(redis: Redis, queue: CommandQueue, a: argparse.Namespace) -> Any:
+@dataclass(frozen=True)
+class Csv:
+    """Output that is CSV text, not JSON; ``next_before`` when there is more."""
+
+    text: str
+    next_before: int | None
+
+
+Action = Callable[[Clients, argparse.Namespace], Awaitable[Any]]
+
+
+async def _send(c: Clients, a: argparse.Namespace) -> Any:
     if a.payload == "-":
         payload = sys.stdin.buffer.read(q.MAX_BODY_BYTES + 1)
     else:
@@ -144,49 +213,69 @@ async def _send(redis: Redis, queue: CommandQueue, a: argparse.Namespace) -> Any
         payload = a.payload.encode(errors="surrogateescape")
     if len(payload) > q.MAX_BODY_BYTES:
         raise q.InvalidInput(f"the payload is over {q.MAX_BODY_BYTES} bytes")
-    return await q.send_command(redis, queue, a.charge_point_id, a.action, payload,
+    return await q.send_command(c.redis, c.queue, a.charge_point_id, a.action, payload,
                                 timeout_s=a.timeout, wait_s=a.wait)  # fmt: skip
 
 
-async def _id_tag(redis: Redis, queue: CommandQueue, a: argparse.Namespace) -> Any:
+async def _id_tag(c: Clients, a: argparse.Namespace) -> Any:
     if a.tag_command == "put":
         q.check_id_tag(a.id_tag)
         body = q.id_tag_body(a.status, a.expiry_date, a.parent)
-        entry, _created = await q.put_id_tag(redis, a.id_tag, body)
+        entry, _created = await q.put_id_tag(c.redis, a.id_tag, body)
         return entry
     if a.tag_command == "delete":
-        await q.delete_id_tag(redis, a.id_tag)
+        await q.delete_id_tag(c.redis, a.id_tag)
         return {"id_tag": a.id_tag, "deleted": True}
-    return await q.get_id_tag(redis, a.id_tag)
+    return await q.get_id_tag(c.redis, a.id_tag)
 
 
-async def _health(redis: Redis, queue: CommandQueue, a: argparse.Namespace) -> Any:
+async def _health(c: Clients, a: argparse.Namespace) -> Any:
     """For container health checks: Redis reachable and, for a processor,
     its consumer group in place (a Redis that restarted empty has none)."""
-    await redis.ping()
-    if a.group and not await group_exists(redis, keys.INBOUND, keys.GROUP):
+    await c.redis.ping()
+    if a.group and not await group_exists(c.redis, keys.INBOUND, keys.GROUP):
         raise q.NotFound(f"consumer group {keys.GROUP} on {keys.INBOUND}")
     return {"redis": "ok", "group": "ok" if a.group else "not checked"}
 
 
-async def _instances(redis: Redis, queue: CommandQueue, a: argparse.Namespace) -> Any:
+async def _instances(c: Clients, a: argparse.Namespace) -> Any:
     now = instances.now_ms()
-    return instances.listing(await instances.read(redis, now), now)
+    return instances.listing(await instances.read(c.redis, now), now)
+
+
+async def _transactions(c: Clients, a: argparse.Namespace) -> Any:
+    page = await h.list_transactions(
+        c.history, charge_point_id=a.charge_point, id_tag=a.id_tag, active=a.active,
+        started_from=a.started_from, started_to=a.started_to, limit=a.limit, before=a.before,
+    )  # fmt: skip
+    return Csv(h.transactions_csv(page.transactions), page.next_before) if a.csv else page
 
 
 ACTIONS: dict[str, Action] = {
     "health": _health,
     "instances": _instances,
     "send": _send,
-    "command": lambda r, queue, a: q.get_command(queue, a.command_id),
-    "charge-points": lambda r, queue, a: q.list_charge_points(r),
-    "charge-point": lambda r, queue, a: q.get_charge_point(r, a.charge_point_id),
-    "transactions": lambda r, queue, a: q.list_transactions(
-        r, charge_point_id=a.charge_point, active=a.active, limit=a.limit, before=a.before
+    "command": lambda c, a: h.get_command(c.history, c.queue, a.command_id),
+    "commands": lambda c, a: h.list_commands(
+        c.history, a.charge_point_id, limit=a.limit, before=a.before
     ),
-    "transaction": lambda r, queue, a: q.get_transaction(r, a.transaction_id),
+    "charge-points": lambda c, a: q.list_charge_points(c.redis),
+    "charge-point": lambda c, a: q.get_charge_point(c.redis, a.charge_point_id),
+    "transactions": _transactions,
+    "transaction": lambda c, a: h.get_transaction(c.history, c.redis, a.transaction_id),
+    "events": lambda c, a: h.list_events(
+        c.history,
+        a.charge_point_id,
+        kind=a.kind,
+        occurred_from=a.occurred_from,
+        occurred_to=a.occurred_to,
+        limit=a.limit,
+        before=a.before,
+    ),  # fmt: skip
     "id-tag": _id_tag,
 }
+# The commands that read PostgreSQL; the others never connect to it.
+HISTORY = frozenset({"command", "commands", "transactions", "transaction", "events"})
 
 
 # A health check runs every few seconds: it exports nothing (nor does probe).
@@ -199,16 +288,22 @@ async def run(
     """The command, in a span of its own (``ocpp-cli send``: a command's
     ``send`` span is its child) when ``providers`` trace."""
     telemetry = providers or disabled()
+    try:
+        history = History(settings.database_url if args.command in HISTORY else "")
+    except ValueError as exc:
+        raise q.InvalidInput(f"invalid setting: {exc}") from None
     redis = connect(settings.redis_url)
     try:
         queue = CommandQueue(
             redis, reply_ttl_s=settings.reply_ttl_s, retention_s=settings.command_retention_s,
             tracer_provider=telemetry.tracer_provider,
         )  # fmt: skip
+        await history.open()
         with _span(telemetry.tracer_provider, f"ocpp-cli {args.command}"):
-            return await ACTIONS[args.command](redis, queue, args)
+            return await ACTIONS[args.command](Clients(redis, queue, history), args)
     finally:
         await redis.aclose()
+        await history.close()
 
 
 @contextlib.contextmanager
@@ -261,7 +356,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     setup("WARNING", "cli")  # what goes wrong, as JSON lines with the trace id
     with _telemetry(args.command) as providers:
         try:
-            settings = _settings(os.environ if environ is None else environ, args.redis_url)
+            settings = _settings(
+                os.environ if environ is None else environ, args.redis_url, args.database_url
+            )
             result = anyio.run(run, args, settings, providers, backend="asyncio")
         except q.NotFound as exc:
             return _fail(NOT_FOUND, "not found", str(exc))
@@ -269,8 +366,15 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return _fail(INVALID, "invalid input", str(exc))
         except UnicodeError as exc:  # an id or tag with bytes that are not UTF-8
             return _fail(INVALID, "invalid input", f"not valid UTF-8: {exc}")
+        except HistoryUnavailable as exc:
+            return _fail(UNAVAILABLE, "history unavailable", str(exc))
         except (RedisError, OSError) as exc:
             return _fail(UNAVAILABLE, "redis unavailable", describe(exc))
+    if isinstance(result, Csv):
+        sys.stdout.write(result.text)
+        if result.next_before is not None:
+            sys.stderr.write(f"ocpp-cli: more: the next page is --before {result.next_before}\n")
+        return OK
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(result), indent=2).decode() + "\n")
     return OK
 

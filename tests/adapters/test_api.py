@@ -1,15 +1,17 @@
-"""The HTTP API on a real Redis.
+"""The HTTP API on a real Redis (and PostgreSQL for history: more of it in
+``test_api_history.py``).
 
 Most tests drive the app in process (Litestar's AsyncTestClient) against
 state written straight into Redis the way docs/state.md describes it. The
 ``stack`` tests run the real thing: ``python -m adapters.api`` under uvicorn
 on a free port, a processor and an adapter as subprocesses, a charger
 simulated by pushing its frames onto ``ocpp:requests`` as the ws-server
-does, and httpx as the client.
+does, a history database, and httpx as the client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,6 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import redis as redis_sync
@@ -31,6 +34,7 @@ from adapters.devstack import Service, free_port, wait_for
 from processor import keys
 from processor.messages import CENTRAL_INITIATED
 from processor.redis_io import connect
+from tests.adapters.history import METER_VALUE, TRANSACTION, at, migrated
 from tests.messages import call
 
 pytestmark = pytest.mark.anyio
@@ -43,18 +47,9 @@ PROBLEM = "application/problem+json"
 # --- state as the processor writes it ---------------------------------------
 
 
-def sample(
-    ts: str, value: str, txn: int | None, name: str = "Energy.Active.Import.Register"
-) -> str:
-    return json.dumps({"timestamp": ts, "name": name, "value": value, "unit": "Wh",
-                       "context": "Sample.Periodic", "format": "Raw",
-                       "transaction_id": txn})  # fmt: skip
-
-
 def seed(url: str) -> None:
     """Two chargers, CP1 charging in transaction 3 (1 and 2 finished, one on
-    CP2), a sample set for transaction 3 written out of order, CP1's
-    configuration, and an idTag."""
+    CP2), CP1's configuration, and an idTag."""
     r = redis_sync.Redis.from_url(url)
     try:
         p = r.pipeline()
@@ -91,10 +86,6 @@ def seed(url: str) -> None:
                 "stop_reason": "Local", "energy_wh": "1000", "closed": "1",
             })  # fmt: skip
         p.sadd(keys.ACTIVE_TRANSACTIONS, 3)
-        p.zadd(keys.transaction_samples(3), {
-            sample("2024-01-03T10:02:00.000000Z", "300", 3): 1704276120000,
-            sample("2024-01-03T10:01:00.000000Z", "200", 3): 1704276060000,
-        })  # fmt: skip
         p.hset(keys.id_tag("TAG1"), mapping={"status": "Accepted"})
         p.set(keys.id_tag_active("TAG1"), 3)
         p.execute()
@@ -162,56 +153,6 @@ async def test_charge_points_list_and_detail(client: AsyncTestClient[Any], redis
     assert cp2["connectors"] == [] and cp2["configuration"] is None
 
     assert_problem(await client.get("/v1/charge-points/NOPE"), 404, "NOPE")
-
-
-async def test_transactions_newest_first_filtered_and_paged(
-    client: AsyncTestClient[Any], redis_db: str
-) -> None:
-    seed(redis_db)
-
-    async def ids(query: str) -> tuple[list[int], int | None]:
-        resp = await client.get(f"/v1/transactions{query}")
-        assert resp.status_code == 200, resp.text
-        body = resp.json()
-        return [t["transaction_id"] for t in body["transactions"]], body["next_before"]
-
-    assert await ids("") == ([3, 2, 1], None)
-    assert await ids("?active=true") == ([3], None)
-    assert await ids("?active=false") == ([2, 1], None)
-    assert await ids(f"?charge_point_id={CP}") == ([3, 1], None)
-    assert await ids("?charge_point_id=CP2&active=true") == ([], None)
-    assert await ids("?limit=2") == ([3, 2], 2)
-    assert await ids("?limit=2&before=2") == ([1], None)
-    assert await ids("?charge_point_id=NOPE") == ([], None)
-
-    listed = (await client.get("/v1/transactions?limit=1")).json()["transactions"][0]
-    assert listed == {
-        "transaction_id": 3, "charge_point_id": CP, "connector_id": 1, "id_tag": "TAG1",
-        "active": True, "meter_start": 100, "start_timestamp": "2024-01-03T10:00:00.000000Z",
-        "reservation_id": None, "id_tag_status": "Accepted", "meter_stop": None,
-        "stop_timestamp": None, "stop_reason": None, "stop_id_tag": None, "energy_wh": None,
-    }  # fmt: skip
-    finished = (await client.get("/v1/transactions/1")).json()
-    assert finished["active"] is False and finished["energy_wh"] == 1000
-    assert finished["stop_reason"] == "Local" and finished["meter_samples"] == []
-
-    detail = (await client.get("/v1/transactions/3")).json()
-    assert {k: v for k, v in detail.items() if k != "meter_samples"} == listed
-    assert [(s["timestamp"], s["value"]) for s in detail["meter_samples"]] == [
-        ("2024-01-03T10:01:00.000000Z", "200"),
-        ("2024-01-03T10:02:00.000000Z", "300"),
-    ]
-    assert detail["meter_samples"][0] == {
-        "timestamp": "2024-01-03T10:01:00.000000Z", "name": "Energy.Active.Import.Register",
-        "value": "200", "unit": "Wh", "context": "Sample.Periodic", "format": "Raw",
-        "transaction_id": 3,
-    }  # fmt: skip
-
-    assert_problem(await client.get("/v1/transactions/99"), 404, "99")
-    assert_problem(await client.get("/v1/transactions?limit=0"), 400, "limit")
-    assert_problem(await client.get("/v1/transactions?limit=1001"), 400, "limit")
-    assert_problem(await client.get("/v1/transactions?active=maybe"), 400, "active")
-    assert_problem(await client.get("/v1/transactions?before=x"), 400, "before")
 
 
 # --- id tags -----------------------------------------------------------------
@@ -423,7 +364,8 @@ async def test_health_and_openapi(client: AsyncTestClient[Any]) -> None:
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {
         "/v1/charge-points/{charge_point_id}/commands/{action}", "/v1/commands/{command_id}",
-        "/v1/charge-points", "/v1/charge-points/{charge_point_id}", "/v1/transactions",
+        "/v1/commands", "/v1/charge-points", "/v1/charge-points/{charge_point_id}",
+        "/v1/charge-points/{charge_point_id}/events", "/v1/transactions",
         "/v1/transactions/{transaction_id}", "/v1/id-tags/{id_tag}", "/healthz", "/livez",
         "/readyz",
     }  # fmt: skip
@@ -475,11 +417,12 @@ async def test_token_required_when_configured(redis_db: str, header: str | None)
 class ApiServer:
     """``python -m adapters.api`` on a free port."""
 
-    def __init__(self, redis_url: str, token: str = "") -> None:
+    def __init__(self, redis_url: str, token: str = "", database_url: str = "") -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {"OCPP_API_HOST": "127.0.0.1", "OCPP_API_PORT": str(self.port),
-               "OCPP_API_TOKEN": token, "OCPP_LOG_LEVEL": "WARNING"}  # fmt: skip
+               "OCPP_API_TOKEN": token, "OCPP_LOG_LEVEL": "WARNING",
+               "DATABASE_URL": database_url}  # fmt: skip
         self.service = Service("adapters.api", redis_url, env=env)
 
         def ready() -> bool:
@@ -494,9 +437,10 @@ class ApiServer:
 
 
 @pytest.fixture
-def stack(redis_db: str) -> Iterator[ApiServer]:
-    """The API (with a token), an adapter and a processor; all must exit 0
-    on SIGTERM."""
+def stack(redis_db: str, postgres_db: str) -> Iterator[ApiServer]:
+    """The API (with a token and a migrated history database), an adapter
+    and a processor; all must exit 0 on SIGTERM."""
+    asyncio.run(migrated(postgres_db))
     services = [
         Service("adapters", redis_db),
         Service(
@@ -504,7 +448,7 @@ def stack(redis_db: str) -> Iterator[ApiServer]:
         ),  # fmt: skip
     ]
     try:
-        server = ApiServer(redis_db, TOKEN)
+        server = ApiServer(redis_db, TOKEN, postgres_db)
     except BaseException:
         for s in services:
             s.kill()
@@ -513,6 +457,19 @@ def stack(redis_db: str) -> Iterator[ApiServer]:
     yield server
     codes = [(s.module, s.terminate()) for s in reversed(services)]
     assert all(code == 0 for _, code in codes), codes
+
+
+async def archive(url: str, tid: int) -> None:
+    """Transaction ``tid`` and its one sample, as ocpp-archiver writes them."""
+    connection = await asyncpg.connect(url)
+    try:
+        start = at("2024-01-01T12:00:00Z")
+        await connection.execute(TRANSACTION, CP, tid, "RFID123", None, start, 10, None, None,
+                                 None, None)  # fmt: skip
+        await connection.execute(METER_VALUE, "1704110460000-0", 0, at("2024-01-01T12:01:00Z"),
+                                 CP, tid, "42", None, None, None, None, None, None)  # fmt: skip
+    finally:
+        await connection.close()
 
 
 def charger_says(r: redis_sync.Redis, *frames: bytes) -> None:
@@ -534,7 +491,7 @@ def answer(message_id: str, payload: Any) -> bytes:
 
 
 def test_stack_reads_what_the_processor_wrote_and_commands_round_trip(
-    stack: ApiServer, redis_db: str
+    stack: ApiServer, redis_db: str, postgres_db: str
 ) -> None:
     r = redis_sync.Redis.from_url(redis_db)
     auth = {"authorization": f"Bearer {TOKEN}"}
@@ -566,14 +523,23 @@ def test_stack_reads_what_the_processor_wrote_and_commands_round_trip(
             assert cp["registration_status"] == "Accepted" and cp["last_seen"]
             [connector] = cp["connectors"]
             assert connector["status"] == "Charging" and connector["transaction_id"] == tid
+            # Not archived yet: the transaction as Redis has it, no meter values.
+            txn = http.get(f"/v1/transactions/{tid}").json()
+            assert txn["id_tag"] == "RFID123" and txn["meter_start"] == 10 and txn["active"]
+            assert txn["archived"] is False and txn["meter_values"] == []
             query = {"active": "true", "charge_point_id": CP}
+            assert http.get("/v1/transactions", params=query).json()["transactions"] == []
+            # Archived (as ocpp-archiver will): the history answers, samples and all.
+            asyncio.run(archive(postgres_db, tid))
             active = http.get("/v1/transactions", params=query).json()
             assert [t["transaction_id"] for t in active["transactions"]] == [tid]
             txn = http.get(f"/v1/transactions/{tid}").json()
-            assert txn["id_tag"] == "RFID123" and txn["meter_start"] == 10 and txn["active"]
-            assert [(s["value"], s["timestamp"][:19]) for s in txn["meter_samples"]] == [
+            assert txn["archived"] is True and txn["id_tag"] == "RFID123"
+            assert [(v["value"], v["sampled_at"][:19]) for v in txn["meter_values"]] == [
                 ("42", "2024-01-01T12:01:00")
             ]
+            csv_text = http.get("/v1/transactions", headers={"accept": "text/csv"}).text
+            assert csv_text.splitlines()[1].startswith(f"{tid},{CP},1,RFID123,Accepted,")
 
             # A command, answered by the charger while the client waits.
             with ThreadPoolExecutor(1) as pool:
@@ -643,7 +609,8 @@ def test_server_stops_gracefully_on_sigterm_while_a_request_waits(redis_db: str)
 def test_console_script_help_names_every_setting() -> None:
     out = subprocess.run([sys.executable, "-m", "adapters.api", "--help"], capture_output=True,
                          text=True, check=True, env={**os.environ}).stdout  # fmt: skip
-    for flag in ("--api-host", "--api-port", "--api-token", "--redis-url", "--log-level"):
+    for flag in ("--api-host", "--api-port", "--api-token", "--redis-url", "--database-url",
+                 "--log-level"):  # fmt: skip
         assert flag in out
-    for env in ("OCPP_API_HOST", "OCPP_API_PORT", "OCPP_API_TOKEN", "REDIS_URL"):
+    for env in ("OCPP_API_HOST", "OCPP_API_PORT", "OCPP_API_TOKEN", "REDIS_URL", "DATABASE_URL"):
         assert env in out

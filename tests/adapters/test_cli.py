@@ -1,13 +1,17 @@
-"""``python -m adapters.cli`` as a subprocess against a real Redis: its JSON
-output and exit codes (0 done, 1 not found, 2 invalid input, 3 Redis down)."""
+"""``python -m adapters.cli`` as a subprocess against a real Redis and, for
+history, a real PostgreSQL: its JSON (and CSV) output and exit codes (0 done,
+1 not found, 2 invalid input, 3 Redis or PostgreSQL down, or no
+DATABASE_URL for history)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,23 +19,27 @@ import msgspec
 import pytest
 import redis as redis_sync
 
-from adapters.devstack import Service, free_port, wait_for
+from adapters.devstack import PostgresServer, Service, free_port, wait_for
 from processor import instances, keys
 from processor.instances import Instance
+from tests.adapters.history import seed_history
 from tests.adapters.test_api import CP, charger_receives, seed
 from tests.messages import call
 
 
-def cli(url: str | None, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+def cli(
+    url: str | None, *args: str, stdin: str | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
     if url is not None:
-        env["REDIS_URL"] = url
+        environ["REDIS_URL"] = url
     return subprocess.run([sys.executable, "-m", "adapters.cli", *args], capture_output=True,
-                          text=True, env=env, input=stdin, timeout=60)  # fmt: skip
+                          text=True, env={**environ, **(env or {})}, input=stdin,
+                          timeout=60)  # fmt: skip
 
 
-def ok(url: str, *args: str, stdin: str | None = None) -> Any:
-    done = cli(url, *args, stdin=stdin)
+def ok(url: str, *args: str, stdin: str | None = None, env: Mapping[str, str] | None = None) -> Any:
+    done = cli(url, *args, stdin=stdin, env=env)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -61,21 +69,92 @@ def test_charge_points(redis_db: str, r: redis_sync.Redis) -> None:
     fails(redis_db, 1, "charge-point", "NOPE", says="not found")
 
 
-def test_transactions(redis_db: str, r: redis_sync.Redis) -> None:
+@pytest.fixture
+def pg(postgres_db: str) -> str:
+    """A history database holding the rows of ``tests/adapters/history.py``."""
+    seed_history(postgres_db)
+    return postgres_db
+
+
+def test_transactions(redis_db: str, r: redis_sync.Redis, pg: str) -> None:
     def ids(*args: str) -> list[int]:
-        return [t["transaction_id"] for t in ok(redis_db, "transactions", *args)["transactions"]]
+        found = ok(redis_db, "--database-url", pg, "transactions", *args)
+        return [t["transaction_id"] for t in found["transactions"]]
 
     assert ids() == [3, 2, 1]
     assert ids("--active") == [3]
     assert ids("--finished") == [2, 1]
     assert ids("--charge-point", CP) == [3, 1]
+    assert ids("--id-tag", "TAG2") == [2]
+    assert ids("--started-from", "2024-01-02T10:00:00Z", "--started-to", "2024-01-03T00:00Z") == [2]
     assert ids("--limit", "1", "--before", "3") == [2]
-    txn = ok(redis_db, "transaction", "3")
-    assert txn["active"] is True and [s["value"] for s in txn["meter_samples"]] == ["200", "300"]
-    fails(redis_db, 1, "transaction", "99", says="transaction 99")
+    # DATABASE_URL from the environment, as the API reads it.
+    txn = ok(redis_db, "transaction", "3", env={"DATABASE_URL": pg})
+    assert txn["active"] is True and txn["archived"] is True
+    assert [v["value"] for v in txn["meter_values"]] == ["200", "7.2", "300"]
+    # Not archived yet: Redis's record, as the API falls back to it.
+    r.hset(keys.transaction(4), mapping={"charge_point_id": CP, "id_tag": "TAG4"})
+    live = ok(redis_db, "transaction", "4", env={"DATABASE_URL": pg})
+    assert live["archived"] is False and live["id_tag"] == "TAG4" and live["meter_values"] == []
+
+    fails(redis_db, 1, "--database-url", pg, "transaction", "99", says="transaction 99")
     fails(redis_db, 2, "transaction", "three", says="invalid int")
-    fails(redis_db, 2, "transactions", "--limit", "0", says="limit")
+    fails(redis_db, 2, "--database-url", pg, "transactions", "--limit", "0", says="limit")
     fails(redis_db, 2, "transactions", "--active", "--finished")
+    fails(redis_db, 2, "transactions", "--started-from", "soon", says="RFC 3339")
+    fails(redis_db, 2, "--database-url", pg, "transactions", "--started-to", "2024-01-01T00:00",
+          says="time zone")  # fmt: skip
+
+
+def test_transactions_as_csv(redis_db: str, pg: str) -> None:
+    done = cli(redis_db, "--database-url", pg, "transactions", "--csv", "--limit", "2")
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert [(r["transaction_id"], r["energy_wh"], r["energy_kwh"]) for r in rows] == [
+        ("3", "", ""), ("2", "2500", "2.500")
+    ]  # fmt: skip
+    assert rows[1]["stop_id_tag"] == "'=1+2"  # not a formula in a spreadsheet
+    assert "--before 2" in done.stderr  # where the next page starts
+    done = cli(redis_db, "--database-url", pg, "transactions", "--csv", "--before", "2")
+    assert done.returncode == 0 and done.stderr == ""
+    assert [r["transaction_id"] for r in csv.DictReader(io.StringIO(done.stdout))] == ["1"]
+
+
+def test_events_and_commands(redis_db: str, pg: str) -> None:
+    events = ok(redis_db, "--database-url", pg, "events", CP, "--limit", "3")
+    assert [e["kind"] for e in events["events"]] == ["status", "status", "status"]
+    rest = ok(redis_db, "--database-url", pg, "events", CP, "--before", events["next_before"])
+    assert [e["kind"] for e in rest["events"]] == ["boot"] and rest["next_before"] is None
+    assert rest["events"][0]["details"] == {"chargePointVendor": "Acme",
+                                             "chargePointModel": "Fast"}  # fmt: skip
+    found = ok(redis_db, "--database-url", pg, "events", CP, "--kind", "status", "--from",
+               "2024-01-01T09:05:00Z")  # fmt: skip
+    assert [e["connector_id"] for e in found["events"]] == [0, 1]
+    fails(redis_db, 2, "--database-url", pg, "events", CP, "--before", "x", says="before")
+
+    commands = ok(redis_db, "--database-url", pg, "commands", CP)
+    assert [c["command_id"] for c in commands["commands"]] == ["c-3", "c-2", "c-1"]
+    # Redis has no c-1: the history's.
+    command = ok(redis_db, "--database-url", pg, "command", "c-1")
+    assert command["state"] == "answered" and command["round_trip_ms"] == 250
+    fails(redis_db, 1, "command", "c-1", says="c-1")  # no history to look in
+
+
+def test_history_unavailable(redis_db: str, private_postgres: PostgresServer) -> None:
+    for args in (("transactions",), ("transaction", "1"), ("events", CP), ("commands", CP)):
+        fails(redis_db, 3, *args, says="history unavailable: history needs DATABASE_URL")
+    url = private_postgres.url.replace("postgres@", "postgres:pg-Secret-42@")
+    private_postgres.stop()
+    done = cli(redis_db, "--database-url", url, "transactions")
+    assert done.returncode == 3 and done.stdout == ""
+    assert f"history database postgresql://postgres:***@127.0.0.1:{private_postgres.port}" in (
+        done.stderr
+    )
+    assert "pg-Secret-42" not in done.stderr and len(done.stderr.splitlines()) == 1
+    fails(redis_db, 2, "--database-url", "postgresql://u:p/w#@h/db", "transactions",
+          says="DATABASE_URL is not a valid")  # fmt: skip
+    # Commands that do not read history never look at it.
+    assert ok(redis_db, "--database-url", "nonsense", "charge-points") == {"charge_points": []}
 
 
 def test_id_tags(redis_db: str, r: redis_sync.Redis) -> None:

@@ -103,7 +103,7 @@ async def test_a_cli_command_logs_inside_its_span(
     redis_db: str, lines: Callable[[], list[dict[str, Any]]], otel: Callable[..., Telemetry],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    async def logs(redis: Redis, queue: Any, args: argparse.Namespace) -> list[str]:
+    async def logs(clients: cli.Clients, args: argparse.Namespace) -> list[str]:
         logging.getLogger("cli").warning("working")
         return []
 

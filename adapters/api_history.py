@@ -1,0 +1,429 @@
+"""History reads behind the HTTP API and ``ocpp-cli``: transactions and
+their meter values, charger events and commands, from the PostgreSQL tables
+``ocpp-archiver`` writes (``adapters/archiver/migrations/``).
+
+Each read is a pure part, which builds the SQL and its arguments from the
+filters and turns rows into the Structs of ``adapters/api_models.py``, and
+calls to :class:`adapters.history_db.History`, the I/O: an asyncpg pool
+opened without connecting, so that a front end starts while PostgreSQL is
+down and its history reads work once it is back. Filters only ever add ``$n``
+placeholders to fixed SQL: no value is spliced into a statement.
+
+Paging is keyset, newest first: transactions by id (``before`` is an id, as
+it was when they were read from Redis; ours come from one counter),
+events and commands by time with an opaque ``before`` cursor.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from adapters import api_queries as q
+from adapters.api_models import (
+    ChargerEvent,
+    ChargerEventList,
+    Command,
+    CommandList,
+    MeterValue,
+    Transaction,
+    TransactionDetail,
+    TransactionList,
+)
+from adapters.history_db import History, Row
+from processor import clock
+from processor.command_queue import CommandQueue
+
+# A transaction's meter values in one answer, at most; more is flagged
+# (meter_values_truncated) rather than cut silently.
+MAX_METER_VALUES = 100_000
+
+
+# --- the pure part: filters, SQL, rows ---------------------------------------
+
+
+class _Where:
+    """Conditions joined by AND, each value a ``$n`` placeholder."""
+
+    def __init__(self) -> None:
+        self.conditions: list[str] = []
+        self.args: list[object] = []
+
+    def arg(self, value: object) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def add(self, condition: str, *values: object) -> None:
+        """``condition`` with ``{}`` for each value, in order."""
+        self.conditions.append(condition.format(*(self.arg(v) for v in values)))
+
+    def sql(self) -> str:
+        return f"WHERE {' AND '.join(self.conditions)}" if self.conditions else ""
+
+
+def check_limit(limit: int) -> None:
+    if not 1 <= limit <= q.MAX_LIMIT:
+        raise q.InvalidInput(f"limit must be between 1 and {q.MAX_LIMIT}, got {limit}")
+
+
+def parse_time(name: str, text: str | None) -> datetime | None:
+    """The RFC 3339 time a query parameter ``name`` gives, if any."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise q.InvalidInput(f"{name} is not an RFC 3339 time: {text!r}") from None
+    check_time(name, value)
+    return value
+
+
+def check_time(name: str, value: datetime | None) -> None:
+    if value is not None and value.tzinfo is None:
+        raise q.InvalidInput(f"{name} needs a time zone (RFC 3339, e.g. 2024-01-01T00:00:00Z)")
+
+
+def _text(dt: datetime | None) -> str | None:
+    # The text the processor stores in Redis, so both sources read alike.
+    return clock.stored(dt) if dt is not None else None
+
+
+def encode_cursor(at: datetime, key: str, seq: int = 0) -> str:
+    """An opaque ``before`` for rows ordered by (time, key, seq) descending."""
+    raw = msgspec.json.encode([clock.stored(at), key, seq])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, key, seq = msgspec.json.decode(raw, type=tuple[str, str, int])
+        when = datetime.fromisoformat(at)
+    except (binascii.Error, ValueError, msgspec.DecodeError):
+        raise q.InvalidInput(f"before is not a cursor this API gave out: {cursor!r}") from None
+    if when.tzinfo is None:
+        raise q.InvalidInput(f"before is not a cursor this API gave out: {cursor!r}")
+    return when, key, seq
+
+
+_TRANSACTION_COLUMNS = """charge_point_id, transaction_id, connector_id, id_tag, id_tag_status,
+    reservation_id, started_at, meter_start, stopped_at, meter_stop, stop_reason, stop_id_tag,
+    energy_wh"""
+
+
+def transactions_query(
+    *,
+    charge_point_id: str | None = None,
+    id_tag: str | None = None,
+    active: bool | None = None,
+    started_from: datetime | None = None,
+    started_to: datetime | None = None,
+    limit: int = 100,
+    before: int | None = None,
+) -> tuple[str, list[object]]:
+    """SQL and arguments for a page of transactions, newest (highest id)
+    first, one row more than ``limit`` to tell whether there is more.
+    ``started_from`` is inclusive, ``started_to`` exclusive."""
+    check_limit(limit)
+    if before is not None and before < 1:
+        raise q.InvalidInput(f"before must be a transaction id (1 or more), got {before}")
+    check_time("started_from", started_from)
+    check_time("started_to", started_to)
+    where = _Where()
+    if charge_point_id is not None:
+        where.add("charge_point_id = {}", charge_point_id)
+    if id_tag is not None:
+        where.add("id_tag = {}", id_tag)
+    if active is not None:
+        where.add("stopped_at IS NULL" if active else "stopped_at IS NOT NULL")
+    if started_from is not None:
+        where.add("started_at >= {}", started_from)
+    if started_to is not None:
+        where.add("started_at < {}", started_to)
+    if before is not None:
+        where.add("transaction_id < {}", before)
+    sql = (
+        f"SELECT {_TRANSACTION_COLUMNS} FROM transactions {where.sql()}"
+        f" ORDER BY transaction_id DESC, charge_point_id DESC LIMIT {where.arg(limit + 1)}"
+    )
+    return sql, where.args
+
+
+def transaction_fields(row: Row) -> dict[str, Any]:
+    return {
+        "transaction_id": row["transaction_id"],
+        "charge_point_id": row["charge_point_id"],
+        "connector_id": row["connector_id"],
+        "id_tag": row["id_tag"],
+        "active": row["stopped_at"] is None,
+        "meter_start": row["meter_start"],
+        "start_timestamp": _text(row["started_at"]),
+        "reservation_id": row["reservation_id"],
+        "id_tag_status": row["id_tag_status"],
+        "meter_stop": row["meter_stop"],
+        "stop_timestamp": _text(row["stopped_at"]),
+        "stop_reason": row["stop_reason"],
+        "stop_id_tag": row["stop_id_tag"],
+        "energy_wh": row["energy_wh"],
+    }
+
+
+def transaction_page(rows: Sequence[Row], limit: int) -> TransactionList:
+    found = [Transaction(**transaction_fields(r)) for r in rows[:limit]]
+    more = len(rows) > limit
+    return TransactionList(
+        transactions=found, next_before=found[-1].transaction_id if more else None
+    )
+
+
+# With the id alone (history imported from another central system may
+# repeat one on another charger), the latest started.
+TRANSACTION_BY_ID = f"""SELECT {_TRANSACTION_COLUMNS} FROM transactions WHERE transaction_id = $1
+    ORDER BY started_at DESC NULLS LAST, charge_point_id LIMIT 1"""
+# Samples at one instant come in the order of their record, then their place in it.
+METER_VALUES = """SELECT sampled_at, connector_id, value, measurand, phase, location, unit,
+    context, format FROM meter_values WHERE transaction_id = $1 AND charge_point_id = $2
+    ORDER BY sampled_at, record_id, seq LIMIT $3"""
+
+
+def meter_value(row: Row) -> MeterValue:
+    return MeterValue(
+        sampled_at=clock.stored(row["sampled_at"]), connector_id=row["connector_id"],
+        value=row["value"], measurand=row["measurand"], phase=row["phase"],
+        location=row["location"], unit=row["unit"], context=row["context"], format=row["format"],
+    )  # fmt: skip
+
+
+def events_query(
+    charge_point_id: str,
+    *,
+    kind: str | None = None,
+    occurred_from: datetime | None = None,
+    occurred_to: datetime | None = None,
+    limit: int = 100,
+    before: str | None = None,
+) -> tuple[str, list[object]]:
+    """SQL and arguments for a page of a charger's events, newest first."""
+    check_limit(limit)
+    check_time("from", occurred_from)
+    check_time("to", occurred_to)
+    where = _Where()
+    where.add("charge_point_id = {}", charge_point_id)
+    if kind is not None:
+        where.add("kind = {}", kind)
+    if occurred_from is not None:
+        where.add("occurred_at >= {}", occurred_from)
+    if occurred_to is not None:
+        where.add("occurred_at < {}", occurred_to)
+    if before is not None:
+        where.add("(occurred_at, record_id, seq) < ({}, {}, {})", *decode_cursor(before))
+    sql = (
+        "SELECT record_id, seq, kind, occurred_at, connector_id, details FROM charger_events"
+        f" {where.sql()} ORDER BY occurred_at DESC, record_id DESC, seq DESC"
+        f" LIMIT {where.arg(limit + 1)}"
+    )
+    return sql, where.args
+
+
+def _json_object(raw: Any) -> dict[str, Any]:
+    # asyncpg hands jsonb over as its text.
+    value = msgspec.json.decode(raw) if isinstance(raw, str | bytes) else raw
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def event_page(charge_point_id: str, rows: Sequence[Row], limit: int) -> ChargerEventList:
+    events = [
+        ChargerEvent(
+            record_id=r["record_id"],
+            seq=r["seq"],
+            kind=r["kind"],
+            occurred_at=clock.stored(r["occurred_at"]),
+            connector_id=r["connector_id"],
+            details=_json_object(r["details"]),
+        )  # fmt: skip
+        for r in rows[:limit]
+    ]
+    last = rows[limit - 1] if len(rows) > limit else None
+    cursor = encode_cursor(last["occurred_at"], last["record_id"], last["seq"]) if last else None
+    return ChargerEventList(charge_point_id=charge_point_id, events=events, next_before=cursor)
+
+
+_COMMAND_COLUMNS = """command_id, charge_point_id, action, request, state, outcome, created_at,
+    sent_at, completed_at"""
+COMMAND_BY_ID = f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE command_id = $1"
+
+
+def commands_query(
+    charge_point_id: str, *, limit: int = 100, before: str | None = None
+) -> tuple[str, list[object]]:
+    """SQL and arguments for a page of a charger's commands, newest first."""
+    check_limit(limit)
+    where = _Where()
+    where.add("charge_point_id = {}", charge_point_id)
+    if before is not None:
+        at, command_id, _ = decode_cursor(before)
+        where.add("(created_at, command_id) < ({}, {})", at, command_id)
+    sql = (
+        f"SELECT {_COMMAND_COLUMNS} FROM commands {where.sql()}"
+        f" ORDER BY created_at DESC, command_id DESC LIMIT {where.arg(limit + 1)}"
+    )
+    return sql, where.args
+
+
+def _ms(dt: datetime | None) -> int | None:
+    return clock.epoch_ms(dt) if dt is not None else None
+
+
+def _decoded(raw: Any) -> Any:
+    if isinstance(raw, str | bytes):
+        try:
+            return msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            return raw
+    return raw
+
+
+_OUTCOME_FIELDS = frozenset({"result", "status", "error_code", "error_description"})
+
+
+def command_from_row(row: Row) -> Command:
+    """A command as the history keeps it. ``outcome`` holds what its record
+    in Redis held (``result``, ``status``, ``error_code``,
+    ``error_description``); any other shape is taken as the result."""
+    outcome = _decoded(row["outcome"])
+    fields: dict[str, Any] = {}
+    if isinstance(outcome, dict) and outcome.keys() & _OUTCOME_FIELDS:
+        fields = {k: outcome.get(k) for k in _OUTCOME_FIELDS}
+        fields["result"] = _decoded(fields["result"])
+    elif outcome is not None:
+        fields["result"] = outcome
+    sent, completed = _ms(row["sent_at"]), _ms(row["completed_at"])
+    return Command(
+        command_id=row["command_id"], charge_point_id=row["charge_point_id"],
+        action=row["action"], state=row["state"], request=_decoded(row["request"]),
+        created_at_ms=_ms(row["created_at"]), sent_at_ms=sent, completed_at_ms=completed,
+        round_trip_ms=completed - sent if sent is not None and completed is not None else None,
+        **fields,
+    )  # fmt: skip
+
+
+def command_page(rows: Sequence[Row], limit: int) -> CommandList:
+    last = rows[limit - 1] if len(rows) > limit else None
+    cursor = encode_cursor(last["created_at"], last["command_id"]) if last else None
+    return CommandList(commands=[command_from_row(r) for r in rows[:limit]], next_before=cursor)
+
+
+CSV_COLUMNS = ("transaction_id", "charge_point_id", "connector_id", "id_tag", "id_tag_status",
+               "reservation_id", "active", "start_timestamp", "meter_start", "stop_timestamp",
+               "meter_stop", "stop_reason", "stop_id_tag", "energy_wh", "energy_kwh")  # fmt: skip
+# A cell a spreadsheet would run as a formula (an idTag or stop reason is
+# the charger's text): quoted with a leading apostrophe, as OWASP advises.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else value
+
+
+def transactions_csv(transactions: Sequence[Transaction]) -> str:
+    """A header row, then one row per transaction; energy in Wh and in kWh
+    (exact, three decimals); empty cells for nulls."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for t in transactions:
+        kwh = format(Decimal(t.energy_wh).scaleb(-3), "f") if t.energy_wh is not None else None
+        row = msgspec.structs.asdict(t) | {"energy_kwh": kwh}
+        writer.writerow([_cell(row[c]) for c in CSV_COLUMNS])
+    return out.getvalue()
+
+
+# --- the reads ---------------------------------------------------------------
+
+
+async def list_transactions(
+    history: History,
+    *,
+    charge_point_id: str | None = None,
+    id_tag: str | None = None,
+    active: bool | None = None,
+    started_from: datetime | None = None,
+    started_to: datetime | None = None,
+    limit: int = 100,
+    before: int | None = None,
+) -> TransactionList:
+    """Transactions newest first, filtered; ``next_before`` when there are more."""
+    sql, args = transactions_query(
+        charge_point_id=charge_point_id, id_tag=id_tag, active=active, started_from=started_from,
+        started_to=started_to, limit=limit, before=before,
+    )  # fmt: skip
+    return transaction_page(await history.fetch(sql, *args), limit)
+
+
+async def get_transaction(history: History, redis: Redis, transaction_id: int) -> TransactionDetail:
+    """A transaction and its meter values from the history; one the
+    archiver has not written yet from Redis, without meter values."""
+    rows = await history.fetch(TRANSACTION_BY_ID, transaction_id)
+    if not rows:
+        live = await q.live_transaction(redis, transaction_id)
+        if live is None:
+            raise q.NotFound(f"transaction {transaction_id} does not exist")
+        return live
+    fields = transaction_fields(rows[0])
+    values = await history.fetch(
+        METER_VALUES, transaction_id, fields["charge_point_id"], MAX_METER_VALUES + 1
+    )
+    return TransactionDetail(
+        **fields,
+        meter_values=[meter_value(v) for v in values[:MAX_METER_VALUES]],
+        meter_values_truncated=len(values) > MAX_METER_VALUES,
+    )
+
+
+async def list_events(
+    history: History,
+    charge_point_id: str,
+    *,
+    kind: str | None = None,
+    occurred_from: datetime | None = None,
+    occurred_to: datetime | None = None,
+    limit: int = 100,
+    before: str | None = None,
+) -> ChargerEventList:
+    sql, args = events_query(
+        charge_point_id, kind=kind, occurred_from=occurred_from, occurred_to=occurred_to,
+        limit=limit, before=before,
+    )  # fmt: skip
+    return event_page(charge_point_id, await history.fetch(sql, *args), limit)
+
+
+async def list_commands(
+    history: History, charge_point_id: str, *, limit: int = 100, before: str | None = None
+) -> CommandList:
+    sql, args = commands_query(charge_point_id, limit=limit, before=before)
+    return command_page(await history.fetch(sql, *args), limit)
+
+
+async def get_command(history: History, queue: CommandQueue, command_id: str) -> Command:
+    """A command from Redis while it keeps it (live), else from the history."""
+    record = await queue.get(command_id)
+    if record is not None:
+        return q.command_view(record)
+    if history.configured:
+        rows = await history.fetch(COMMAND_BY_ID, command_id)
+        if rows:
+            return command_from_row(rows[0])
+    raise q.NotFound(f"command {command_id!r} does not exist (or has expired)")
