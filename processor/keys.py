@@ -90,12 +90,6 @@ def meter_latest(charge_point_id: str, connector_id: int) -> str:
     return f"{connector(charge_point_id, connector_id)}:latest"
 
 
-def transaction_samples(transaction_id: int) -> str:
-    # No longer written (samples are history); the API still reads it until
-    # it serves transactions from PostgreSQL.
-    return f"{TXN_PREFIX}{transaction_id}:meter"
-
-
 def id_tag(tag: str) -> str:
     return ID_TAG_PREFIX + tag
 
