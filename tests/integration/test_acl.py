@@ -14,7 +14,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,9 +108,9 @@ class Stack:
     api_port: int = field(default_factory=free_port)
     services: list[Service] = field(default_factory=list)
 
-    def start(self, module: str, user: str, **env: str) -> Service:
+    def start(self, module: str, user: str, args: Sequence[str] = (), **env: str) -> Service:
         log = (self.logs / f"{module}.log").open("ab")
-        service = Service(module, self.acl.url(user), env=env, log=log)
+        service = Service(module, self.acl.url(user), args=args, env=env, log=log)
         log.close()  # the child has its own copy
         self.services.append(service)
         return service
@@ -128,6 +128,9 @@ def start_stack(acl: Acl, logs: Path, *, api: bool = True, database_url: str = "
                           OCPP_GATEWAY_PORT=str(stack.gateway_port))  # fmt: skip
     stack.start("adapters", "ocpp-adapter")
     stack.start("processor", "ocpp-processor", OCPP_READ_BLOCK_MS="200")
+    if database_url:
+        stack.start("adapters.archiver", "ocpp-archiver", DATABASE_URL=database_url,
+                    OCPP_MIGRATE="true", args=["run"])  # fmt: skip
     if api:
         stack.start("adapters.api", "ocpp-api", OCPP_API_HOST="127.0.0.1",
                     OCPP_API_PORT=str(stack.api_port), OCPP_API_TOKEN=TOKEN,
@@ -151,8 +154,8 @@ def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def sessions(http: httpx.Client, admin: redis_sync.Redis) -> list[dict[str, Any]]:
-    """Every transaction, one GET each: this stack runs no archiver, so the
-    history has none and the API reads each from Redis, as its user may."""
+    """Every transaction, one GET each: from PostgreSQL once the archiver
+    has written it, from Redis until then, as the API's user may."""
     seq = int(admin.get(keys.TXN_SEQ) or 0)
     return [http.get(f"/v1/transactions/{n}").json() for n in range(1, seq + 1)]
 
@@ -201,6 +204,14 @@ def test_the_pipeline_runs_under_its_own_users(acl: Acl, tmp_path: Path, postgre
             wait_for(remote_session_closed, TIMEOUT, "the remote-started session to close")
             assert http.get("/v1/id-tags/ACL-TAG").json()["status"] == "Accepted"
             assert http.get("/healthz").json() == {"status": "ok"}
+
+            # The archiver wrote both sessions, as its own user.
+            def archived() -> bool:
+                found = sessions(http, admin)
+                return len(found) == 2 and all(t["archived"] and t["stop_timestamp"]
+                                               for t in found)  # fmt: skip
+
+            wait_for(archived, TIMEOUT, "both sessions archived")
         # The CLI has the API's rights; the container health check the processor's.
         done = cli(acl.url("ocpp-api"), "charge-point", CP)
         assert done.returncode == 0, done.stderr
@@ -208,7 +219,9 @@ def test_the_pipeline_runs_under_its_own_users(acl: Acl, tmp_path: Path, postgre
         done = cli(acl.url("ocpp-api"), "instances")
         assert done.returncode == 0, done.stderr
         listed = json.loads(done.stdout)["instances"]
-        assert sorted(i["service"] for i in listed) == ["adapter", "gateway", "processor"]
+        assert sorted(i["service"] for i in listed) == [
+            "adapter", "archiver", "gateway", "processor"]  # fmt: skip
+
         done = cli(acl.url("ocpp-processor"), "health", "--group")
         assert done.returncode == 0, done.stderr
         summary = finish(charger)
@@ -224,7 +237,8 @@ def test_the_pipeline_runs_under_its_own_users(acl: Acl, tmp_path: Path, postgre
     assert "by client tracking" in stack.log("adapters.gateway")
     # Nothing any service did was refused, even where it would have coped.
     assert acl.denied() == []
-    for module in ("adapters.gateway", "adapters", "processor", "adapters.api"):
+    for module in ("adapters.gateway", "adapters", "processor", "adapters.archiver",
+                   "adapters.api"):  # fmt: skip
         assert "NOPERM" not in stack.log(module), stack.log(module)
     assert admin.llen(keys.REQUESTS) == 0
     assert admin.exists(keys.INSTANCES) == 0  # each took itself out as it stopped

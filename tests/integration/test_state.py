@@ -3,14 +3,18 @@ and the commit's conditional ops that make the result order-independent."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from processor import keys
 from processor.dispatch import Outcome
 from processor.effects import Effects
 from processor.state import RedisState
 from processor.stream import GroupStream
+from processor.types import IdTagRecord
 
 pytestmark = pytest.mark.anyio
 
@@ -71,3 +75,41 @@ async def test_opening_a_transaction_is_idempotent_by_content(redis: Redis) -> N
     assert 0 < await redis.ttl(keys.id_tag_active("TAG")) <= 60
     assert await state.id_tag("TAG") == (first.id_tag, first.transaction_id)
     assert await state.transaction(99) is None
+
+
+async def test_reads_made_in_one_turn_share_one_round_trip(redis: Redis) -> None:
+    await redis.hset(keys.id_tag("A"), mapping={"status": "Accepted"})
+    await redis.set(keys.id_tag_active("A"), "7")
+    await redis.set(keys.transaction(9), "not a hash")  # WRONGTYPE for its reader only
+    state = RedisState(redis, 60)
+    pipelines = 0
+    make = redis.pipeline
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal pipelines
+        pipelines += 1
+        return make(*args, **kwargs)  # type: ignore[arg-type]
+
+    redis.pipeline = counted  # type: ignore[method-assign]
+    results = await asyncio.gather(
+        *(state.id_tag(tag) for tag in ("A", "B", "C")),
+        state.transaction(9),
+        state.is_known_charger("CP"),
+        return_exceptions=True,
+    )
+    assert pipelines == 1
+    assert results[0] == (IdTagRecord("Accepted", None, None), 7)
+    assert results[1] == results[2] == (None, None)
+    assert isinstance(results[3], ResponseError) and "WRONGTYPE" in str(results[3])
+    assert results[4] is False
+    # The next turn's reads are a round trip of their own.
+    opened = await state.open_transaction("idem", "CP", 1, "B", 0, "2024-01-01T00:00:00Z", None)
+    assert (opened.transaction_id, pipelines) == (1, 2)
+
+
+async def test_a_script_redis_forgot_is_loaded_again(redis: Redis) -> None:
+    state = RedisState(redis, 60)
+    await redis.script_flush()  # a restart, or SCRIPT FLUSH
+    opened = await state.open_transaction("idem", "CP", 1, "T", 0, "2024-01-01T00:00:00Z", None)
+    again = await state.open_transaction("idem", "CP", 1, "T", 0, "2024-01-01T00:00:00Z", None)
+    assert opened.transaction_id == again.transaction_id == 1
