@@ -72,9 +72,26 @@ end
 
 local function latest(op)
   -- key, then field, value pairs, each value opening with its fixed-width
-  -- timestamp (27 characters): newest wins per field, by one HMGET and one
-  -- HSET whatever their number.
-  local key, names = op[2], {}
+  -- timestamp (27 characters): newest wins per field. The field '@' holds
+  -- the newest timestamp written to any: a reading newer than that (the
+  -- usual case, readings arrive in order) is newer than every field, and
+  -- is written without reading them; an older one is compared field by
+  -- field.
+  local key = op[2]
+  local oldest, at = string.sub(op[4], 1, 27), string.sub(op[4], 1, 27)
+  for i = 6, #op, 2 do
+    local t = string.sub(op[i], 1, 27)
+    if t < oldest then
+      oldest = t
+    elseif t > at then
+      at = t
+    end
+  end
+  local newest = redis.call('HGET', key, '@')
+  if not newest or newest < oldest then
+    return redis.pcall('HSET', key, '@', at, unpack(op, 3))
+  end
+  local names = {}
   for i = 3, #op, 2 do
     names[#names + 1] = op[i]
   end
@@ -89,6 +106,10 @@ local function latest(op)
   end
   if #set == 0 then
     return 0
+  end
+  if not newest or newest < at then
+    set[#set + 1] = '@'
+    set[#set + 1] = at
   end
   return redis.pcall('HSET', key, unpack(set))
 end

@@ -449,6 +449,7 @@ def test_meter_values_are_stored_per_connector(cs: CentralSystem) -> None:
     # ... and Redis keeps the latest per measurand with its time and unit,
     # the spec's defaults filled in: measurand, unit.
     assert cs.hash(keys.meter_latest("CP-MV", 2)) == {
+        "@": stored(t2),
         f"{energy}@Outlet": f"{stored(t1)} Wh 1200.5",
         "Voltage:L1-N": f"{stored(t1)} V 229.8",
         energy: f"{stored(t2)} Wh 1300",

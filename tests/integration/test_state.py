@@ -113,3 +113,30 @@ async def test_a_script_redis_forgot_is_loaded_again(redis: Redis) -> None:
     opened = await state.open_transaction("idem", "CP", 1, "T", 0, "2024-01-01T00:00:00Z", None)
     again = await state.open_transaction("idem", "CP", 1, "T", 0, "2024-01-01T00:00:00Z", None)
     assert opened.transaction_id == again.transaction_id == 1
+
+
+def latest(**values: str) -> Effects:
+    e = Effects()
+    e.latest("latest", {name.replace("_", "."): v for name, v in values.items()})
+    return e
+
+
+async def test_the_latest_value_per_measurand_is_newest_wins(redis: Redis) -> None:
+    t1, t2, t3 = (f"2024-01-01T1{h}:00:00.000000Z" for h in (1, 2, 3))
+    # In order: each reading newer than anything held.
+    await commit_each(redis, latest(Energy=f"{t1} Wh 1", Power=f"{t1} W 10"),
+                      latest(Energy=f"{t2} Wh 2"))  # fmt: skip
+    assert await redis.hgetall("latest") == {
+        b"@": t2.encode(),
+        b"Energy": f"{t2} Wh 2".encode(),
+        b"Power": f"{t1} W 10".encode(),
+    }
+    # A late reading: only what it has newer than held is taken.
+    await commit_each(redis, latest(Energy=f"{t1} Wh 0", Power=f"{t2} W 20", SoC=f"{t1} % 50"))
+    assert await redis.hgetall("latest") == {
+        b"@": t2.encode(), b"Energy": f"{t2} Wh 2".encode(), b"Power": f"{t2} W 20".encode(),
+        b"SoC": f"{t1} % 50".encode()}  # fmt: skip
+    # Mixed: newer than one field, older than '@'; then same time: first kept.
+    await commit_each(redis, latest(Power=f"{t3} W 30"), latest(Power=f"{t3} W 31"))
+    held = await redis.hgetall("latest")
+    assert (held[b"@"], held[b"Power"]) == (t3.encode(), f"{t3} W 30".encode())
