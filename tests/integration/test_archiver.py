@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 import redis
 
-from adapters.devstack import PostgresServer, Service, wait_for
+from adapters.devstack import PostgresServer, Service, free_port, listening, wait_for
 from processor import keys
 from tests.integration.helpers import collect, push
 from tests.messages import call
@@ -132,6 +133,32 @@ def test_a_session_reaches_postgresql(redis_db: str, postgres_db: str, client: r
     assert dead["envelope"] == b"{not json"
     # Nothing per sample stays in Redis.
     assert not client.keys("ocpp:*:meter")
+
+    # Redis loses everything: the closed session and its samples are still
+    # served, from PostgreSQL, by a real ocpp-api through a real HTTP client.
+    client.flushall()
+    port = free_port()
+    api = Service("adapters.api", redis_db, env={"OCPP_API_HOST": "127.0.0.1",
+                  "OCPP_API_PORT": str(port), "DATABASE_URL": postgres_db})  # fmt: skip
+    try:
+        wait_for(lambda: listening(port), 30, "the API to listen")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            detail = http.get(f"/v1/transactions/{tid}")
+            assert detail.status_code == 200, detail.text
+            body = detail.json()
+            assert (body["archived"], body["energy_wh"], body["stop_reason"]) == (
+                True, 600, "EVDisconnected")  # fmt: skip
+            assert [(v["measurand"], v["value"]) for v in body["meter_values"]][:3] == [
+                ("Energy.Active.Import.Register", "1001"), ("Power.Active.Import", "7200"),
+                ("Current.Import", "31.5")]  # fmt: skip
+            listed = http.get("/v1/transactions", params={"charge_point_id": cp}).json()
+            assert [t["transaction_id"] for t in listed["transactions"]] == [tid]
+            events = http.get(f"/v1/charge-points/{cp}/events").json()
+            assert {e["kind"] for e in events["events"]} >= {"BootNotification",
+                                                              "StatusNotification"}  # fmt: skip
+        assert api.terminate() == 0
+    finally:
+        stop_all(api)
 
 
 def test_killed_archiver_writes_every_row_exactly_once(
