@@ -1,4 +1,4 @@
-# make demo   - the whole stack on a private redis-server, with a simulated fleet of chargers
+# make demo   - the whole stack on a private redis-server and PostgreSQL, with a simulated fleet
 # make test   - the test suite (unit, real-Redis integration, crash tests)
 # make check  - lint, types and tests: what CI runs
 # make bench  - end-to-end throughput and latency against the BRPOP baseline
@@ -21,7 +21,7 @@ redis-server:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; \
 	fi
 
-# Tests start their own PostgreSQL unless DATABASE_URL is set. Debian keeps
+# Tests and the demo start their own PostgreSQL unless DATABASE_URL is set. Debian keeps
 # its binaries off PATH, in /usr/lib/postgresql/<version>/bin.
 postgresql:
 	@if [ -z "$$DATABASE_URL" ] && ! command -v initdb >/dev/null \
@@ -30,7 +30,7 @@ postgresql:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
-demo: $(BIN)/.installed redis-server
+demo: $(BIN)/.installed redis-server postgresql
 	$(BIN)/ocpp-demo
 
 test: $(BIN)/.installed redis-server postgresql

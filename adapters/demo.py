@@ -1,9 +1,11 @@
 """``ocpp-demo``: the README's first command, the whole stack at work.
 
-Starts a private redis-server (unless ``REDIS_URL`` is set), the gateway,
-the adapter, three processors and the API; pushes the user's Phase 2
+Starts a private redis-server (unless ``REDIS_URL`` is set) and a private
+PostgreSQL (unless ``DATABASE_URL`` is set), the gateway, the adapter,
+three processors, the archiver and the API; pushes the user's Phase 2
 messages the way the ws-server does and prints the replies; runs a
-simulated fleet of chargers (``ocpp-sim``) through the gateway; sends a
+simulated fleet of chargers (``ocpp-sim``) through the gateway; reads a
+closed transaction back from PostgreSQL through the API; sends a
 RemoteStartTransaction to a simulated charger through the API and shows its
 answer; prints a summary; then stops everything with SIGTERM.
 """
@@ -24,7 +26,7 @@ from typing import Any, cast
 import anyio
 import redis
 
-from adapters.devstack import RedisServer, Service, free_port, wait_for
+from adapters.devstack import PostgresServer, RedisServer, Service, free_port, wait_for
 from processor import keys
 from processor.command_queue import CommandQueue
 from processor.redis_io import connect
@@ -74,6 +76,13 @@ def main() -> None:
             print(f"started a private redis-server on port {server.port}")
         else:
             print(f"using REDIS_URL={url}")
+        database = os.environ.get("DATABASE_URL")
+        if database is None:
+            postgres = stack.enter_context(PostgresServer())
+            database = postgres.url
+            print(f"started a private PostgreSQL on port {postgres.port}")
+        else:
+            print("using DATABASE_URL")
         client = redis.Redis.from_url(url)
         client.delete(keys.responses(CP))
         # The services' JSON log lines go to a file, not between the replies.
@@ -85,9 +94,14 @@ def main() -> None:
                     log=logs),
             Service("adapters", url, log=logs),
             *[Service("processor", url, log=logs) for _ in range(3)],
-            Service("adapters.api", url, env={"OCPP_API_PORT": str(api_port)}, log=logs),
+            # It applies the schema's migrations before it archives.
+            Service("adapters.archiver", url, args=["run"],
+                    env={"DATABASE_URL": database, "OCPP_MIGRATE": "true"}, log=logs),
+            Service("adapters.api", url, env={"OCPP_API_PORT": str(api_port),
+                                              "DATABASE_URL": database}, log=logs),
         ]  # fmt: skip
-        print("started ocpp-gateway, ocpp-adapter, three ocpp-processor replicas and ocpp-api")
+        print("started ocpp-gateway, ocpp-adapter, three ocpp-processor replicas, "
+              "ocpp-archiver and ocpp-api")  # fmt: skip
         try:
             wait_for(lambda: _http_ok(api_port, "/healthz"), 30, "the API")
             wait_for(lambda: _listening(gateway_port), 30, "the gateway")
@@ -131,6 +145,7 @@ def fleet(client: redis.Redis, url: str, gateway_port: int, api_port: int) -> No
           f"p99 {lat['p99']:.1f}  max {lat['max']:.1f}")  # fmt: skip
     closed = sum(1 for k in client.scan_iter(f"{keys.TXN_PREFIX}*") if _closed(client, k))
     print(f"  transactions closed in Redis: {closed}")
+    history(client, api_port, closed)
 
     print("\nRemoteStartTransaction through the API to a simulated charger that stays online:")
     lingering = subprocess.Popen(
@@ -161,6 +176,35 @@ def fleet(client: redis.Redis, url: str, gateway_port: int, api_port: int) -> No
         else ("not exported: set OTEL_EXPORTER_OTLP_ENDPOINT (docker compose up runs Jaeger)")
     )
     print(f"\ntraces: {where}")  # fmt: skip
+
+
+def history(client: redis.Redis, api_port: int, closed: int) -> None:
+    """A closed transaction and its meter values, read back from PostgreSQL."""
+    print("\nhistory in PostgreSQL, through the API (ocpp-archiver wrote it):")
+
+    def archived() -> list[Any]:
+        found = _get(api_port, f"/v1/transactions?active=false&limit={max(closed, 1)}")
+        return list(found["transactions"])
+
+    wait_for(lambda: len(archived()) >= closed, 30, "the closed transactions in PostgreSQL")
+    print(f"  GET /v1/transactions?active=false -> {len(archived())} closed transactions")
+    txn = archived()[0]
+    detail = _get(api_port, f"/v1/transactions/{txn['transaction_id']}")
+    print(f"  GET /v1/transactions/{txn['transaction_id']} -> {detail['charge_point_id']}, "
+          f"idTag {detail['id_tag']}, {detail['start_timestamp']} to {detail['stop_timestamp']}, "
+          f"{detail['energy_wh']} Wh, stop reason {detail['stop_reason']}")  # fmt: skip
+    values = detail["meter_values"]
+    print(f"    {len(values)} sampled values, e.g.:")
+    for v in values[:3]:
+        print(f"      {v['sampled_at']}  {v['measurand'] or 'Energy.Active.Import.Register'}"
+              f"  {v['value']} {v['unit'] or 'Wh'}")  # fmt: skip
+    pending = client.xpending(keys.HISTORY, keys.ARCHIVERS)["pending"]
+    print(f"  history stream: {client.xlen(keys.HISTORY)} entries held, {pending} pending")
+
+
+def _get(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        return json.loads(r.read())
 
 
 def _closed(client: redis.Redis, key: bytes | str) -> bool:
