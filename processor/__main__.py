@@ -7,7 +7,10 @@ import logging
 from collections.abc import Sequence
 
 import anyio
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
+from processor import keys
 from processor.command_queue import CommandQueue, Sweeper
 from processor.consumer import Consumer
 from processor.dispatch import Dispatcher, Limits
@@ -59,8 +62,10 @@ async def serve(settings: ProcessorSettings, providers: Providers | None = None)
     async def run() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(sweeper.run)
+            tg.start_soon(warn_without_archiver, redis)
             await registered(redis, "processor", health, consumer.run, consumer=name)
             sweeper.stop()
+            tg.cancel_scope.cancel()
 
     def stop() -> None:
         consumer.stop()
@@ -72,6 +77,26 @@ async def serve(settings: ProcessorSettings, providers: Providers | None = None)
     finally:
         await redis.aclose()
     log.info("consumer %s stopped after %d entries", name, consumer.handled)
+
+
+async def warn_without_archiver(redis: Redis, every_s: float = 60.0) -> None:
+    """Say so, once, if history is being appended and no ocpp-archiver has
+    read it a minute on: it then piles up in Redis."""
+    while True:
+        await anyio.sleep(every_s)
+        try:
+            groups = await redis.xinfo_groups(keys.HISTORY)
+        except ResponseError:  # no stream yet: nothing appended so far
+            continue
+        except TRANSIENT:
+            continue  # the consumer's own backoff says Redis is down
+        if not any(g.get("name") in (keys.ARCHIVERS, keys.ARCHIVERS.encode()) for g in groups):
+            log.warning(
+                "no ocpp-archiver reads %s: history accumulates in Redis until one runs "
+                "(README, ocpp-archiver)",
+                keys.HISTORY,
+            )
+        return
 
 
 def handler_config(s: ProcessorSettings) -> HandlerConfig:
