@@ -105,6 +105,8 @@ def key_families(client: redis.Redis) -> dict[tuple[str, str], tuple[int, int]]:
         for name in batch:
             pipe.type(name)
         for name, kind in zip(batch, pipe.execute(), strict=True):
+            if kind == b"none":
+                continue  # expired since the SCAN
             members.setdefault((kind.decode(), family(name.decode())), []).append(name)
     out = {}
     for group, names_ in sorted(members.items(), key=lambda kv: kv[0][1]):
