@@ -84,11 +84,13 @@ CONSUMERS = ("processor", "bare", "baseline")
 
 @dataclass(frozen=True)
 class Setup:
-    """One configuration: ours (adapter + ``processors`` processors) or a baseline."""
+    """One configuration: ours (adapter + ``processors`` processors, and
+    with ``history`` an archiver and its PostgreSQL) or a baseline."""
 
     name: str
     processors: int
     consumer: Consumer = "ours"
+    history: bool = False
 
     @property
     def baseline(self) -> bool:
@@ -180,8 +182,8 @@ class Result:
 
 class System:
     """The processes of one configuration, on one Redis, and the client's
-    connection to it; stopped and cleaned up on exit. Ours also has an
-    archiver writing history to a PostgreSQL (``bench/history.py``);
+    connection to it; stopped and cleaned up on exit. Ours with history
+    also has an archiver writing to a PostgreSQL (``bench/history.py``);
     ``processor_env`` is more environment for the processors."""
 
     def __init__(
@@ -214,7 +216,7 @@ class System:
         stack.callback(self._stop_all)
         self.charge_points = charge_point_ids(args.charge_points)
         self.fleet = Fleet(self.charge_points, mix)
-        self.database = None if setup.baseline else history.start_database(stack)
+        self.database = history.start_database(stack) if setup.history else None
         self.sent = history.Sent()
 
     def start(self) -> None:
@@ -227,13 +229,14 @@ class System:
             self._start("bare", "bench.baseline_bare")
             blocked = {"blmove": 1, "xreadgroup": 1}
         else:
-            assert self.database is not None
             self._start("adapter", "adapters")
             for n in range(1, self.setup.processors + 1):
                 self._start(f"processor-{n}", "processor", env=self.processor_env)
-            self._start("archiver", "adapters.archiver", ["run"],
-                        {"DATABASE_URL": self.database.url, "OCPP_MIGRATE": "true"})  # fmt: skip
-            blocked = {"blmove": 1, "xreadgroup": self.setup.processors + 1}
+            blocked = {"blmove": 1, "xreadgroup": self.setup.processors}
+            if self.database is not None:
+                env = {"DATABASE_URL": self.database.url, "OCPP_MIGRATE": "true"}
+                self._start("archiver", "adapters.archiver", ["run"], env)
+                blocked["xreadgroup"] += 1
         wait_for(
             lambda: self._blocked(blocked), STARTUP_TIMEOUT_S, f"services blocked in {blocked}"
         )
@@ -725,7 +728,7 @@ def setups(args: argparse.Namespace, mix: MixName) -> list[Setup]:
             out.append(Setup(BRPOP, 0, "brpop"))
         out.append(Setup(BARE, 0, "bare"))
     for n in (int(x) for x in args.processors.split(",") if x.strip()):
-        out.append(Setup(f"ours 1A+{n}P", n))
+        out.append(Setup(f"ours 1A+{n}P", n, history=True))
     return out
 
 

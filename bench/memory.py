@@ -124,7 +124,9 @@ def run(args: argparse.Namespace) -> tuple[Snapshot, Snapshot]:
     env = {"OCPP_CLOSED_TRANSACTION_TTL_S": ttl, "OCPP_IDEMPOTENCY_TTL_S": ttl}
     options = argparse.Namespace(charge_points=args.chargers, poll_ms=5.0)
     with ExitStack() as stack:
-        system = System(Setup("ours 1A+1P", 1), options, stack, "field", processor_env=env)
+        system = System(
+            Setup("ours 1A+1P", 1, history=True), options, stack, "field", processor_env=env
+        )
         system.start()
         first_mark = round(args.messages * FIRST_SHARE)
         started = time.perf_counter()
