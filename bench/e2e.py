@@ -11,16 +11,23 @@ the cheapest message alone. The baselines: ``bare``, a hand-batched stream
 consumer with no state and no guarantees behind our adapter
 (``bench/baseline_bare.py``), on both mixes; ``brpop``, the user's Phase 1
 BRPOP loop (``bench/baseline_brpop.py``), on Heartbeats only, since Phase 1
-answers nothing else with a CALLRESULT.
+answers nothing else with a CALLRESULT. Ours includes what keeps history:
+one ``ocpp-archiver run`` writing ``ocpp:history`` to a PostgreSQL of its
+own (``DATABASE_URL``, its ``public`` schema wiped, if set); the baselines
+keep none (``bench/history.py``).
 
 For each configuration and mix: a warm-up, then a throughput phase (N CALLs
 over K chargers pushed as fast as the client can, timed from the first LPUSH
 to the last reply popped, with the CPU each process spent and how much
 Redis's ``used_memory`` grew), then latency phases (CALLs paced at each
 offered rate, each timed from its LPUSH to its reply's receipt; a rate may
-be a share of the throughput this configuration just measured). Every
-message must get exactly one reply, a CALLRESULT valid against its action's
-response, or the run fails; missed targets are only printed.
+be a share of the throughput this configuration just measured). For ours,
+each phase is also timed to "history committed", when the archivers'
+backlog is back to 0, and the backlog's largest value is sampled; its CPU
+figures run until then. Every message must get exactly one reply, a
+CALLRESULT valid against its action's response, and at the end PostgreSQL
+must hold exactly the rows the traffic makes, or the run fails; missed
+targets are only printed.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from typing import IO, Literal
 import redis
 
 from adapters.devstack import RedisServer, Service, wait_for
+from bench import history
 from bench.fieldmix import Fleet, MixName, Phase, check_replies, receipt_time
 from bench.procstat import Profiler, cpu_seconds, own_cpu_seconds, redis_cpu_seconds, top_frames
 from bench.traffic import (
@@ -57,11 +65,17 @@ from processor import keys
 
 REPO = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 30.0
+# How long history may take to reach PostgreSQL after the last reply.
+COMMIT_TIMEOUT_S = 300.0
 # The issue's targets for the field mix (issue 12), printed, never enforced.
 TARGET_VS_BARE = 0.6
 TARGET_P99_MS = 10.0
 TARGET_RATE = 2_000.0
 TARGET_REDIS_US = 20.0
+TARGET_VS_HEARTBEAT = 0.5
+# "Archiver lag bounded": at the target rate, history reaches PostgreSQL
+# within this long of the last reply (the archiver keeps up).
+TARGET_COMMIT_S = 1.0
 
 Consumer = Literal["ours", "bare", "brpop"]
 # The roles (process names) that consume: ours, the bare one and the BRPOP loop.
@@ -70,11 +84,13 @@ CONSUMERS = ("processor", "bare", "baseline")
 
 @dataclass(frozen=True)
 class Setup:
-    """One configuration: ours (adapter + ``processors`` processors) or a baseline."""
+    """One configuration: ours (adapter + ``processors`` processors, and
+    with ``history`` an archiver and its PostgreSQL) or a baseline."""
 
     name: str
     processors: int
     consumer: Consumer = "ours"
+    history: bool = False
 
     @property
     def baseline(self) -> bool:
@@ -113,6 +129,10 @@ class Latency:
     p90: float
     p99: float
     max: float
+    # Ours: the archivers' largest backlog during the phase (stream entries),
+    # and how long after its last reply its history was committed.
+    backlog_max: int | None = None
+    committed_after: float | None = None
 
 
 @dataclass
@@ -128,10 +148,28 @@ class Result:
     commands: dict[str, tuple[int, int]] = field(default_factory=dict)
     # Growth of Redis's used_memory over the throughput phase (and its opening).
     memory: int = 0
+    # Ours: first LPUSH to history committed, the archivers' largest backlog
+    # (stream entries) and PostgreSQL's row counts at the end of the run.
+    history_seconds: float | None = None
+    backlog_max: int | None = None
+    rows: dict[str, int] = field(default_factory=dict)
 
     @property
     def throughput(self) -> float:
         return self.messages / self.seconds if self.seconds else 0.0
+
+    @property
+    def committed_throughput(self) -> float | None:
+        """Messages a second with their history in PostgreSQL."""
+        if not self.history_seconds:
+            return None
+        return self.messages / self.history_seconds
+
+    @property
+    def committed_after(self) -> float | None:
+        if self.history_seconds is None:
+            return None
+        return self.history_seconds - self.seconds
 
     def cpu_us(self, *roles: str) -> float:
         """µs of CPU per message spent by ``roles`` (prefixes) in the throughput phase."""
@@ -144,7 +182,9 @@ class Result:
 
 class System:
     """The processes of one configuration, on one Redis, and the client's
-    connection to it; stopped and cleaned up on exit."""
+    connection to it; stopped and cleaned up on exit. Ours with history
+    also has an archiver writing to a PostgreSQL (``bench/history.py``);
+    ``processor_env`` is more environment for the processors."""
 
     def __init__(
         self,
@@ -152,9 +192,11 @@ class System:
         args: argparse.Namespace,
         stack: ExitStack,
         mix: MixName = "heartbeat",
+        processor_env: dict[str, str] | None = None,
     ) -> None:
         self.setup = setup
         self.args = args
+        self.processor_env = processor_env or {}
         self.redis_pid: int | None = None
         external = os.environ.get("REDIS_URL")
         if external:
@@ -174,6 +216,8 @@ class System:
         stack.callback(self._stop_all)
         self.charge_points = charge_point_ids(args.charge_points)
         self.fleet = Fleet(self.charge_points, mix)
+        self.database = history.start_database(stack) if setup.history else None
+        self.sent = history.Sent()
 
     def start(self) -> None:
         """Start the services and wait until each is blocked waiting for work."""
@@ -187,19 +231,25 @@ class System:
         else:
             self._start("adapter", "adapters")
             for n in range(1, self.setup.processors + 1):
-                self._start(f"processor-{n}", "processor")
+                self._start(f"processor-{n}", "processor", env=self.processor_env)
             blocked = {"blmove": 1, "xreadgroup": self.setup.processors}
+            if self.database is not None:
+                env = {"DATABASE_URL": self.database.url, "OCPP_MIGRATE": "true"}
+                self._start("archiver", "adapters.archiver", ["run"], env)
+                blocked["xreadgroup"] += 1
         wait_for(
             lambda: self._blocked(blocked), STARTUP_TIMEOUT_S, f"services blocked in {blocked}"
         )
 
-    def _start(self, role: str, module: str) -> None:
+    def _start(
+        self, role: str, module: str, args: Sequence[str] = (), env: dict[str, str] | None = None
+    ) -> None:
         log = open(self.logdir / f"{role}.log", "wb")  # noqa: SIM115 (closed in _stop_all)
         self._logs.append(log)
-        env = {
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        }
-        self.services[role] = Service(module, self.url, env=env, log=log)
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        self.services[role] = Service(
+            module, self.url, args, env={"PYTHONPATH": path, **(env or {})}, log=log
+        )
 
     def _blocked(self, expected: dict[str, int]) -> bool:
         """Whether at least ``expected[cmd]`` clients are blocked in each ``cmd``."""
@@ -226,8 +276,32 @@ class System:
         out = {"redis": redis_cpu_seconds(self.client, self.redis_pid)}
         for role, service in self.services.items():
             out[role] = cpu_seconds(service.pid)
+        postgres = self.database.cpu_seconds() if self.database is not None else None
+        if postgres is not None:
+            out["postgres"] = postgres
         out["client"] = own_cpu_seconds()
         return out
+
+    def committed(self) -> float | None:
+        """Wait until the archivers have written all history so far; the
+        moment they had (perf_counter), or None for a baseline."""
+        if self.database is None:
+            return None
+        return history.wait_committed(self.client, COMMIT_TIMEOUT_S, self.check)
+
+    def sampler(self) -> history.BacklogSampler | None:
+        """A running sampler of the archivers' backlog, for ours."""
+        if self.database is None:
+            return None
+        sampler = history.BacklogSampler(self.url)
+        sampler.start()
+        return sampler
+
+    def check_history(self) -> dict[str, int]:
+        """Once committed: PostgreSQL's rows, checked against what was sent."""
+        if self.database is None:
+            return {}
+        return history.check_database(self.database.url, self.client, self.sent)
 
     def stop(self) -> None:
         """SIGTERM every service and insist they exit cleanly with nothing
@@ -241,13 +315,15 @@ class System:
             raise BenchFailure("\n".join(failures))
         left = self.client.llen(keys.REQUESTS)
         strays = stray_replies(self.client, self.charge_points)
-        pending = 0
+        pending = archiving = 0
         if self.setup.consumer != "brpop":
             pending = int(self.client.xpending(keys.INBOUND, keys.GROUP)["pending"])
-        if left or strays or pending:
+        if self.database is not None:
+            archiving = int(self.client.xpending(keys.HISTORY, keys.ARCHIVERS)["pending"])
+        if left or strays or pending or archiving:
             raise BenchFailure(
                 f"after stopping: {left} requests left, {pending} entries pending, "
-                f"{strays} replies nobody asked for"
+                f"{archiving} history entries pending, {strays} replies nobody asked for"
             )
 
     def _stop_all(self) -> None:
@@ -261,11 +337,12 @@ class System:
             log.close()
 
     def used_memory(self) -> int:
-        """Redis's ``used_memory`` less what the inbound stream holds: the
-        adapter trims acknowledged entries once a second, so what the stream
-        holds at a given moment is the last second's traffic, not state."""
-        stream = self.client.memory_usage(keys.INBOUND, samples=0) or 0
-        return int(self.client.info("memory")["used_memory"]) - int(stream)
+        """Redis's ``used_memory`` less what the inbound and history streams
+        hold: the adapter and the archiver trim what is done with once a
+        second, so what they hold at a given moment is traffic, not state."""
+        streams = sum(self.client.memory_usage(s, samples=0) or 0
+                      for s in (keys.INBOUND, keys.HISTORY))  # fmt: skip
+        return int(self.client.info("memory")["used_memory"]) - int(streams)
 
     def run_phase(self, name: str, count: int, rate: float | None) -> Tracker:
         """Plan the fleet's next ``count`` messages, open their sessions and
@@ -282,11 +359,13 @@ class System:
         envelopes, routes = phase.opening(receipt_time())
         tracker = self._exchange(phase.opening_name, envelopes, None, routes)
         phase.bind(tracker.replies)
+        self.sent.opened += len(envelopes)
 
     def exchange(self, phase: Phase, rate: float | None) -> Tracker:
         """Send the phase and collect its replies; fails unless each message
         got exactly one, valid for its action (checked once the clock stops)."""
         tracker = self._exchange(phase.name, phase.envelopes(receipt_time()), rate, phase.routes)
+        self.sent.actions.update(phase.actions)
         problems = check_replies(phase, tracker.replies)
         if problems:
             raise BenchFailure(
@@ -352,10 +431,17 @@ def run_setup(setup: Setup, mix: MixName, args: argparse.Namespace) -> Result:
         phase = system.fleet.phase("t", args.messages)
         memory = system.used_memory()
         system.open(phase)
+        system.committed()  # the warm-up's and the opening's history first
         profilers = _start_profilers(system, args.profile, stack)
         system.client.config_resetstat()
+        sampler = system.sampler()
         before = system.cpu()
         tracker = system.exchange(phase, None)
+        if sampler is not None:
+            result.backlog_max = sampler.finish()
+        committed = system.committed()
+        # Ours: every process's CPU until its history was committed, the
+        # archiver's and PostgreSQL's work for these messages included.
         after = system.cpu()
         result.commands = {
             name.removeprefix("cmdstat_"): (int(stat["calls"]), int(stat["usec"]))
@@ -367,13 +453,26 @@ def run_setup(setup: Setup, mix: MixName, args: argparse.Namespace) -> Result:
             result.profiles[role] = profiler.output
         result.messages = args.messages
         result.seconds = tracker.last_at - tracker.first_at
+        if committed is not None:
+            result.history_seconds = max(committed, tracker.last_at) - tracker.first_at
         result.cpu = {k: after[k] - before[k] for k in before}
 
         for n, rate in enumerate(args.rates[mix]):
             offered = rate.of(result.throughput)
             count = max(1, round(offered * args.duration))
-            tracker = system.run_phase(f"l{chr(ord('a') + n)}", count, offered)
-            result.latencies.append(latency_of(tracker, offered, rate.label))
+            phase = system.fleet.phase(f"l{chr(ord('a') + n)}", count)
+            system.open(phase)
+            system.committed()
+            sampler = system.sampler()
+            tracker = system.exchange(phase, offered)
+            latency = latency_of(tracker, offered, rate.label)
+            if sampler is not None:
+                latency.backlog_max = sampler.finish()
+            committed = system.committed()
+            if committed is not None:
+                latency.committed_after = max(0.0, committed - tracker.last_at)
+            result.latencies.append(latency)
+        result.rows = system.check_history()
         system.stop()
     return result
 
@@ -417,15 +516,31 @@ def _versus(base: Result) -> Callable[[Result], str]:
     return lambda r: _ratio(r.throughput, base.throughput) if r is not base else ""
 
 
+def _versus_committed(base: Result) -> Callable[[Result], str]:
+    def cell(r: Result) -> str:
+        ours = r.committed_throughput
+        return _ratio(ours, base.throughput) if ours is not None else "-"
+
+    return cell
+
+
+def _opt(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 def render(results: Sequence[Result], mix: MixName, args: argparse.Namespace) -> str:
     """One mix's table: one column per configuration, one row per figure."""
     rows: list[tuple[str, Callable[[Result], str]]] = [
-        ("throughput (msgs/s)", lambda r: f"{r.throughput:,.0f}"),
+        ("throughput answered (msgs/s)", lambda r: f"{r.throughput:,.0f}"),
         ("  messages / seconds", lambda r: f"{r.messages:,} / {r.seconds:.2f}"),
+        ("throughput with history in PostgreSQL", lambda r: _opt(r.committed_throughput, ",.0f")),
+        ("  history committed, s after last reply", lambda r: _opt(r.committed_after, ".2f")),
+        ("  archiver backlog max (stream entries)", lambda r: _opt(r.backlog_max, ",")),
     ]
     for base in results:
         if base.setup.baseline:
-            rows.append((f"  ratio to {base.setup.name}", _versus(base)))
+            rows.append((f"ratio to {base.setup.name}: answered", _versus(base)))
+            rows.append(("  with history", _versus_committed(base)))
     for n, rate in enumerate(args.rates[mix]):
         rows += [
             (
@@ -436,13 +551,22 @@ def render(results: Sequence[Result], mix: MixName, args: argparse.Namespace) ->
                 "  p50 / p99 / max (ms)",
                 _latency(n, lambda x: f"{x.p50:.2f} / {x.p99:.2f} / {x.max:.1f}"),
             ),  # fmt: skip
+            (
+                "  backlog max / committed after (s)",
+                _latency(
+                    n, lambda x: f"{_opt(x.backlog_max, ',')} / {_opt(x.committed_after, '.2f')}"
+                ),
+            ),  # fmt: skip
         ]
     rows += [
-        ("CPU µs/msg (throughput phase)", lambda r: ""),
+        ("CPU µs/msg (throughput phase + history)", lambda r: ""),
         ("  redis-server", lambda r: f"{r.cpu_us('redis'):.1f}"),
-        ("  our processes (all)", lambda r: f"{r.cpu_us('adapter', *CONSUMERS):.1f}"),
+        ("  our processes (all)", lambda r: f"{r.cpu_us('adapter', 'archiver', *CONSUMERS):.1f}"),
         ("    adapter", lambda r: f"{r.cpu_us('adapter'):.1f}" if "adapter" in r.cpu else "-"),
         ("    processor(s) / consumer", lambda r: f"{r.cpu_us(*CONSUMERS):.1f}"),
+        ("    archiver", lambda r: f"{r.cpu_us('archiver'):.1f}" if "archiver" in r.cpu else "-"),
+        ("  postgres (all backends)",
+         lambda r: f"{r.cpu_us('postgres'):.1f}" if "postgres" in r.cpu else "-"),
         ("  bench client", lambda r: f"{r.cpu_us('client'):.1f}"),
         (
             "  cores busy (all CPU / wall)",
@@ -466,8 +590,7 @@ def render(results: Sequence[Result], mix: MixName, args: argparse.Namespace) ->
 
 def targets(results: Sequence[Result]) -> str:
     """Issue 12's targets for the field mix against what this run measured
-    (ours: 1 adapter + 1 processor). Printed only: today's figures are the
-    baseline later work is measured against."""
+    (ours: 1 adapter + 1 processor + the archiver). Printed, not enforced."""
     field = {r.setup.name: r for r in results if r.mix == "field"}
     beat = {r.setup.name: r for r in results if r.mix == "heartbeat"}
     ours, bare = field.get(OURS_1), field.get(BARE)
@@ -477,15 +600,18 @@ def targets(results: Sequence[Result]) -> str:
     def verdict(ok: bool) -> str:
         return "met" if ok else "MISSED"
 
-    lines = [f"issue 12's targets, field mix, {OURS_1} (not yet worked on: printed, not enforced):"]
+    committed = ours.committed_throughput or 0.0
+    lines = [f"issue 12's targets, field mix, {OURS_1} with history committed "
+             "(printed, not enforced):"]  # fmt: skip
     if bare is not None:
-        ratio = ours.throughput / bare.throughput
-        lines.append(f"  throughput >= {TARGET_VS_BARE}x the bare consumer: {ratio:.2f}x "
-                     f"-> {verdict(ratio >= TARGET_VS_BARE)}")  # fmt: skip
+        ratio = committed / bare.throughput
+        lines.append(f"  throughput with history >= {TARGET_VS_BARE}x the bare consumer: "
+                     f"{ratio:.2f}x -> {verdict(ratio >= TARGET_VS_BARE)}")  # fmt: skip
     if OURS_1 in beat:
-        ratio = ours.throughput / beat[OURS_1].throughput
-        lines.append(f"  throughput >= 0.5x its Heartbeat-only figure: {ratio:.2f}x "
-                     f"-> {verdict(ratio >= 0.5)}")  # fmt: skip
+        ratio = committed / beat[OURS_1].throughput
+        ok = ratio >= TARGET_VS_HEARTBEAT
+        lines.append(f"  throughput with history >= {TARGET_VS_HEARTBEAT}x its Heartbeat-only "
+                     f"figure: {ratio:.2f}x -> {verdict(ok)}")  # fmt: skip
     at = ours.latency_at(TARGET_RATE)
     if at is not None:
         lines.append(f"  p99 at {TARGET_RATE:,.0f} msgs/s < {TARGET_P99_MS:g} ms: {at.p99:,.2f} ms "
@@ -493,6 +619,14 @@ def targets(results: Sequence[Result]) -> str:
     redis_us = ours.cpu_us("redis")
     lines.append(f"  Redis CPU <= {TARGET_REDIS_US:g} µs/msg: {redis_us:.1f} "
                  f"-> {verdict(redis_us <= TARGET_REDIS_US)}")  # fmt: skip
+    if at is not None and at.committed_after is not None:
+        lines.append(f"  archiver lag bounded: at {TARGET_RATE:,.0f} msgs/s, backlog max "
+                     f"{at.backlog_max} entries, history committed {at.committed_after:.2f} s "
+                     f"after the last message (<= {TARGET_COMMIT_S:g} s) "
+                     f"-> {verdict(at.committed_after <= TARGET_COMMIT_S)}")  # fmt: skip
+    if ours.rows:
+        lines.append("PostgreSQL at the end, as expected from what was sent: "
+                     + ", ".join(f"{k} {v:,}" for k, v in ours.rows.items()))  # fmt: skip
     return "\n".join(lines)
 
 
@@ -594,7 +728,7 @@ def setups(args: argparse.Namespace, mix: MixName) -> list[Setup]:
             out.append(Setup(BRPOP, 0, "brpop"))
         out.append(Setup(BARE, 0, "bare"))
     for n in (int(x) for x in args.processors.split(",") if x.strip()):
-        out.append(Setup(f"ours 1A+{n}P", n))
+        out.append(Setup(f"ours 1A+{n}P", n, history=True))
     return out
 
 

@@ -33,6 +33,23 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
     return ticks / _TICKS
 
 
+def family_cpu_seconds(pid: int) -> float:
+    """CPU of ``pid`` and its children, the live ones and those it reaped:
+    a PostgreSQL postmaster and its backends. (Not its process group: each
+    backend calls setsid() and leads a group of its own.)"""
+    total = cpu_seconds(pid, children=True)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile: reaped, so counted in the parent's
+        fields = text[text.rindex(")") + 2 :].split()
+        # fields[1] is field 4 (ppid).
+        if int(fields[1]) == pid:
+            total += sum(int(f) for f in fields[11:13]) / _TICKS
+    return total
+
+
 def redis_cpu_seconds(client: redis.Redis, pid: int | None) -> float:
     """CPU of the redis-server: from /proc if we know its pid, else INFO."""
     if pid is not None:

@@ -1,20 +1,29 @@
 """The bench's field mix: its proportions, coherent sessions, distinct
 timestamps, payloads valid as the processor decodes them, and the reply
-check that fails a run; with the bare baseline's replies as the system."""
+check that fails a run; with the bare baseline's replies as the system.
+Then the benches that keep history, run small on the real thing: bench.e2e
+with the archiver and PostgreSQL, and bench.memory."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+import redis
 
+from bench import history
 from bench.baseline_bare import reply_for
 from bench.fieldmix import FIELD_MIX, Fleet, Phase, check_replies
+from bench.memory import family
 from bench.traffic import Tracker
-from processor import envelope
+from processor import envelope, keys
 from processor.handlers import ROUTES
 from processor.messages import MeterValues, StartTransaction, StopTransaction
 
@@ -182,3 +191,61 @@ def test_a_phase_split_by_action_keeps_each_message_and_its_charger() -> None:
     assert part.routes == [p.charger for p in phase.messages if p.action == "StopTransaction"]
     replies = [_reply(e) for e in part.envelopes(STAMP)]
     assert len(replies) == 28 and check_replies(part, replies) == []
+
+
+def test_the_backlog_is_what_the_archivers_have_not_acknowledged(redis_db: str) -> None:
+    client = redis.Redis.from_url(redis_db)
+    client.xgroup_create(keys.HISTORY, keys.ARCHIVERS, id="0", mkstream=True)
+    ids = [client.xadd(keys.HISTORY, {"f": b"x"}) for _ in range(3)]
+    assert history.backlog(client) == 3
+    client.xreadgroup(keys.ARCHIVERS, "a", {keys.HISTORY: ">"}, count=2)
+    assert history.backlog(client) == 3  # 1 unread, 2 pending
+    client.xack(keys.HISTORY, keys.ARCHIVERS, *ids[:2])
+    assert history.backlog(client) == 1
+    client.close()
+
+
+def test_key_families_hide_chargers_numbers_and_idempotency_content() -> None:
+    idem = keys.transaction_idempotency("BENCH-CP-0001", 1, "T00001S00000002", 5, "2025")
+    assert family(idem) == "ocpp:txn:idem:{...}"
+    assert family(keys.connector("BENCH-CP-0042", 1)) == "ocpp:cp:{cp}:connector:{n}"
+    assert family(keys.transaction(123)) == "ocpp:txn:{n}"
+
+
+def _bench(module: str, args: list[str], redis_url: str, database_url: str) -> str:
+    """Run ``python -m module args`` on the test's Redis and PostgreSQL; its stdout."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url}
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
+                          text=True, cwd=root, env=env, timeout=50)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_the_e2e_bench_runs_ours_with_the_archiver_and_times_history(
+    redis_db: str, postgres_db: str
+) -> None:
+    out = _bench(
+        "bench.e2e",
+        ["--mix", "field", "--no-baseline", "--processors", "1", "--messages", "2000",
+         "--warmup", "200", "--charge-points", "20", "--rates", "2000", "--duration", "0.25"],
+        redis_db, postgres_db,
+    )  # fmt: skip
+    committed = next(x for x in out.splitlines() if x.startswith("throughput with history"))
+    assert float(committed.split()[-1].replace(",", "")) > 0
+    assert "    archiver " in out and "archiver lag bounded" in out
+    # The run checked PostgreSQL's rows against what it sent (or it fails).
+    assert "PostgreSQL at the end, as expected from what was sent: meter_values" in out
+
+
+def test_the_memory_bench_reads_redis_after_10_percent_and_at_the_end(
+    redis_db: str, postgres_db: str
+) -> None:
+    out = _bench(
+        "bench.memory",
+        ["--messages", "3000", "--chargers", "30", "--chunk", "1000", "--ttl", "5"],
+        redis_db, postgres_db,
+    )  # fmt: skip
+    assert "OCPP_CLOSED_TRANSACTION_TTL_S=OCPP_IDEMPOTENCY_TTL_S=5" in out
+    assert "used_memory at the end / after 10%:" in out
+    assert "hash ocpp:cp:{cp}:connector:{n}:latest" in out

@@ -1,0 +1,191 @@
+"""History in the benches: the PostgreSQL behind ``ocpp-archiver``, the
+archivers' backlog on ``ocpp:history``, and the check that PostgreSQL holds
+exactly what the client sent.
+
+The backlog is what the ``archivers`` group has not acknowledged yet: its
+``lag`` (entries not yet read) plus its ``pending`` (read, not yet
+written and acknowledged), from XINFO GROUPS. It counts stream entries, and
+the processor appends one entry per commit batch (``processor/history.py``),
+so an entry holds the records of up to a batch of messages.
+
+"History committed" is the moment that backlog reads 0: every record the
+system appended so far is in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import redis
+
+from adapters.devstack import PostgresServer
+from bench.procstat import family_cpu_seconds
+from bench.traffic import BenchFailure
+from processor import keys
+
+# Sampled values per MeterValues in the field mix (bench/fieldmix.py).
+SAMPLES_PER_METER_VALUES = 7
+HISTORY_DEAD = "ocpp:history:dead"
+
+
+@dataclass(frozen=True)
+class Database:
+    """Where the archiver writes; ``pid`` is the postmaster's when the
+    server is ours (its CPU is then measured), else None."""
+
+    url: str
+    pid: int | None
+
+    def cpu_seconds(self) -> float | None:
+        return family_cpu_seconds(self.pid) if self.pid is not None else None
+
+
+def start_database(stack: ExitStack) -> Database:
+    """``DATABASE_URL`` with its ``public`` schema wiped, else a private
+    PostgreSQL (fsync on, as in production) stopped with ``stack``."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        asyncio.run(_wipe(external))
+        return Database(external, None)
+    server = stack.enter_context(PostgresServer())
+    assert server.process is not None
+    return Database(server.url, server.process.pid)
+
+
+async def _wipe(url: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        # Everything the archiver creates lives in public (tests/conftest.py).
+        await connection.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
+    finally:
+        await connection.close()
+
+
+def backlog(client: redis.Redis) -> int:
+    """History entries the archivers have not acknowledged: lag + pending."""
+    groups: Any = client.xinfo_groups(keys.HISTORY)
+    for group in groups:
+        name = group["name"]
+        if (name.decode() if isinstance(name, bytes) else name) != keys.ARCHIVERS:
+            continue
+        lag = group.get("lag")
+        if lag is None:
+            # Redis cannot tell (entries deleted inside the range): count them.
+            last = group["last-delivered-id"]
+            last = last.decode() if isinstance(last, bytes) else last
+            lag = len(client.xrange(keys.HISTORY, f"({last}", "+"))
+        return int(lag) + int(group["pending"])
+    raise BenchFailure(f"no group {keys.ARCHIVERS!r} on {keys.HISTORY}")
+
+
+class BacklogSampler(threading.Thread):
+    """Reads the backlog every ``interval`` s from a connection of its own,
+    until :meth:`finish`, which returns the largest value seen."""
+
+    def __init__(self, url: str, interval: float = 0.05) -> None:
+        super().__init__(name="bench-backlog", daemon=True)
+        self._client = redis.Redis.from_url(url)
+        self._interval = interval
+        self._done = threading.Event()
+        self.largest = 0
+        self.samples = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self._done.is_set():
+                self.largest = max(self.largest, backlog(self._client))
+                self.samples += 1
+                self._done.wait(self._interval)
+        except BaseException as exc:  # reported by finish()
+            self.error = exc
+        finally:
+            self._client.close()
+
+    def finish(self) -> int:
+        self._done.set()
+        self.join(10)
+        if self.error is not None:
+            raise BenchFailure(f"backlog sampler failed: {self.error!r}")
+        return self.largest
+
+
+def wait_committed(
+    client: redis.Redis, timeout: float, check: Callable[[], None], interval: float = 0.005
+) -> float:
+    """Poll until the backlog is 0 and return that moment (perf_counter);
+    ``check`` runs between polls and should raise if a service died."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        if backlog(client) == 0:
+            return time.perf_counter()
+        check()
+        if time.perf_counter() > deadline:
+            raise BenchFailure(
+                f"history not committed {timeout:g} s on: backlog {backlog(client)} entries"
+            )
+        time.sleep(interval)
+
+
+@dataclass
+class Sent:
+    """What the client sent over a run: messages by action, and sessions
+    opened (each opening StartTransaction; a phase's own StartTransactions
+    are retries of those and open nothing)."""
+
+    actions: Counter[str] = field(default_factory=Counter)
+    opened: int = 0
+
+    def expected(self) -> dict[str, int]:
+        """The rows PostgreSQL must hold for this traffic, by query name."""
+        a = self.actions
+        return {
+            "meter_values": SAMPLES_PER_METER_VALUES * a["MeterValues"],
+            "transactions": self.opened,
+            "transactions stopped": a["StopTransaction"],
+            "charger_events": a["StatusNotification"] + a["BootNotification"],
+            "anomalies": 0,
+            "dead_letters": 0,
+        }
+
+
+_COUNTS = {
+    "meter_values": "SELECT count(*) FROM meter_values",
+    "transactions": "SELECT count(*) FROM transactions WHERE started_at IS NOT NULL",
+    "transactions stopped": "SELECT count(*) FROM transactions WHERE stopped_at IS NOT NULL",
+    "charger_events": "SELECT count(*) FROM charger_events",
+    "anomalies": "SELECT count(*) FROM anomalies",
+    "dead_letters": "SELECT count(*) FROM dead_letters",
+}
+
+
+async def _counts(url: str) -> dict[str, int]:
+    connection = await asyncpg.connect(url)
+    try:
+        return {name: int(await connection.fetchval(sql)) for name, sql in _COUNTS.items()}
+    finally:
+        await connection.close()
+
+
+def check_database(url: str, client: redis.Redis, sent: Sent) -> dict[str, int]:
+    """The row counts, once history is committed; raises unless each is
+    exactly what ``sent`` makes and nothing was set aside or dead-lettered."""
+    counts = asyncio.run(_counts(url))
+    expected = sent.expected()
+    wrong = [f"{name}: {counts[name]:,} rows, expected {n:,}"
+             for name, n in expected.items() if counts[name] != n]  # fmt: skip
+    for stream in (HISTORY_DEAD, keys.DEAD):
+        if n := int(client.xlen(stream)):
+            wrong.append(f"{stream}: {n} entries")
+    if wrong:
+        raise BenchFailure("PostgreSQL does not hold what was sent: " + "; ".join(wrong))
+    return counts
