@@ -149,7 +149,9 @@ class Sent:
         """The rows PostgreSQL must hold for this traffic, by query name."""
         a = self.actions
         return {
-            "meter_values": SAMPLES_PER_METER_VALUES * a["MeterValues"],
+            # A row per meterValue (one a MeterValues here), its samples in it.
+            "meter_values": a["MeterValues"],
+            "sampled values": SAMPLES_PER_METER_VALUES * a["MeterValues"],
             "transactions": self.opened,
             "transactions stopped": a["StopTransaction"],
             "charger_events": a["StatusNotification"] + a["BootNotification"],
@@ -160,6 +162,8 @@ class Sent:
 
 _COUNTS = {
     "meter_values": "SELECT count(*) FROM meter_values",
+    "sampled values": "SELECT coalesce(sum(jsonb_array_length(sampled_values)), 0) "
+    "FROM meter_values",
     "transactions": "SELECT count(*) FROM transactions WHERE started_at IS NOT NULL",
     "transactions stopped": "SELECT count(*) FROM transactions WHERE stopped_at IS NOT NULL",
     "charger_events": "SELECT count(*) FROM charger_events",

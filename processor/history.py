@@ -28,19 +28,17 @@ class _Record(msgspec.Struct, array_like=True, tag_field="k"):
     pass
 
 
-# value, context, format, measurand, phase, location, unit: as the charger
-# sent them (None where it left one out), signed data byte for byte.
-Sample = tuple[str, str | None, str | None, str | None, str | None, str | None, str | None]
-
-
 class MeterReading(_Record, tag="mv"):
-    """One meterValue: its timestamp and every sampled value in it."""
+    """One meterValue: its timestamp and its sampled values, the JSON array
+    as OCPP spells it (``[{"value": "1500", "measurand": ...}, ...]``), each
+    with every attribute the charger sent and none it left out, signed data
+    as sent. PostgreSQL keeps it as jsonb, one row per meterValue."""
 
     charge_point_id: str
     connector_id: int
     transaction_id: int | None
     sampled_at: str
-    samples: list[Sample]
+    sampled_values: bytes
 
 
 class TransactionStarted(_Record, tag="start"):

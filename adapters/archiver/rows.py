@@ -2,8 +2,8 @@
 
 Each row's key comes from the entry alone, so writing the same entries
 again (a redelivery, a claim) produces the same keys and ``ON CONFLICT``
-refuses the doubles (see ``migrations/0001_history.sql``): meter values are
-keyed by their content, events and anomalies by the history entry's id and
+refuses the doubles (see ``migrations/0001_history.sql``): meter values (a
+row per meterValue) are keyed by their content, events and anomalies by the history entry's id and
 their position in it, transactions by (charger, transactionId), commands by
 their id, dead letters by the inbound entry's id.
 
@@ -24,7 +24,6 @@ import msgspec
 from processor import clock, history, json_depth
 
 _json = msgspec.json.Encoder()
-_packer = msgspec.msgpack.Encoder()
 # Later command states win; a redelivered earlier one changes nothing.
 COMMAND_RANK = {"queued": 0, "sent": 1}
 _FINAL_RANK = 2
@@ -54,7 +53,7 @@ class Columns:
 class Rows:
     """What a batch of history entries writes, table by table."""
 
-    meter_values: Columns = field(default_factory=lambda: Columns(14))
+    meter_values: Columns = field(default_factory=lambda: Columns(8))
     starts: dict[tuple[str, int], tuple[Any, ...]] = field(default_factory=dict)
     stops: dict[tuple[str, int], tuple[Any, ...]] = field(default_factory=dict)
     events: Columns = field(default_factory=lambda: Columns(7))
@@ -94,11 +93,16 @@ def _details(fields: Mapping[str, str]) -> str:
     return _json.encode({text(k): text(v) for k, v in fields.items()}).decode()
 
 
-def sample_key(transaction_id: int | None, sample: history.Sample) -> int:
-    """A signed 64-bit digest of a sample's content (bigint): with charger,
-    connector and time, its key, so the same sample sent twice is one row."""
-    digest = hashlib.blake2b(_packer.encode((transaction_id, sample)), digest_size=8).digest()
+def reading_key(transaction_id: int | None, sampled_values: bytes) -> int:
+    """A signed 64-bit digest (bigint) of a meterValue's content: with
+    charger, connector and time, its key, so the same reading sent twice is
+    one row and two different ones at the same instant are two."""
+    digest = hashlib.blake2b(sampled_values, digest_size=8, key=_txn(transaction_id)).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def _txn(transaction_id: int | None) -> bytes:
+    return b"" if transaction_id is None else str(transaction_id).encode()
 
 
 def _entry_time(entry_id: str) -> str:
@@ -131,15 +135,10 @@ def add(rows: Rows, entry_id: str, fields: Mapping[str, bytes]) -> None:
 def _record(rows: Rows, entry_id: str, seq: int, r: history.Record) -> int:
     match r:
         case history.MeterReading():
-            cp = text(r.charge_point_id)
-            for sample in r.samples:
-                value, context, fmt, measurand, phase, location, unit = sample
-                rows.meter_values.add(cp, r.connector_id, r.sampled_at,
-                                      sample_key(r.transaction_id, sample), r.transaction_id,
-                                      text(value), context, fmt, measurand, phase, location,
-                                      unit, entry_id, seq)  # fmt: skip
-                seq += 1
-            return seq
+            rows.meter_values.add(text(r.charge_point_id), r.connector_id, r.sampled_at,
+                                  reading_key(r.transaction_id, r.sampled_values),
+                                  r.transaction_id, r.sampled_values.decode(), entry_id,
+                                  seq)  # fmt: skip
         case history.TransactionStarted():
             key = (text(r.charge_point_id) or "", r.transaction_id)
             rows.starts.setdefault(key, (*key, r.connector_id, text(r.id_tag), r.reservation_id,

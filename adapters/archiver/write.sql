@@ -5,14 +5,12 @@
 -- as text, which PostgreSQL parses itself.
 
 -- name: meter_values
-INSERT INTO meter_values (charge_point_id, connector_id, sampled_at, sample_key, transaction_id,
-                          value, context, format, measurand, phase, location, unit, record_id,
-                          seq)
-SELECT c, n, t::timestamptz, k, x, v, ctx, f, m, p, l, u, r, s
+INSERT INTO meter_values (charge_point_id, connector_id, sampled_at, reading_key, transaction_id,
+                          sampled_values, record_id, seq)
+SELECT c, n, t::timestamptz, k, x, v::jsonb, r, s
 FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::int[], $6::text[], $7::text[],
-            $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
-            $14::int[])
-     AS batch (c, n, t, k, x, v, ctx, f, m, p, l, u, r, s)
+            $8::int[])
+     AS batch (c, n, t, k, x, v, r, s)
 ON CONFLICT DO NOTHING;
 
 -- name: starts

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+import msgspec
+
 from processor import clock, history, keys
 from processor.handlers.common import id_tag_info, trusted_time
 from processor.messages import (
@@ -25,8 +27,15 @@ from processor.messages import (
     StopTransaction,
     StopTransactionResponse,
 )
-from processor.messages.metering import MeterValue, TransactionMeterValue
+from processor.messages.metering import (
+    MeterValue,
+    SampledValue,
+    TransactionMeterValue,
+    TransactionSampledValue,
+)
 from processor.types import Context
+
+_values = msgspec.json.Encoder()
 
 
 async def start_transaction(ctx: Context, req: StartTransaction) -> StartTransactionResponse:
@@ -141,6 +150,14 @@ def _close(
         ctx.effects.unset_if(keys.connector(cp, int(connector)), tid, field="transaction_id")
 
 
+def _without_nul(values: Sequence[SampledValue | TransactionSampledValue]) -> bytes:
+    """The sampled values with U+FFFD for each NUL in a value: JSON lets a
+    charger send one, PostgreSQL's jsonb cannot hold it."""
+    return _values.encode(
+        [msgspec.structs.replace(sv, value=sv.value.replace("\x00", "\ufffd")) for sv in values]
+    )
+
+
 def _connector_of(record: dict[str, str] | None) -> int:
     return int(record["connector_id"]) if record and "connector_id" in record else 0
 
@@ -163,10 +180,7 @@ def _store_samples(
     for reading in readings:
         when = trusted_time(ctx, reading.timestamp, "meter value")
         stamp = clock.stored(when)
-        samples: list[history.Sample] = []
         for sv in reading.sampled_value:
-            samples.append((sv.value, sv.context, sv.format, sv.measurand, sv.phase,
-                            sv.location, sv.unit))  # fmt: skip
             measurand = sv.measurand or "Energy.Active.Import.Register"
             name = (
                 measurand
@@ -177,6 +191,9 @@ def _store_samples(
             # Stamps are fixed-width: the newest reading's value wins.
             if seen is None or seen <= stamp:
                 latest[name] = f"{stamp} {sv.unit or 'Wh'} {sv.value}"
-        ctx.effects.record(history.MeterReading(cp, connector_id, transaction_id, stamp, samples))
+        values = _values.encode(reading.sampled_value)
+        if b"\\u0000" in values:
+            values = _without_nul(reading.sampled_value)
+        ctx.effects.record(history.MeterReading(cp, connector_id, transaction_id, stamp, values))
     ctx.effects.latest(keys.meter_latest(cp, connector_id), latest)
     ctx.effects.call("SADD", keys.connectors(cp), connector_id)

@@ -21,10 +21,15 @@ def at(text: str) -> datetime:
 TRANSACTION = """INSERT INTO transactions (charge_point_id, transaction_id, connector_id, id_tag,
     id_tag_status, reservation_id, started_at, meter_start, stopped_at, meter_stop, stop_reason,
     stop_id_tag) VALUES ($1, $2, 1, $3, 'Accepted', $4, $5, $6, $7, $8, $9, $10)"""
-# sample_key stands in for the archiver's digest of the sample's content.
+# A meterValue of one sampled value, given attribute by attribute (value,
+# context, format, measurand, phase, location, unit; None: left out);
+# hashtext stands in for the archiver's digest of its content.
 METER_VALUE = """INSERT INTO meter_values (record_id, seq, sampled_at, charge_point_id,
-    connector_id, transaction_id, value, context, format, measurand, phase, location, unit,
-    sample_key) VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9, $10, $11, $12, hashtext($6))"""
+    connector_id, transaction_id, sampled_values, reading_key) VALUES ($1, $2, $3, $4, 1, $5,
+    jsonb_build_array(jsonb_strip_nulls(jsonb_build_object('value', $6::text,
+        'context', $7::text, 'format', $8::text, 'measurand', $9::text, 'phase', $10::text,
+        'location', $11::text, 'unit', $12::text))),
+    hashtext($6))"""
 EVENT = """INSERT INTO charger_events (record_id, seq, charge_point_id, kind, occurred_at,
     connector_id, details) VALUES ($1, $2, $3, $4, $5, $6, $7)"""
 COMMAND = """INSERT INTO commands (command_id, charge_point_id, action, request, state, outcome,

@@ -439,12 +439,13 @@ def test_meter_values_are_stored_per_connector(cs: CentralSystem) -> None:
 
     energy = "Energy.Active.Import.Register"
     # Every sampled value goes to history as the charger sent it ...
-    assert cs.readings() == [
-        history.MeterReading("CP-MV", 2, None, stored(t1), [
-            ("1200.5", None, None, energy, None, "Outlet", "Wh"),
-            ("229.8", "Sample.Clock", None, "Voltage", "L1-N", None, "V")]),
-        history.MeterReading("CP-MV", 2, None, stored(t2), [
-            ("1300", None, None, None, None, None, None)]),
+    assert [(r.connector_id, r.sampled_at, json.loads(r.sampled_values))
+            for r in cs.readings()] == [
+        (2, stored(t1), [
+            {"value": "1200.5", "measurand": energy, "unit": "Wh", "location": "Outlet"},
+            {"value": "229.8", "measurand": "Voltage", "phase": "L1-N", "unit": "V",
+             "context": "Sample.Clock"}]),
+        (2, stored(t2), [{"value": "1300"}]),
     ]  # fmt: skip
     # ... and Redis keeps the latest per measurand with its time and unit,
     # the spec's defaults filled in: measurand, unit.
@@ -706,11 +707,12 @@ def test_a_whole_charging_session(cs: CentralSystem) -> None:
     # Closed, it stays for late messages, then leaves Redis for history.
     assert 0 < cs.r.ttl(keys.transaction(tid)) <= 7 * 86400
     # Every sample to history, once, with its transaction.
-    assert [(r.transaction_id, r.sampled_at, r.samples[0][:2]) for r in cs.readings()] == [
-        *[(tid, stored(ts), (v, None)) for ts, v in periodic],
-        (tid, stored("2024-06-01T08:01:00Z"), ("10000", "Transaction.Begin")),
-        (tid, stored("2024-06-01T09:00:00Z"), ("19250", "Transaction.End")),
-    ]
+    assert [(r.transaction_id, r.sampled_at, json.loads(r.sampled_values))
+            for r in cs.readings()] == [
+        *[(tid, stored(ts), [{"value": v}]) for ts, v in periodic],
+        (tid, stored("2024-06-01T08:01:00Z"), [{"value": "10000", "context": "Transaction.Begin"}]),
+        (tid, stored("2024-06-01T09:00:00Z"), [{"value": "19250", "context": "Transaction.End"}]),
+    ]  # fmt: skip
     starts = [r for r in cs.history() if isinstance(r, history.TransactionStarted)]
     stops = [r for r in cs.history() if isinstance(r, history.TransactionStopped)]
     assert starts == [history.TransactionStarted(cp, tid, 1, tag, None,
@@ -792,7 +794,7 @@ def test_meter_values_sent_twice_are_stored_once(cs: CentralSystem) -> None:
         "meterValue": [{"timestamp": older, "sampledValue": [{"value": "1500"}]}],
     }
     assert cs.call(cp, "MeterValues", late) == {}
-    assert cs.readings()[-1].samples == [("1500", None, None, None, None, None, None)]
+    assert cs.readings()[-1].sampled_values == b'[{"value":"1500"}]'
     assert cs.hash(keys.meter_latest(cp, 1)) == latest
 
 

@@ -195,12 +195,12 @@ async def test_meter_values_go_to_history_and_latest_is_newest_wins() -> None:
     assert answer(out) == {}
     # Nothing per sample stays in Redis: every sampled value goes to history.
     assert not ops(out, "ZADD")
+    # One record a meterValue, its sampled values as OCPP spells them.
     assert out.effects.records == [
-        history.MeterReading(CP, 2, 1, "2024-01-01T11:59:00.000000Z", [
-            ("1500", None, None, None, None, None, None),
-            ("230.1", None, None, "Voltage", "L1", None, "V")]),
-        history.MeterReading(CP, 2, 1, "2024-01-01T11:58:00.000000Z", [
-            ("1400", None, None, None, None, None, None)]),
+        history.MeterReading(CP, 2, 1, "2024-01-01T11:59:00.000000Z",
+                             b'[{"value":"1500"},{"value":"230.1","measurand":"Voltage",'
+                             b'"phase":"L1","unit":"V"}]'),
+        history.MeterReading(CP, 2, 1, "2024-01-01T11:58:00.000000Z", b'[{"value":"1400"}]'),
     ]  # fmt: skip
     [latest] = ops(out, "latest")
     assert latest[1] == keys.meter_latest(CP, 2)
@@ -209,6 +209,15 @@ async def test_meter_values_go_to_history_and_latest_is_newest_wins() -> None:
         "Energy.Active.Import.Register": "2024-01-01T11:59:00.000000Z Wh 1500",
         "Voltage:L1": "2024-01-01T11:59:00.000000Z V 230.1",
     }
+
+
+async def test_a_nul_in_a_sampled_value_reaches_history_replaced() -> None:
+    reading = {"timestamp": "2024-01-01T11:59:00Z", "sampledValue": [{"value": "a\u0000b"}]}
+    body = {"connectorId": 1, "meterValue": [reading]}
+    out = await run("MeterValues", body)
+    [record] = out.effects.records
+    assert isinstance(record, history.MeterReading)
+    assert json.loads(record.sampled_values) == [{"value": "a\ufffdb"}]
 
 
 async def test_status_notification_is_newest_wins() -> None:

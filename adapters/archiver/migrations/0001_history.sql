@@ -44,42 +44,38 @@ CREATE INDEX transactions_by_id_tag ON transactions (id_tag, started_at DESC);
 -- Sessions in a period, for exports.
 CREATE INDEX transactions_by_start ON transactions (started_at);
 
--- Every sampled value with all its attributes, as the charger sent them:
--- the bulk of the history (a MeterValues message carries several per
--- meterValue). Partitioned by month of the sample's timestamp, so retention
--- drops a whole partition instead of deleting rows, and "charger X between
--- t1 and t2" reads only the months it spans.
+-- Every meterValue a charger sent, with all its sampled values: the bulk of
+-- the history. One row per meterValue (its timestamp), its sampled values
+-- the JSON array OCPP sends (value, context, format, measurand, phase,
+-- location, unit; attributes the charger left out left out, signed data
+-- byte for byte for verification (OCMF) later), as CitrineOS keeps them: a
+-- MeterValues of seven samples is one row and one index entry per index,
+-- not seven. Read them a sample a row with jsonb_array_elements.
+-- Partitioned by month of the timestamp, so retention drops a whole
+-- partition instead of deleting rows, and "charger X between t1 and t2"
+-- reads only the months it spans.
 --
 -- Keyed by content, not by the record it came from: a charger that sends
 -- the same MeterValues again (its retry under a new message id, a
 -- ws-server delivering a frame twice) adds no second row, while two
--- different samples at the same instant (a clock-aligned and a periodic
--- one, a stop's Transaction.End reading) are both kept. sample_key is a
--- 64-bit digest of everything of the sample but its charger, connector and
--- time, which the key holds as they are.
+-- different readings at the same instant (a clock-aligned and a periodic
+-- one, a stop's Transaction.End reading) are both kept. reading_key is a
+-- 64-bit digest of the sampled values and the transactionId, beside the
+-- charger, connector and time, which the key holds as they are.
 CREATE TABLE meter_values (
     charge_point_id text NOT NULL,
     connector_id integer NOT NULL,
     sampled_at timestamptz NOT NULL,  -- the meterValue's timestamp
-    sample_key bigint NOT NULL,
-    transaction_id integer,  -- null for samples outside a session (clock-aligned)
-    -- Text, not a number: OCPP 1.6 sends a string, and with format
-    -- SignedData it is the signed blob itself, kept byte for byte for
-    -- verification (OCMF) later.
-    value text NOT NULL,
-    context text,
-    format text,
-    measurand text,
-    phase text,
-    location text,
-    unit text,
+    reading_key bigint NOT NULL,
+    transaction_id integer,  -- null for readings outside a session (clock-aligned)
+    sampled_values jsonb NOT NULL,
     -- Where the row came from: the history stream entry and the position
     -- in it, for support questions.
     record_id text NOT NULL,
     seq integer NOT NULL,
     archived_at timestamptz NOT NULL DEFAULT now(),
     -- A key on a partitioned table must hold the partition key: sampled_at.
-    PRIMARY KEY (charge_point_id, connector_id, sampled_at, sample_key)
+    PRIMARY KEY (charge_point_id, connector_id, sampled_at, reading_key)
 ) PARTITION BY RANGE (sampled_at);
 -- Samples of transaction N (its curve, its bill): one probe per partition.
 CREATE INDEX meter_values_by_transaction ON meter_values (transaction_id, sampled_at)

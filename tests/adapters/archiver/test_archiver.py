@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
@@ -55,8 +56,9 @@ async def append(redis: Redis, *groups: list[history.Record]) -> list[Entry]:
     return [(i.decode(), {k.decode(): v for k, v in f.items()}) for i, f in reply[0][1]]
 
 
-def reading(tid: int | None, value: str) -> history.MeterReading:
-    return history.MeterReading(CP, 1, tid, T, [(value, None, None, None, None, None, "Wh")])
+def reading(tid: int | None, value: str, **attributes: str) -> history.MeterReading:
+    values = msgspec.json.encode([{"value": value, "unit": "Wh", **attributes}])
+    return history.MeterReading(CP, 1, tid, T, values)
 
 
 async def test_a_batch_written_twice_is_in_the_database_once(
@@ -83,12 +85,12 @@ async def test_a_sample_sent_twice_is_one_row_and_a_different_one_at_the_same_ti
 ) -> None:
     # The charger retried its MeterValues under a new message id: another
     # inbound entry, another history record, the same samples.
-    clock = history.MeterReading(CP, 1, None, T, [("5", "Sample.Clock", None, None, None,
-                                                  None, "Wh")])  # fmt: skip
+    clock = reading(7, "1", context="Sample.Clock")
     entries = await append(redis, [reading(7, "1")], [reading(7, "1"), clock])
     await Archiver(redis, database, "test").archive(entries)
-    rows = await fetch(database, "SELECT value, context FROM meter_values ORDER BY value")
-    assert [tuple(r) for r in rows] == [("1", None), ("5", "Sample.Clock")]
+    first = "SELECT sampled_values->0->>'value', sampled_values->0->>'context' FROM meter_values"
+    rows = await fetch(database, first + " ORDER BY 2 NULLS FIRST")
+    assert [tuple(r) for r in rows] == [("1", None), ("1", "Sample.Clock")]
 
 
 async def test_a_stop_archived_before_its_start_makes_one_whole_row(
@@ -113,7 +115,9 @@ async def test_an_entry_postgresql_refuses_is_set_aside_and_the_rest_written(
     entries.append(("99-0", {"1-0": b"\xc1 not history"}))
     archiver = Archiver(redis, database, "test")
     await archiver.archive(entries)
-    rows = await fetch(database, "SELECT value FROM meter_values ORDER BY value")
+    rows = await fetch(
+        database, "SELECT sampled_values->0->>'value' v FROM meter_values ORDER BY v"
+    )
     assert [r[0] for r in rows] == ["1", "3"]
     aside: Any = await redis.xrange(HISTORY_DEAD)
     assert [f[b"entry_id"] for _, f in aside] == [entries[1][0].encode(), b"99-0"]

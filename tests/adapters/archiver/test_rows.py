@@ -26,28 +26,28 @@ def lua(**fields: str) -> bytes:
 
 
 def reading(tid: int | None = 7, n: int = 2, at: str = T) -> history.MeterReading:
-    samples: list[history.Sample] = [
-        (str(i), None, None, "Voltage", "L1", None, "V") for i in range(n)
+    values = [{"value": str(i), "measurand": "Voltage", "phase": "L1", "unit": "V"}
+              for i in range(n)]  # fmt: skip
+    return history.MeterReading(CP, 1, tid, at, msgspec.json.encode(values))
+
+
+def test_every_meter_value_is_a_row_keyed_by_its_content() -> None:
+    got = rows.gather([("5-0", entry(reading(n=3), reading(n=2), reading(n=3)))])
+    cps, connectors, times, reading_keys, tids, values, record_ids, seqs = got.meter_values.columns
+    assert (record_ids, seqs) == (["5-0"] * 3, [0, 1, 2])
+    assert json.loads(values[1]) == [
+        {"value": "0", "measurand": "Voltage", "phase": "L1", "unit": "V"},
+        {"value": "1", "measurand": "Voltage", "phase": "L1", "unit": "V"},
     ]
-    return history.MeterReading(CP, 1, tid, at, samples)
-
-
-def test_every_sample_is_a_row_keyed_by_its_content() -> None:
-    got = rows.gather([("5-0", entry(reading(n=3), reading(n=2)))])
-    cps, connectors, times, sample_keys, *_, record_ids, seqs = got.meter_values.columns
-    assert record_ids == ["5-0"] * 5
-    assert seqs == [0, 1, 2, 3, 4]
-    # Samples 0 and 1 of the second reading equal those of the first.
-    assert len(set(zip(cps, connectors, times, sample_keys, strict=True))) == 3
-    # The same readings in another entry (a charger's retry) give the same
-    # keys: ON CONFLICT refuses them.
+    # The first and third readings are the same: one key, one row.
+    assert len(set(zip(cps, connectors, times, reading_keys, strict=True))) == 2
+    # The same reading in another entry (a charger's retry) has the same key.
     again = rows.gather([("6-0", entry(reading(n=3)))])
-    assert again.meter_values.columns[3] == sample_keys[:3]
-    # Any difference is another sample.
-    assert rows.sample_key(7, ("1", None, None, "Voltage", "L1", None, "V")) != rows.sample_key(
-        7, ("1", None, None, "Voltage", "L2", None, "V"))  # fmt: skip
-    assert rows.sample_key(7, ("1", None, None, None, None, None, None)) != rows.sample_key(
-        8, ("1", None, None, None, None, None, None))  # fmt: skip
+    assert again.meter_values.columns[3] == reading_keys[:1]
+    # Any difference, the transaction included, is another reading.
+    assert rows.reading_key(7, b'[{"value":"1"}]') != rows.reading_key(7, b'[{"value":"2"}]')
+    assert rows.reading_key(7, b'[{"value":"1"}]') != rows.reading_key(8, b'[{"value":"1"}]')
+    assert rows.reading_key(None, b'[{"value":"1"}]') != rows.reading_key(7, b'[{"value":"1"}]')
 
 
 def test_positions_run_across_the_fields_of_an_entry() -> None:
@@ -55,8 +55,8 @@ def test_positions_run_across_the_fields_of_an_entry() -> None:
     event = history.ChargerEvent(CP, "BootNotification", T, None, {"vendor": "Acme"})
     fields["1-2"] = history.encode([event])
     got = rows.gather([("9-0", fields)])
-    assert got.meter_values.columns[-1] == [0, 1, 2]
-    assert got.events.columns[1] == [3]
+    assert got.meter_values.columns[-1] == [0, 1]
+    assert got.events.columns[1] == [2]
     assert json.loads(got.events.columns[6][0]) == {"vendor": "Acme"}
 
 

@@ -30,12 +30,12 @@ async def db(postgres_db: str) -> AsyncIterator[asyncpg.Connection]:
         await connection.close()
 
 
-# The sample's position stands in for its content digest: records differing
-# in it are different samples.
-SAMPLE = """INSERT INTO meter_values (record_id, seq, sampled_at, sample_key, charge_point_id,
-    connector_id, transaction_id, value, context, format, measurand, phase, location, unit)
-    VALUES ($1, $2::int, $3, $2::int, 'CP-1', 1, 7, '1234.5', 'Sample.Periodic', 'Raw',
-            'Energy.Active.Import.Register', NULL, 'Outlet', 'Wh')
+# The reading's position stands in for its content digest: records differing
+# in it are different readings.
+SAMPLE = """INSERT INTO meter_values (record_id, seq, sampled_at, reading_key, charge_point_id,
+    connector_id, transaction_id, sampled_values)
+    VALUES ($1, $2::int, $3, $2::int, 'CP-1', 1, 7, '[{"value": "1234.5",
+        "measurand": "Energy.Active.Import.Register", "location": "Outlet", "unit": "Wh"}]')
     ON CONFLICT DO NOTHING"""
 
 
@@ -118,15 +118,14 @@ async def test_a_multi_row_insert_of_a_redelivered_batch_keeps_the_first_write(
     db: asyncpg.Connection,
 ) -> None:
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    rows = [("20-0", i, when, i, "CP-2", 1, None, str(i), None, "SignedData", None, None, None,
-             None) for i in range(3)]  # fmt: skip
-    columns = ("record_id", "seq", "sampled_at", "sample_key", "charge_point_id", "connector_id",
-               "transaction_id", "value", "context", "format", "measurand", "phase",
-               "location", "unit")  # fmt: skip
+    rows = [("20-0", i, when, i, "CP-2", 1, None, f'[{{"value": "{i}", "format": "SignedData"}}]')
+            for i in range(3)]  # fmt: skip
+    columns = ("record_id", "seq", "sampled_at", "reading_key", "charge_point_id",
+               "connector_id", "transaction_id", "sampled_values")  # fmt: skip
     insert = f"""INSERT INTO meter_values ({", ".join(columns)})
-        SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::bigint[], $5::text[],
-            $6::int[], $7::int[], $8::text[], $9::text[], $10::text[], $11::text[],
-            $12::text[], $13::text[], $14::text[]) ON CONFLICT DO NOTHING"""
+        SELECT r, s, t, k, c, n, x, v::jsonb FROM unnest($1::text[], $2::int[],
+            $3::timestamptz[], $4::bigint[], $5::text[], $6::int[], $7::int[], $8::text[])
+            AS batch (r, s, t, k, c, n, x, v) ON CONFLICT DO NOTHING"""
     arrays = [list(column) for column in zip(*rows, strict=True)]
     assert await db.execute(insert, *arrays) == "INSERT 0 3"
     assert await db.execute(insert, *arrays) == "INSERT 0 0"
