@@ -9,6 +9,7 @@ import json
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -218,18 +219,30 @@ def test_killed_archiver_writes_every_row_exactly_once(
     assert tuple(row) == (n, n)
 
 
+def readiness(port: int) -> tuple[int, str]:
+    try:
+        r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+    except httpx.HTTPError:
+        return 0, ""
+    return r.status_code, r.text
+
+
 def test_postgresql_down_under_load_loses_and_doubles_nothing(
-    redis_db: str, client: redis.Redis, private_postgres: PostgresServer
+    redis_db: str, client: redis.Redis, private_postgres: PostgresServer, tmp_path: Path
 ) -> None:
     url = private_postgres.url
     adapter = Service("adapters", redis_db)
     processor = Service("processor", redis_db)
-    archive = archiver(redis_db, url)
+    health = free_port()
+    with (tmp_path / "archiver.log").open("wb") as log:
+        archive = Service("adapters.archiver", redis_db, args=["run"], log=log, health_port=health,
+                          env={"DATABASE_URL": url, "OCPP_MIGRATE": "true"})  # fmt: skip
     n = 3000
     try:
         push(client, *[meter_values(CPS[i % len(CPS)], f"a{i}", i) for i in range(n)])
         collect(client, CPS, n, timeout=60)
         wait_for(lambda: count(url, "meter_values") > 0, 30, "archiving to start")
+        assert readiness(health)[0] == 200
         private_postgres.kill()  # a crash, in the middle of the archiver's writes
         # Chargers keep being answered while the database is down.
         push(client, *[meter_values(CPS[i % len(CPS)], f"b{i}", n + i) for i in range(n)])
@@ -237,11 +250,19 @@ def test_postgresql_down_under_load_loses_and_doubles_nothing(
         wait_for(lambda: client.xinfo_groups(keys.HISTORY)[0]["lag"] > 0
                  or client.xpending(keys.HISTORY, keys.ARCHIVERS)["pending"] > 0,
                  10, "history to wait in the stream")  # fmt: skip
+        # The archiver says so: not ready, with the reason, and in its log.
+        wait_for(lambda: readiness(health)[0] == 503, 10, "the archiver to turn not ready")
+        assert "postgresql unavailable" in readiness(health)[1]
         private_postgres.start()
         wait_for(lambda: count(url, "meter_values") >= 2 * n, 60, "the backlog to drain")
         wait_for(lambda: client.xpending(keys.HISTORY, keys.ARCHIVERS)["pending"] == 0, 30, "acks")
+        wait_for(lambda: readiness(health)[0] == 200, 10, "the archiver ready again")
         assert archive.terminate() == 0
     finally:
         stop_all(adapter, processor, archive)
     assert count(url, "meter_values") == 2 * n
     assert count(url, SAMPLES) == 6 * n
+    lines = (tmp_path / "archiver.log").read_text()
+    # Once when it went, once when it came back: not a line per retry.
+    assert lines.count("postgresql unavailable, history waits in ocpp:history") == 1
+    assert lines.count("postgresql reachable again after") == 1
