@@ -5,6 +5,15 @@ fence gives effects exactly once: an entry is acknowledged in the same atomic
 step that applies its effects and pushes its reply, so a crash before that
 step leaves it pending (and another replica claims it), and a crash after it
 leaves nothing to redo.
+
+Batches overlap by one: while Redis runs a batch's commit script, the next
+batch is read and handled, so the processor and Redis work at once rather
+than in turns. Commits still go one at a time, in order: a batch's commit
+starts once the previous one has returned. A handler that reads state waits
+for the commit in flight first, so it sees everything handled before it;
+handlers that read nothing (most of a fleet's traffic) do not wait. If the
+commit in flight fails, the next batch's outcomes are dropped and both are
+handled again, the failed one first.
 """
 
 from __future__ import annotations
@@ -72,6 +81,10 @@ class Consumer:
             stream=stream.stream, group=stream.group,
         )  # fmt: skip
         self.handled = 0
+        # The commit in flight and its batch, committed in order (module doc).
+        self._in_flight: asyncio.Task[tuple[list[Any], Prepared | None]] | None = None
+        self._in_flight_batch: list[Delivery] = []
+        self._in_flight_outcomes: list[Outcome] = []
 
     def stop(self) -> None:
         """Stop reading; what is in flight is finished and committed."""
@@ -98,14 +111,21 @@ class Consumer:
                     t.lag, t.pending = await self._stream.group_stats()
                 batch: list[Delivery] = []
                 if now >= next_claim:
+                    # Our own batch in flight would be claimable, idle
+                    # while its commit runs: settled first.
+                    await self._settle_retrying()
                     batch = await self._claim()
                     # Keep claiming without waiting while a backlog is left.
                     if self._stream.claim_wrapped or not batch:
                         next_claim = now + s.claim_interval_ms / 1000
                 if not batch:
+                    if self._in_flight is not None and self._in_flight.done():
+                        await self._settle_retrying()
                     batch = await self._read_new()
                 if batch:
                     await self._handle(batch)
+                else:
+                    await self._settle_retrying()
                 if now >= next_gc:
                     next_gc = now + min(60.0, s.consumer_gc_idle_ms / 10_000)
                     for name in await self._stream.remove_idle_consumers(s.consumer_gc_idle_ms):
@@ -118,6 +138,7 @@ class Consumer:
                 await self._retrying(self._stream.ensure_group)
             except TRANSIENT as exc:
                 await self._backoff.wait(exc)
+        await self._settle_retrying()
         await self._drain()
 
     async def _read_new(self) -> list[Delivery]:
@@ -138,38 +159,92 @@ class Consumer:
         return batch
 
     async def _handle(self, batch: list[Delivery]) -> None:
-        """Handle and commit ``batch``, through Redis outages: handling again
-        after a failed commit is safe, since the commit is fenced by XACK."""
+        """Handle ``batch`` and start its commit once the commit in flight
+        has returned; through Redis outages: handling again after a failed
+        commit is safe, since the commit is fenced by XACK."""
         # Shielded: a stop() arriving mid-batch must not abandon handled work.
         with anyio.CancelScope(shield=True):
             started_ns = time.time_ns()
-            give_up_at = math.inf
             while True:
                 try:
-                    outcomes = await self._dispatcher.handle_batch(batch, datetime.now(UTC))
-                    results, prepared = await self._commit(batch, outcomes, started_ns)
+                    outcomes = await self._dispatcher.handle_batch(
+                        batch, datetime.now(UTC), self._settle
+                    )
+                    await self._settle()
                     break
                 except TRANSIENT as exc:
-                    if self._stopper.stopping:
-                        give_up_at = min(
-                            give_up_at, anyio.current_time() + _GIVE_UP_WHEN_STOPPING_S
-                        )
-                        if anyio.current_time() >= give_up_at:
-                            log.error("redis still down; %d entries left pending", len(batch))
-                            return
-                    await self._backoff.wait(exc)
+                    # The commit in flight, or a read of ours, failed: the
+                    # batch in flight is committed again (handled again
+                    # first), then this one is handled again.
+                    if not await self._recover(exc):
+                        return
+            self._in_flight_batch, self._in_flight_outcomes = batch, outcomes
+            self._in_flight = asyncio.ensure_future(self._commit(batch, outcomes, started_ns))
+
+    async def _settle(self) -> None:
+        """Wait for the commit in flight; raises what it raised, keeping it
+        to be committed again."""
+        commit = self._in_flight
+        if commit is None:
+            return
+        results, prepared = await asyncio.shield(commit)
+        self._in_flight = None
+        self._finished(self._in_flight_outcomes, results, prepared)
+
+    async def _settle_retrying(self) -> None:
+        """Settle the commit in flight through Redis outages (on stopping)."""
+        with anyio.CancelScope(shield=True):
+            while self._in_flight is not None:
+                try:
+                    await self._settle()
+                except TRANSIENT as exc:
+                    if not await self._recover(exc):
+                        return
+
+    async def _recover(self, exc: Exception) -> bool:
+        """After a failed commit or read: wait, then handle and commit the
+        batch in flight again, at once. False if Redis stayed down past the
+        time allowed once stopping: its entries stay pending."""
+        give_up_at = math.inf
+        while True:
+            if self._stopper.stopping:
+                give_up_at = min(give_up_at, anyio.current_time() + _GIVE_UP_WHEN_STOPPING_S)
+                if anyio.current_time() >= give_up_at:
+                    left = len(self._in_flight_batch) if self._in_flight is not None else 0
+                    log.error("redis still down; %d entries left pending", left)
+                    self._in_flight = None
+                    return False
+            await self._backoff.wait(exc)
+            if self._in_flight is None or not self._in_flight.done():
+                return True
+            if self._in_flight.exception() is None:
+                return True  # it went through after all: settled by the caller
+            batch = self._in_flight_batch
+            try:
+                outcomes = await self._dispatcher.handle_batch(batch, datetime.now(UTC))
+                results, prepared = await self._commit(batch, outcomes, time.time_ns())
+            except TRANSIENT as again:
+                exc = again
+                continue
+            self._in_flight = None
             self._backoff.ok()
-            if prepared is not None:
-                self._telemetry.done(prepared, results, time.time_ns())
-            for outcome, result in zip(outcomes, results, strict=True):
-                if isinstance(result, bytes):
-                    log.error(
-                        "effects failed for entry %s: %s",
-                        outcome.entry_id.decode(),
-                        result.decode(errors="replace"),
-                        extra=trace_fields(_traceparent(batch, outcome.entry_id)),
-                    )
-            self.handled += len(outcomes)
+            self._finished(outcomes, results, prepared)
+            return True
+
+    def _finished(
+        self, outcomes: list[Outcome], results: list[Any], prepared: Prepared | None
+    ) -> None:
+        if prepared is not None:
+            self._telemetry.done(prepared, results, time.time_ns())
+        for outcome, result in zip(outcomes, results, strict=True):
+            if isinstance(result, bytes):
+                log.error(
+                    "effects failed for entry %s: %s",
+                    outcome.entry_id.decode(),
+                    result.decode(errors="replace"),
+                    extra=trace_fields(_traceparent(self._in_flight_batch, outcome.entry_id)),
+                )
+        self.handled += len(outcomes)
 
     async def _commit(
         self, batch: list[Delivery], outcomes: list[Outcome], started_ns: int
@@ -208,6 +283,7 @@ class Consumer:
                 return
             after = batch[-1].entry_id
             await self._handle(batch)
+            await self._settle_retrying()
 
     async def _retrying(self, op: Callable[[], Awaitable[object]]) -> None:
         while not self._stopper.stopping:

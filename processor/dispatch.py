@@ -101,13 +101,23 @@ class Dispatcher:
         self._config = config
         self._limits = limits
 
-    async def handle_batch(self, deliveries: Iterable[Delivery], now: datetime) -> list[Outcome]:
+    async def handle_batch(
+        self,
+        deliveries: Iterable[Delivery],
+        now: datetime,
+        settled: Callable[[], Awaitable[None]] | None = None,
+    ) -> list[Outcome]:
         """Outcomes for the deliveries whose handling finished; those whose
         handler raised are left out (and logged) so they stay pending.
 
         A ``transient`` error (the state store is unreachable) would fail
         every entry alike, so it aborts the batch instead: the first one
         raised is re-raised once every charger's handling has stopped.
+
+        ``settled``, if given, is awaited before the first handler that reads
+        state runs (the previous batch's commit, still in flight: what it
+        writes must be seen); chargers whose messages read nothing are
+        handled meanwhile. What it raises aborts the batch.
         """
         ts = clock.wire(now)
         outcomes: dict[bytes, Outcome] = {}
@@ -137,25 +147,30 @@ class Dispatcher:
                                   d.entry_id.decode(), env.charge_point_id,
                                   extra=trace_fields(d.traceparent))  # fmt: skip
 
-        await self._run_groups(list(by_charger.values()), run)
+        await self._run_groups(list(by_charger.values()), run, settled)
         if aborted:
             raise aborted[0]
         return [outcomes[i] for i in order if i in outcomes]
 
     async def _run_groups(
-        self, groups: list[Group], run: Callable[[Group], Awaitable[None]]
+        self,
+        groups: list[Group],
+        run: Callable[[Group], Awaitable[None]],
+        settled: Callable[[], Awaitable[None]] | None,
     ) -> None:
         """Run each charger's group in order; groups concurrently where it pays."""
         # A task per charger costs more than handling a message; only
         # chargers with a message whose handler waits on Redis get one.
         waiting = [g for g in groups if any(self._reads_state(env) for _, env in g)]
-        if len(waiting) < 2:
-            waiting = []
         in_tasks = {id(g) for g in waiting}
         for group in groups:
             if id(group) not in in_tasks:
                 await run(group)
-        if not waiting:
+        if waiting and settled is not None:
+            await settled()
+        if len(waiting) < 2:
+            for group in waiting:
+                await run(group)
             return
         limiter = anyio.CapacityLimiter(self._limits.concurrency)
 

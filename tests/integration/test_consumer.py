@@ -1,10 +1,12 @@
 """The consumer loop in-process against a real Redis: retries that end in
-the dead-letter stream, and a group that disappears under it."""
+the dead-letter stream, a group that disappears under it, and batches that
+overlap (one handled while the previous one's commit runs)."""
 
 from __future__ import annotations
 
 import asyncio
 import asyncio.selector_events
+import itertools
 import json
 from typing import Any
 
@@ -14,6 +16,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from redis.asyncio import Redis
 
+from adapters.devstack import wait_until
 from processor import keys
 from processor.consumer import Consumer
 from processor.consumer_telemetry import ProcessorTelemetry
@@ -33,11 +36,35 @@ class Broken(RedisState):
         raise RuntimeError("the state store is broken")
 
 
-def consumer(redis: Redis, state: RedisState, name: str = "c1") -> Consumer:
-    settings = ProcessorSettings(claim_min_idle_ms=1, claim_interval_ms=1, max_deliveries=3,
-                                 read_block_ms=50)  # fmt: skip
+def consumer(
+    redis: Redis,
+    state: RedisState,
+    name: str = "c1",
+    stream: GroupStream | None = None,
+    **settings: Any,
+) -> Consumer:
+    options = {"claim_min_idle_ms": 1, "claim_interval_ms": 1, "max_deliveries": 3,
+               "read_block_ms": 50, **settings}  # fmt: skip
     dispatcher = Dispatcher(ROUTES, state, HandlerConfig(), Limits(max_deliveries=3))
-    return Consumer(GroupStream(redis, name), dispatcher, settings)
+    return Consumer(stream or GroupStream(redis, name), dispatcher, ProcessorSettings(**options))
+
+
+class HeldCommits(GroupStream):
+    """Commits that wait for the test's word, and fail when it says so."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis, "c1")
+        self.go = asyncio.Event()
+        self.fail_next = False
+        self.started = 0
+
+    async def commit(self, outcomes: Any) -> list[Any]:
+        self.started += 1
+        await self.go.wait()
+        if self.fail_next:
+            self.fail_next = False
+            raise ConnectionError("the commit's connection dropped")
+        return await super().commit(outcomes)
 
 
 async def test_failing_message_is_retried_then_dead_lettered_and_answered(redis: Redis) -> None:
@@ -89,7 +116,8 @@ async def test_batch_telemetry_runs_once_the_commit_is_on_its_way(
     # the commit meanwhile: the commit's EVALSHA must have been written when
     # prepare() starts, however many loop steps redis-py takes to write it.
     written: list[bytes] = []
-    seen_by_prepare: list[bytes] = []
+    # How much had been written when each prepare() started.
+    seen_by_prepare: list[int] = []
     transport = asyncio.selector_events._SelectorSocketTransport  # type: ignore[attr-defined]
     write, writelines = transport.write, transport.writelines
 
@@ -104,7 +132,7 @@ async def test_batch_telemetry_runs_once_the_commit_is_on_its_way(
     prepare = ProcessorTelemetry.prepare
 
     def spy_prepare(self: ProcessorTelemetry, *args: Any) -> Any:
-        seen_by_prepare.append(written[-1] if written else b"")
+        seen_by_prepare.append(len(written))
         return prepare(self, *args)
 
     monkeypatch.setattr(transport, "write", spy_write)
@@ -125,5 +153,61 @@ async def test_batch_telemetry_runs_once_the_commit_is_on_its_way(
                 assert await redis.brpop([keys.responses("CP1")], timeout=5)
             c.stop()
     assert len(seen_by_prepare) >= 3
-    for last in seen_by_prepare:
-        assert b"EVALSHA" in last.upper(), f"prepare ran before the commit was sent: {last[:60]!r}"
+    # Between one prepare and the next, the commit it prepares for was
+    # written first (the next batch's read may follow it: batches overlap).
+    for before, upto in itertools.pairwise([0, *seen_by_prepare]):
+        sent = b"".join(written[before:upto]).upper()
+        assert b"EVALSHA" in sent, f"prepare ran before the commit was sent: {sent[-60:]!r}"
+
+
+async def test_a_reader_waits_for_the_commit_in_flight(redis: Redis) -> None:
+    # Batch 1 stops TAG's transaction, which frees the tag at its commit;
+    # batch 2 authorizes TAG. Held, batch 1's commit has not run when batch
+    # 2 is read: its Authorize must wait for it, not answer ConcurrentTx.
+    tid = await RedisState(redis, 60).open_transaction(
+        "idem", "CP1", 1, "TAG", 0, "2024-01-01T12:00:00Z", None)  # fmt: skip
+    stream = HeldCommits(redis)
+    c = consumer(redis, RedisState(redis, 60), stream=stream, batch_size=1)
+    stop = {"transactionId": tid.transaction_id, "meterStop": 10,
+            "timestamp": "2024-01-01T13:00:00Z"}  # fmt: skip
+    await redis.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: call("CP1", "s", "StopTransaction", stop)})
+    await redis.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: call("CP2", "a", "Authorize",
+                                                              {"idTag": "TAG"})})  # fmt: skip
+    await redis.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: call("CP3", "h", "Heartbeat", {})})
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(c.run)
+
+            async def both_read() -> bool:
+                groups = await redis.xinfo_groups(keys.INBOUND)
+                return bool(groups) and groups[0]["entries-read"] >= 2
+
+            # Batch 2 was read while batch 1's commit is held ...
+            await wait_until(both_read)
+            assert stream.started == 1 and await redis.llen(keys.responses("CP2")) == 0
+            stream.go.set()
+            authorized = await redis.brpop([keys.responses("CP2")], timeout=5)
+            assert await redis.brpop([keys.responses("CP3")], timeout=5)
+            c.stop()
+    assert authorized is not None
+    assert json.loads(authorized[1])["payload"][2] == {"idTagInfo": {"status": "Accepted"}}
+
+
+async def test_a_failed_commit_in_flight_is_redone_before_the_next(redis: Redis) -> None:
+    stream = HeldCommits(redis)
+    stream.fail_next = True
+    c = consumer(redis, RedisState(redis, 60), stream=stream, batch_size=1)
+    for n in range(4):
+        await redis.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: call(f"CP{n}", f"h{n}", "Heartbeat",
+                                                                  {})})  # fmt: skip
+    stream.go.set()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(c.run)
+            replies = [await redis.brpop([keys.responses(f"CP{n}")], timeout=5) for n in range(4)]
+            c.stop()
+    assert all(r is not None for r in replies)
+    # Each once: nothing doubled by the redo, nothing left pending.
+    assert [await redis.llen(keys.responses(f"CP{n}")) for n in range(4)] == [0, 0, 0, 0]
+    assert (await redis.xpending(keys.INBOUND, keys.GROUP))["pending"] == 0
+    assert c.handled == 4
