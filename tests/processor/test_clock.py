@@ -41,3 +41,9 @@ def test_wire_has_milliseconds() -> None:
     )
     east = datetime(2024, 1, 1, 13, 0, tzinfo=timezone(timedelta(hours=1)))
     assert clock.stored(east) == "2024-01-01T12:00:00.000000Z"
+
+
+@given(st.datetimes())
+def test_the_utc_fast_path_writes_what_the_general_one_does(naive: datetime) -> None:
+    # A naive datetime takes the general path, the same instant in UTC the fast one.
+    assert clock.stored(naive.replace(tzinfo=UTC)) == clock.stored(naive)
