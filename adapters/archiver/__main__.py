@@ -14,7 +14,7 @@ from opentelemetry import metrics
 
 from adapters.archiver.asyncpg_connector import AsyncpgDatabase, connect
 from adapters.archiver.migrate import MigrationRefused, ensure_partitions, migrate
-from adapters.archiver.service import DATABASE_DOWN, Archiver
+from adapters.archiver.service import Archiver
 from adapters.archiver.settings import ArchiverSettings
 from adapters.archiver.writer import drop_expired
 from processor.health import HealthServer, redis_probe
@@ -59,7 +59,7 @@ async def maintain(
                     log.info("dropped %s: past the retention of %d months", name,
                              settings.retention_months)  # fmt: skip
             delay = _MAINTENANCE_S
-        except DATABASE_DOWN as exc:
+        except Exception as exc:  # the database down, most likely: again later
             log.warning("partition maintenance failed, retrying: %s", redact(describe(exc)))
             delay = 30.0
         await anyio.sleep(delay)
@@ -108,7 +108,7 @@ async def _migrate_when_up(database: AsyncpgDatabase) -> None:
             return
         except MigrationRefused as exc:
             raise SystemExit(f"ocpp-archiver run: migrations refused: {exc}") from None
-        except DATABASE_DOWN as exc:
+        except Exception as exc:  # the database not up yet
             log.warning("cannot migrate yet, retrying: %s", redact(describe(exc)))
             await anyio.sleep(2.0)
 

@@ -48,7 +48,10 @@ async def connect(
 ) -> AsyncpgDatabase:
     """A pool on ``url`` (postgresql://...), one connection opened to check
     it; ``lazy``, none until the first transaction (the database may be down)."""
+    # command_timeout: a write that hangs (a network partition nobody
+    # resets) fails after a minute and is retried, rather than never.
     pool = await asyncpg.create_pool(
-        url, min_size=0 if lazy else 1, max_size=max_size, timeout=connect_timeout_s
-    )
+        url, min_size=0 if lazy else 1, max_size=max_size, timeout=connect_timeout_s,
+        command_timeout=60,
+    )  # fmt: skip
     return AsyncpgDatabase(pool)

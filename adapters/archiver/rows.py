@@ -14,7 +14,7 @@ Columns are gathered column by column, the shape ``unnest`` takes in
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -120,13 +120,23 @@ def gather(entries: Iterable[tuple[str, Mapping[str, bytes]]]) -> Rows:
     return rows
 
 
-def add(rows: Rows, entry_id: str, fields: Mapping[str, bytes]) -> None:
-    """Adds one history entry's rows to ``rows``."""
-    seq = 0
-    for name, blob in fields.items():
+# Positions within a field: a field's rows are numbered from its index in
+# the entry times this, so each field's keys are the same whether it is
+# written with the rest of its entry or alone (when it is set apart).
+FIELD_POSITIONS = 1 << 16
+
+
+def add(
+    rows: Rows, entry_id: str, fields: Mapping[str, bytes], only: Container[str] | None = None
+) -> None:
+    """Adds one history entry's rows to ``rows``; with ``only``, just the
+    rows of those fields."""
+    for index, (name, blob) in enumerate(fields.items()):
+        if only is not None and name not in only:
+            continue
+        seq = index * FIELD_POSITIONS
         if name.startswith(history.LUA_FIELD_PREFIX):
             _lua(rows, entry_id, seq, name, history.decode_lua(blob))
-            seq += 1
             continue
         for record in history.decode(blob):
             seq = _record(rows, entry_id, seq, record)

@@ -12,10 +12,12 @@ and acknowledged only after it committed:
 
 PostgreSQL down, the batch in hand is retried with backoff and nothing
 else is read: history waits in the stream (the processors go on answering
-chargers) and drains when the database is back. An entry the database
-refuses for its content (a value out of a column's range) is found by
-writing the batch entry by entry, and set aside on ``ocpp:history:dead``
-with the reason, so one bad record never stops the rest.
+chargers) and drains when the database is back. What the database refuses
+for its content (a value out of a column's range, a key too long for an
+index) is found by writing the batch message by message (a history entry's
+field is one inbound message), and that message's records are set aside on
+``ocpp:history:dead`` with the reason, so one bad record never stops the
+rest. Which errors are which is decided by SQLSTATE (:func:`outage`).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ import anyio
 import asyncpg
 import msgspec
 from asyncpg.exceptions._base import DataError as ClientDataError
+from asyncpg.exceptions._base import InternalClientError
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 
 from adapters.archiver import rows as rows_
 from adapters.archiver.connector import Database
@@ -46,19 +49,40 @@ log = logging.getLogger("archiver")
 HISTORY_DEAD = "ocpp:history:dead"
 _HISTORY_DEAD_MAXLEN = 100_000
 
-# The database refusing a row for what it holds (a number out of a column's
-# range): set the entry aside. Any other error (connection lost, server
-# restarting, schema not migrated yet, permissions) is waited out: setting
-# history aside for it would lose it for a fault that passes.
-REFUSED: tuple[type[BaseException], ...] = (
-    asyncpg.DataError,  # class 22, from the server
-    ClientDataError,  # a value the driver could not encode (an int past int4)
-    asyncpg.IntegrityConstraintViolationError,
-)
-# Everything else: asyncpg raises several kinds for a lost connection
-# (OSError, InterfaceError, InternalClientError, PostgresConnectionError...).
-DATABASE_DOWN: tuple[type[BaseException], ...] = (Exception,)
+# Errors that pass: the connection (08), the server's resources (53) or
+# state (55, 57P, 58), a transaction to retry (40), credentials (28), the
+# database or schema not there yet (3D, 42P01 table, 42703 column, 42883
+# function: a migration to come), rights (42501), a read-only standby
+# (25006), an internal error (XX). Waited out: setting history aside for
+# them would lose it for a fault that passes. Any other error of a write is
+# the data's: it is found message by message and set aside.
+_OUTAGE_CLASSES = ("08", "53", "55", "57", "58", "40", "28", "3D", "XX")
+_OUTAGE_STATES = frozenset({"42P01", "42703", "42883", "42501", "25006"})
 
+
+def outage(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a write, is a fault that passes (wait and
+    retry) rather than the database refusing what was written."""
+    if isinstance(exc, ClientDataError):
+        return False  # a value the driver cannot encode (an int past int4)
+    if isinstance(exc, asyncpg.PostgresError):
+        state = exc.sqlstate or ""
+        return state.startswith(_OUTAGE_CLASSES) or state in _OUTAGE_STATES
+    # asyncpg has several for a lost connection: OSError, InterfaceError,
+    # InternalClientError ("another operation in progress" after one).
+    return isinstance(exc, (OSError, TimeoutError, asyncpg.InterfaceError, InternalClientError))
+
+
+# Redis faults to wait out; out of memory among them (see run).
+_REDIS_WAIT: tuple[type[Exception], ...] = (*TRANSIENT, OutOfMemoryError)
+
+
+class _Abandoned(Exception):
+    """Stopping while the database is down: the batch stays pending."""
+
+
+# (history entry id, field): one inbound message's records, or one script's.
+Part = tuple[str, str]
 Entry = tuple[str, dict[str, bytes]]
 
 
@@ -125,7 +149,9 @@ class Archiver:
                         await self.archive(entries)
                 await self._maybe_trim()
                 self._redis_backoff.ok()
-            except TRANSIENT as exc:
+            except _REDIS_WAIT as exc:
+                # Out of memory, Redis still takes the XACKs and the trim
+                # (its script may run then) that free it: retry until then.
                 await self._redis_backoff.wait(exc)
             except ResponseError as exc:
                 if not group_lost(exc):
@@ -136,10 +162,20 @@ class Archiver:
     async def _ensure_group(self) -> None:
         while not self._stopper.stopping:
             try:
-                await ensure_group(self._redis, self._stream, self._group)
+                # Looked for first: creating it is refused when Redis is
+                # out of memory, the very time an archiver must start.
+                if not await self._group_exists():
+                    await ensure_group(self._redis, self._stream, self._group)
                 return
-            except TRANSIENT as exc:
+            except _REDIS_WAIT as exc:
                 await self._redis_backoff.wait(exc)
+
+    async def _group_exists(self) -> bool:
+        try:
+            groups = await self._redis.xinfo_groups(self._stream)
+        except ResponseError:  # no stream yet
+            return False
+        return any(_text(g.get("name")) == self._group for g in groups)
 
     async def _take(self) -> list[Entry]:
         now = anyio.current_time()
@@ -181,17 +217,23 @@ class Archiver:
     async def archive(self, entries: Sequence[Entry]) -> None:
         """Write ``entries`` and acknowledge them; waits out a database outage."""
         rows, bad = _gather(entries)
-        while True:
-            try:
-                await self._write(rows)
-                break
-            except REFUSED:
-                # The database refused something in the batch: find what,
-                # entry by entry, and set it aside.
-                await self._one_by_one(entries, bad)
-                break
-            except DATABASE_DOWN as exc:
-                await self._database_down(exc)
+        try:
+            while True:
+                try:
+                    await self._write(rows)
+                    break
+                except Exception as exc:
+                    if outage(exc):
+                        await self._database_down(exc)
+                        continue
+                    # The database refused something of the batch: find
+                    # what, message by message, and set it aside.
+                    await self._one_by_one(entries, bad)
+                    break
+        except _Abandoned:
+            log.warning("stopping with postgresql down: %d history entries left pending",
+                        len(entries))  # fmt: skip
+            return
         self._database_up()
         if bad:
             await self._set_aside(entries, bad)
@@ -205,37 +247,46 @@ class Archiver:
         async with self._database.transaction() as session:
             await write(session, rows)
 
-    async def _one_by_one(self, entries: Sequence[Entry], bad: dict[str, str]) -> None:
+    async def _one_by_one(self, entries: Sequence[Entry], bad: dict[Part, str]) -> None:
         for entry_id, fields in entries:
-            if entry_id in bad:
-                continue
-            single, _ = _gather([(entry_id, fields)])
-            while True:
-                try:
-                    await self._write(single)
-                    break
-                except REFUSED as exc:
-                    bad[entry_id] = f"refused by PostgreSQL: {type(exc).__name__}: {exc}"
-                    break
-                except DATABASE_DOWN as exc:
-                    await self._database_down(exc)
+            for name in fields:
+                if (entry_id, name) in bad:
+                    continue
+                single = rows_.Rows()
+                rows_.add(single, entry_id, fields, only={name})
+                while True:
+                    try:
+                        await self._write(single)
+                        break
+                    except Exception as exc:
+                        if outage(exc):
+                            await self._database_down(exc)
+                            continue
+                        if not isinstance(exc, asyncpg.PostgresError | ClientDataError):
+                            log.exception("writing history entry %s field %s", entry_id, name)
+                        bad[(entry_id, name)] = f"refused by PostgreSQL: {describe(exc)}"
+                        break
 
-    async def _set_aside(self, entries: Sequence[Entry], bad: Mapping[str, str]) -> None:
-        """Copy the entries in ``bad`` to ``ocpp:history:dead`` with their
-        reason, before the XACK that lets them be trimmed."""
+    async def _set_aside(self, entries: Sequence[Entry], bad: Mapping[Part, str]) -> None:
+        """Copy each message in ``bad`` to ``ocpp:history:dead`` with its
+        reason, before the XACK that lets the stream be trimmed of it."""
         async with self._redis.pipeline(transaction=True) as pipe:
             for entry_id, fields in entries:
-                reason = bad.get(entry_id)
-                if reason is None:
-                    continue
-                log.error("history entry %s set aside on %s: %s", entry_id, HISTORY_DEAD, reason)
-                record: dict[Any, Any] = {"reason": reason, "entry_id": entry_id}
-                record.update(fields)
-                pipe.xadd(HISTORY_DEAD, record, maxlen=_HISTORY_DEAD_MAXLEN, approximate=True)
+                for name, blob in fields.items():
+                    reason = bad.get((entry_id, name))
+                    if reason is None:
+                        continue
+                    log.error("history entry %s field %s set aside on %s: %s", entry_id, name,
+                              HISTORY_DEAD, reason)  # fmt: skip
+                    pipe.xadd(HISTORY_DEAD, {"reason": reason, "entry_id": entry_id,
+                                             "field": name, name: blob},
+                              maxlen=_HISTORY_DEAD_MAXLEN, approximate=True)  # fmt: skip
             await pipe.execute()
         self.set_aside += len(bad)
 
     async def _database_down(self, exc: BaseException) -> None:
+        if self._stopper.stopping:
+            raise _Abandoned  # SIGTERM: leave it pending, for us or a replica
         reason = redact(describe(exc))
         if self.database_down_since is None:
             self.database_down_since = time.monotonic()
@@ -276,17 +327,22 @@ class Archiver:
         return None, 0
 
 
-def _gather(entries: Sequence[Entry]) -> tuple[rows_.Rows, dict[str, str]]:
-    """Rows of the entries that are history; the others by id, with why not."""
+def _gather(entries: Sequence[Entry]) -> tuple[rows_.Rows, dict[Part, str]]:
+    """Rows of the messages that are history; the others, with why not."""
     rows = rows_.Rows()
-    bad: dict[str, str] = {}
+    bad: dict[Part, str] = {}
     for entry_id, fields in entries:
-        try:
-            # Into a scratch first, so a bad entry adds nothing half way.
-            scratch = rows_.Rows()
-            rows_.add(scratch, entry_id, fields)
-        except (msgspec.DecodeError, ValueError, KeyError) as exc:
-            bad[entry_id] = f"not a history entry: {exc}"
-            continue
-        rows.merge(scratch)
+        for name in fields:
+            try:
+                # Into a scratch first, so a bad field adds nothing half way.
+                scratch = rows_.Rows()
+                rows_.add(scratch, entry_id, fields, only={name})
+            except (msgspec.DecodeError, ValueError, KeyError) as exc:
+                bad[(entry_id, name)] = f"not history: {exc}"
+                continue
+            rows.merge(scratch)
     return rows, bad
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

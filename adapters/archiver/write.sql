@@ -61,8 +61,9 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[]) AS batc
 ON CONFLICT DO NOTHING;
 
 -- name: commands
--- A command is recorded when queued and again at its outcome; whichever
--- comes last, the row ends with the outcome.
+-- A command is recorded when queued, at its outcome, and again if a reply
+-- comes after that (late, kept in outcome's "late"); whatever the order
+-- the records arrive in, the row ends with the outcome and any late reply.
 INSERT INTO commands (command_id, charge_point_id, action, request, state, outcome, created_at,
                       sent_at, completed_at)
 SELECT i, c, a, q::jsonb, st, o::jsonb, to_timestamp(coalesce(cr, 0) / 1000.0),
@@ -73,8 +74,9 @@ ON CONFLICT (command_id) DO UPDATE SET
     state = EXCLUDED.state, outcome = EXCLUDED.outcome,
     sent_at = coalesce(EXCLUDED.sent_at, commands.sent_at),
     completed_at = EXCLUDED.completed_at
-WHERE commands.state IN ('queued', 'sent') AND EXCLUDED.state <> commands.state
-  AND NOT (commands.state = 'sent' AND EXCLUDED.state = 'queued');
+WHERE (commands.state IN ('queued', 'sent') AND EXCLUDED.state <> commands.state
+       AND NOT (commands.state = 'sent' AND EXCLUDED.state = 'queued'))
+   OR (EXCLUDED.outcome ? 'late' AND NOT coalesce(commands.outcome ? 'late', false));
 
 -- name: partitions
 -- The monthly partitions of meter_values, by name.

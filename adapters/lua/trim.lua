@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 -- Trim the stream KEYS[1] of entries every consumer group has been given
 -- and acknowledged; keep everything when no group exists yet (the first
 -- processor will start reading from the beginning).

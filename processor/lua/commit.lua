@@ -172,7 +172,9 @@ local function complete_command(op)
       late[#late + 1] = 'late_' .. op[5][i]
       late[#late + 1] = op[5][i + 1]
     end
-    return redis.pcall('HSET', cmd, unpack(late))
+    local res = redis.pcall('HSET', cmd, unpack(late))
+    archive_command(id)
+    return res
   end
   return anomaly('ocpp:anomalies', 'reply to an unknown command', 'ocpp:cmd:' .. id,
     {'charge_point_id', cp, 'command_id', id}, 1)
@@ -225,8 +227,10 @@ for n, e in ipairs(batch) do
     out[n] = 0
   end
 end
-if #records > 0 then
-  redis.call('XADD', history, '*', unpack(records))
+-- In entries of at most 2,000 fields: unpack cannot take many more than
+-- 8,000 values, and failing here, after the XACKs, would lose the history.
+for first = 1, #records, 4000 do
+  redis.call('XADD', history, '*', unpack(records, first, math.min(first + 3999, #records)))
 end
 -- Once per reply list, not once per reply.
 for key in pairs(expire) do

@@ -31,7 +31,9 @@ local function archive_command(id)
   local flat = redis.call('HGETALL', 'ocpp:cmd:' .. id)
   flat[#flat + 1] = 'command_id'
   flat[#flat + 1] = id
-  redis.call('XADD', 'ocpp:history', '*', '!command', cmsgpack.pack(flat))
+  -- pcall: a failure here must not stop the caller freeing the charger's
+  -- slot and sending its next command.
+  redis.pcall('XADD', 'ocpp:history', '*', '!command', cmsgpack.pack(flat))
 end
 
 -- Tell whoever waits on a command that it has an outcome.

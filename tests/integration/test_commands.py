@@ -11,7 +11,7 @@ import anyio
 import pytest
 from redis.asyncio import Redis
 
-from processor import keys
+from processor import history, keys
 from processor.command_queue import CommandQueue, Sweeper
 from processor.commands import CommandRejected
 from processor.consumer import Consumer
@@ -145,6 +145,18 @@ async def test_timeout_frees_the_slot_and_a_late_reply_is_not_applied(
     assert after.fields["late_state"] == "answered"
     assert not await redis.exists(keys.configuration(CP))
     assert (await q.get(waiting.command_id)).state == "sent"  # type: ignore[union-attr]
+    # History has it queued, timed out, then with its late reply: in that
+    # order, the archiver's row ends timed_out with the late reply kept.
+    states = [(f["state"], "late_state" in f) for f in await command_history(redis)
+              if f["command_id"] == slow.command_id]  # fmt: skip
+    assert states == [("queued", False), ("timed_out", False), ("timed_out", True)]
+
+
+async def command_history(redis: Redis) -> list[dict[str, str]]:
+    """The command records the scripts appended to ocpp:history, in order."""
+    entries: Any = await redis.xrange(keys.HISTORY)
+    return [history.decode_lua(blob) for _, fields in entries for name, blob in fields.items()
+            if name.startswith(b"!command")]  # fmt: skip
 
 
 async def test_a_queued_command_times_out_without_being_sent(redis: Redis, processor: None) -> None:

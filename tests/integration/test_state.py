@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from processor import keys
+from processor import history, keys
 from processor.dispatch import Outcome
 from processor.effects import Effects
 from processor.state import RedisState
@@ -140,3 +140,27 @@ async def test_the_latest_value_per_measurand_is_newest_wins(redis: Redis) -> No
     await commit_each(redis, latest(Power=f"{t3} W 30"), latest(Power=f"{t3} W 31"))
     held = await redis.hgetall("latest")
     assert (held[b"@"], held[b"Power"]) == (t3.encode(), f"{t3} W 30".encode())
+
+
+async def test_a_batch_larger_than_lua_can_unpack_keeps_all_its_history(redis: Redis) -> None:
+    # More fields than one XADD's unpack() takes: the history goes in
+    # several entries, and nothing after it (the reply lists' expiry) is lost.
+    n = 4100
+    stream = GroupStream(redis, "c1")
+    await stream.ensure_group()
+    async with redis.pipeline(transaction=False) as pipe:
+        for _ in range(n):
+            pipe.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: b"x"})
+        ids = await pipe.execute()
+    await stream.read(n, None)
+    outcomes = []
+    for i, entry_id in enumerate(ids):
+        e = Effects()
+        e.record(history.ChargerEvent("CP", "Heartbeat", "2024-01-01T12:00:00.000000Z", None, {}))
+        outcomes.append(Outcome(entry_id, reply_key=keys.responses(f"CP{i % 7}"), reply=b"r",
+                                effects=e))  # fmt: skip
+    assert await stream.commit(outcomes) == [1] * n
+    entries = await redis.xrange(keys.HISTORY)
+    # 2,000 fields an entry at most.
+    assert [len(fields) for _, fields in entries] == [2000, 2000, 100]
+    assert await redis.pttl(keys.responses("CP0")) > 0

@@ -3,18 +3,22 @@ a batch twice, history out of order, entries PostgreSQL refuses."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import asyncpg
 import msgspec
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import OutOfMemoryError
 
 from adapters.archiver.asyncpg_connector import AsyncpgDatabase, connect
 from adapters.archiver.migrate import ensure_partitions, migrate
-from adapters.archiver.service import HISTORY_DEAD, Archiver, Entry
+from adapters.archiver.service import HISTORY_DEAD, Archiver, Entry, outage
 from adapters.archiver.writer import drop_expired
+from adapters.devstack import wait_until
 from processor import history, keys
 from processor.redis_io import connect as connect_redis
 from processor.redis_io import ensure_group
@@ -122,7 +126,7 @@ async def test_an_entry_postgresql_refuses_is_set_aside_and_the_rest_written(
     aside: Any = await redis.xrange(HISTORY_DEAD)
     assert [f[b"entry_id"] for _, f in aside] == [entries[1][0].encode(), b"99-0"]
     assert b"refused by PostgreSQL" in aside[0][1][b"reason"]
-    assert b"not a history entry" in aside[1][1][b"reason"]
+    assert b"not history" in aside[1][1][b"reason"]
     # The entry itself is kept, to be looked at and replayed.
     assert history.decode(aside[0][1][b"1-0"]) == [reading(2**40, "2")]
     assert archiver.set_aside == 2
@@ -142,3 +146,101 @@ async def test_the_retention_drops_whole_old_months(
     tables = "SELECT tablename FROM pg_tables WHERE tablename LIKE 'meter_values_%'"
     names = [r[0] for r in await fetch(database, tables)]
     assert "meter_values_2020_01" not in names and "meter_values_default" in names
+
+
+async def test_only_the_refused_message_of_an_entry_is_set_aside(
+    redis: Redis, database: AsyncpgDatabase
+) -> None:
+    # One commit's entry holds the records of many chargers' messages: a
+    # charger id too long for an index (PostgreSQL's program limit, not a
+    # data error) refuses its own message's rows, not its neighbours'.
+    # (Random, so that PostgreSQL cannot compress it into the index.)
+    long_cp = history.MeterReading(secrets.token_hex(3000), 1, None, T, b'[{"value":"9"}]')
+    await ensure_group(redis, keys.HISTORY, keys.ARCHIVERS)
+    await redis.xadd(keys.HISTORY, {"1-0": history.encode([reading(7, "1")]),
+                                    "1-1": history.encode([long_cp]),
+                                    "1-2": history.encode([reading(7, "3")])})  # fmt: skip
+    reply: Any = await redis.xreadgroup(keys.ARCHIVERS, "test", {keys.HISTORY: ">"})
+    entries = [(i.decode(), {k.decode(): v for k, v in f.items()}) for i, f in reply[0][1]]
+    archiver = Archiver(redis, database, "test")
+    with anyio.fail_after(10):  # refused, not waited out as an outage
+        await archiver.archive(entries)
+    rows = await fetch(
+        database, "SELECT sampled_values->0->>'value' v FROM meter_values ORDER BY v"
+    )
+    assert [r[0] for r in rows] == ["1", "3"]
+    [(_, aside)] = await redis.xrange(HISTORY_DEAD)
+    assert aside[b"field"] == b"1-1" and set(aside) == {b"reason", b"entry_id", b"field", b"1-1"}
+    assert b"ProgramLimitExceeded" in aside[b"reason"]
+    # Written alone or with the rest, a message's rows have the same keys.
+    again = Archiver(redis, database, "again")
+    await again.archive(entries)
+    assert len(await fetch(database, "SELECT 1 FROM meter_values")) == 2
+
+
+@pytest.mark.parametrize(("exc", "passes"), [
+    (OSError("connection refused"), True),
+    (asyncpg.CannotConnectNowError("starting up"), True),
+    (asyncpg.UndefinedTableError("no meter_values: not migrated yet"), True),
+    (asyncpg.InsufficientPrivilegeError("permission denied"), True),
+    (asyncpg.DiskFullError("no space left"), True),
+    (asyncpg.NumericValueOutOfRangeError("integer out of range"), False),
+    (asyncpg.ProgramLimitExceededError("index row size exceeds maximum"), False),
+    (asyncpg.UniqueViolationError("duplicate key"), False),
+])  # fmt: skip
+def test_what_is_waited_out_and_what_is_set_aside(exc: Exception, passes: bool) -> None:
+    assert outage(exc) is passes
+
+
+async def test_sigterm_with_postgresql_down_leaves_the_batch_pending(redis: Redis) -> None:
+    # Nothing listens on this port: every write fails as an outage.
+    database = await connect("postgresql://nobody@127.0.0.1:1/none", lazy=True)
+    entries = await append(redis, [reading(7, "1")])
+    archiver = Archiver(redis, database, "test")
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(archiver.archive, entries)
+            await wait_until(lambda: _true(archiver.database_down_since is not None))
+            archiver.stop()
+    await database.close()
+    assert (await redis.xpending(keys.HISTORY, keys.ARCHIVERS))["pending"] == 1
+    assert archiver.archived == 0
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_redis_out_of_memory_the_archiver_starts_and_drains_it(
+    redis: Redis, database: AsyncpgDatabase
+) -> None:
+    # History piled up (PostgreSQL was down, say) until Redis's maxmemory:
+    # the processors are refused; an archiver started now must still drain.
+    n = 2000
+    await ensure_group(redis, keys.HISTORY, keys.ARCHIVERS)
+    for i in range(n):  # ~2 KB each, so that the stream is most of the memory used
+        signed = reading(7, str(i), signedData="s" * 2000)
+        await redis.xadd(keys.HISTORY, {f"{i}-0": history.encode([signed])})
+    used = int((await redis.info("memory"))["used_memory"])
+    await redis.config_set("maxmemory-policy", "noeviction")
+    await redis.config_set("maxmemory", used - 1_000_000)
+    try:
+        with pytest.raises(OutOfMemoryError):
+            await redis.xadd(keys.HISTORY, {"x": b"y"})
+        archiver = Archiver(redis, database, "fresh", batch=64)
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(archiver.run)
+
+                async def drained() -> bool:
+                    pending = (await redis.xpending(keys.HISTORY, keys.ARCHIVERS))["pending"]
+                    trimmed = await redis.xlen(keys.HISTORY) <= 100  # one node is left
+                    return archiver.archived >= n and pending == 0 and trimmed
+
+                await wait_until(drained)
+                archiver.stop()
+        # Trimmed once archived: Redis takes writes again.
+        assert await redis.xadd(keys.HISTORY, {"x": b"y"})
+    finally:
+        await redis.config_set("maxmemory", 0)
+    assert len(await fetch(database, "SELECT 1 FROM meter_values")) == n

@@ -50,13 +50,19 @@ def test_every_meter_value_is_a_row_keyed_by_its_content() -> None:
     assert rows.reading_key(None, b'[{"value":"1"}]') != rows.reading_key(7, b'[{"value":"1"}]')
 
 
-def test_positions_run_across_the_fields_of_an_entry() -> None:
+def test_each_field_numbers_its_rows_from_its_own_place() -> None:
     fields = {**entry(reading(n=2), inbound="1-0"), **entry(reading(n=1), inbound="1-1")}
     event = history.ChargerEvent(CP, "BootNotification", T, None, {"vendor": "Acme"})
     fields["1-2"] = history.encode([event])
     got = rows.gather([("9-0", fields)])
-    assert got.meter_values.columns[-1] == [0, 1]
-    assert got.events.columns[1] == [2]
+    # A field's rows keep their keys whether it is written with the rest
+    # or alone (set apart from a refused neighbour).
+    step = rows.FIELD_POSITIONS
+    assert got.meter_values.columns[-1] == [0, step]
+    assert got.events.columns[1] == [2 * step]
+    alone = rows.Rows()
+    rows.add(alone, "9-0", fields, only={"1-2"})
+    assert alone.events.columns == got.events.columns
     assert json.loads(got.events.columns[6][0]) == {"vendor": "Acme"}
 
 
