@@ -2,11 +2,12 @@
 # make test   - the test suite (unit, real-Redis integration, crash tests)
 # make check  - lint, types and tests: what CI runs
 # make bench  - end-to-end throughput and latency against the BRPOP baseline
+# make env    - random secrets for docker compose into .env (kept if already there)
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint check bench redis-server postgresql
+.PHONY: demo test lint check bench env redis-server postgresql
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,9 @@ postgresql:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql >/dev/null; \
 	fi
+
+env:
+	sh deploy/make-env.sh
 
 demo: $(BIN)/.installed redis-server postgresql
 	$(BIN)/ocpp-demo

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -88,25 +89,31 @@ def main() -> None:
         # The services' JSON log lines go to a file, not between the replies.
         logs = stack.enter_context(tempfile.NamedTemporaryFile(
             prefix="ocpp-demo-", suffix=".log", delete=False))  # fmt: skip
-        gateway_port, api_port = free_port(), free_port()
+        gateway_port = free_port()
+        # A token of this run's own: the API sends commands to chargers.
+        api = Api(free_port(), secrets.token_urlsafe(24))
         services = [
-            Service("adapters.gateway", url, env={"OCPP_GATEWAY_PORT": str(gateway_port)},
-                    log=logs),
+            # Both on loopback: chargers without passwords, a demo's token.
+            Service("adapters.gateway", url, env={"OCPP_GATEWAY_PORT": str(gateway_port),
+                                                  "OCPP_GATEWAY_HOST": "127.0.0.1"}, log=logs),
             Service("adapters", url, log=logs),
             *[Service("processor", url, log=logs) for _ in range(3)],
             # It applies the schema's migrations before it archives.
             Service("adapters.archiver", url, args=["run"],
                     env={"DATABASE_URL": database, "OCPP_MIGRATE": "true"}, log=logs),
-            Service("adapters.api", url, env={"OCPP_API_PORT": str(api_port),
+            Service("adapters.api", url, env={"OCPP_API_PORT": str(api.port),
+                                              "OCPP_API_HOST": "127.0.0.1",
+                                              "OCPP_API_TOKEN": api.token,
                                               "DATABASE_URL": database}, log=logs),
         ]  # fmt: skip
         print("started ocpp-gateway, ocpp-adapter, three ocpp-processor replicas, "
               "ocpp-archiver and ocpp-api")  # fmt: skip
+        print(f"the API: http://127.0.0.1:{api.port}/v1 with Authorization: Bearer {api.token}")
         try:
-            wait_for(lambda: _http_ok(api_port, "/healthz"), 30, "the API")
+            wait_for(lambda: _http_ok(api.port, "/healthz"), 30, "the API")
             wait_for(lambda: _listening(gateway_port), 30, "the gateway")
             run(client, url)
-            fleet(client, url, gateway_port, api_port)
+            fleet(client, url, gateway_port, api)
         finally:
             codes = [s.terminate() for s in services]
             print(f"stopped all services with SIGTERM; exit codes {codes}")
@@ -126,7 +133,25 @@ def _http_ok(port: int, path: str) -> bool:
         return False
 
 
-def fleet(client: redis.Redis, url: str, gateway_port: int, api_port: int) -> None:
+class Api:
+    """``ocpp-api`` on loopback, and the bearer token it takes."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.port = port
+        self.token = token
+
+    def request(self, path: str, body: bytes | None = None, timeout: float = 10) -> Any:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}",
+            data=body,
+            headers={"content-type": "application/json",
+                     "authorization": f"Bearer {self.token}"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return json.loads(r.read())
+
+
+def fleet(client: redis.Redis, url: str, gateway_port: int, api: Api) -> None:
     ws = f"ws://127.0.0.1:{gateway_port}"
     chargers, sessions = 20, 2
     print(f"\nocpp-sim: {chargers} simulated chargers, {sessions} charging sessions each, "
@@ -145,7 +170,7 @@ def fleet(client: redis.Redis, url: str, gateway_port: int, api_port: int) -> No
           f"p99 {lat['p99']:.1f}  max {lat['max']:.1f}")  # fmt: skip
     closed = sum(1 for k in client.scan_iter(f"{keys.TXN_PREFIX}*") if _closed(client, k))
     print(f"  transactions closed in Redis: {closed}")
-    history(client, api_port, closed)
+    history(client, api, closed)
 
     print("\nRemoteStartTransaction through the API to a simulated charger that stays online:")
     lingering = subprocess.Popen(
@@ -155,14 +180,11 @@ def fleet(client: redis.Redis, url: str, gateway_port: int, api_port: int) -> No
     )  # fmt: skip
     try:
         wait_for(lambda: client.sismember(keys.CHARGE_POINTS, "DEMO-0001"), 30, "DEMO-0001")
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{api_port}/v1/charge-points/DEMO-0001/commands/"
-            "RemoteStartTransaction?wait=10",
-            data=b'{"idTag": "DEMO-TAG", "connectorId": 1}',
-            headers={"content-type": "application/json"},
+        command = api.request(
+            "/v1/charge-points/DEMO-0001/commands/RemoteStartTransaction?wait=10",
+            b'{"idTag": "DEMO-TAG", "connectorId": 1}',
+            timeout=20,
         )
-        with urllib.request.urlopen(request, timeout=20) as r:
-            command = json.loads(r.read())
         print(f"  POST /v1/charge-points/DEMO-0001/commands/RemoteStartTransaction?wait=10 -> "
               f"{command['state']}, status {command.get('status')}, "
               f"round trip {command.get('round_trip_ms')} ms")  # fmt: skip
@@ -178,18 +200,18 @@ def fleet(client: redis.Redis, url: str, gateway_port: int, api_port: int) -> No
     print(f"\ntraces: {where}")  # fmt: skip
 
 
-def history(client: redis.Redis, api_port: int, closed: int) -> None:
+def history(client: redis.Redis, api: Api, closed: int) -> None:
     """A closed transaction and its meter values, read back from PostgreSQL."""
     print("\nhistory in PostgreSQL, through the API (ocpp-archiver wrote it):")
 
     def archived() -> list[Any]:
-        found = _get(api_port, f"/v1/transactions?active=false&limit={max(closed, 1)}")
+        found = api.request(f"/v1/transactions?active=false&limit={max(closed, 1)}")
         return list(found["transactions"])
 
     wait_for(lambda: len(archived()) >= closed, 30, "the closed transactions in PostgreSQL")
     print(f"  GET /v1/transactions?active=false -> {len(archived())} closed transactions")
     txn = archived()[0]
-    detail = _get(api_port, f"/v1/transactions/{txn['transaction_id']}")
+    detail = api.request(f"/v1/transactions/{txn['transaction_id']}")
     print(f"  GET /v1/transactions/{txn['transaction_id']} -> {detail['charge_point_id']}, "
           f"idTag {detail['id_tag']}, {detail['start_timestamp']} to {detail['stop_timestamp']}, "
           f"{detail['energy_wh']} Wh, stop reason {detail['stop_reason']}")  # fmt: skip
@@ -200,11 +222,6 @@ def history(client: redis.Redis, api_port: int, closed: int) -> None:
               f"  {v['value']} {v['unit'] or 'Wh'}")  # fmt: skip
     pending = client.xpending(keys.HISTORY, keys.ARCHIVERS)["pending"]
     print(f"  history stream: {client.xlen(keys.HISTORY)} entries held, {pending} pending")
-
-
-def _get(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
-        return json.loads(r.read())
 
 
 def _closed(client: redis.Redis, key: bytes | str) -> bool:

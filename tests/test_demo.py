@@ -29,3 +29,5 @@ def test_the_demo_runs_the_whole_stack_and_reads_history_back() -> None:
     assert re.search(r"\n    \d+ sampled values, e\.g\.:", out)
     assert ", 0 pending" in out
     assert re.search(r"exit codes \[(0, )+0\]", out)
+    # The API had a token of the run's own, printed for whoever looks.
+    assert re.search(r"the API: http://127\.0\.0\.1:\d+/v1 with Authorization: Bearer \S{24,}", out)

@@ -245,6 +245,7 @@ def test_docker_compose_puts_the_same_password_on_both_ends(given: bool, tmp_pat
     # An empty .env: one a developer keeps beside the compose file must not count.
     (tmp_path / "empty.env").touch()
     env = {k: v for k, v in os.environ.items() if not k.endswith("_REDIS_PASSWORD")}
+    env["OCPP_API_TOKEN"] = "a-token-of-the-test"
     if given:
         env |= {variable(user): f"given-{user}" for user in USERS}
     done = subprocess.run(
@@ -257,3 +258,59 @@ def test_docker_compose_puts_the_same_password_on_both_ends(given: bool, tmp_pat
     assert services["redis"]["environment"] == {variable(u): password[u] for u in USERS}
     for name, user in our_services(services).items():
         assert urlsplit(services[name]["environment"]["REDIS_URL"]).password == password[user]
+
+
+def compose_config(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``docker-compose config`` with ``env`` and nothing of ours from the
+    caller's environment or an .env beside the file."""
+    (tmp_path / "empty.env").touch()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OCPP_")} | env
+    return subprocess.run(
+        ["docker-compose", "--env-file", str(tmp_path / "empty.env"), "-f", str(COMPOSE), "config"],
+        env=clean, capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="needs docker-compose")
+def test_compose_refuses_to_start_without_an_api_token(tmp_path: Path) -> None:
+    done = compose_config(tmp_path)
+    assert done.returncode != 0
+    assert "set OCPP_API_TOKEN, the API's bearer token (make env writes one into .env)" in (
+        done.stderr)  # fmt: skip
+    done = compose_config(tmp_path, OCPP_API_TOKEN="a-token-of-the-test")
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    assert services["api"]["environment"]["OCPP_API_TOKEN"] == "a-token-of-the-test"
+
+
+def test_compose_runs_the_gateway_with_charger_passwords() -> None:
+    gateway = compose()["services"]["ws-server"]
+    assert gateway["environment"]["OCPP_GATEWAY_BASIC_AUTH"] == "/etc/ocpp/chargers"
+    [mount] = gateway["volumes"]
+    source, target, mode = mount.rsplit(":", 2)
+    assert (with_defaults(source), target, mode) == (
+        "./deploy/chargers.example", "/etc/ocpp/chargers", "ro")  # fmt: skip
+    # The example is a list the gateway reads: one charger, a password each.
+    lines = [line for line in (ROOT / "deploy" / "chargers.example").read_text().splitlines()
+             if line and not line.startswith("#")]  # fmt: skip
+    assert [line.split(":", 1)[0] for line in lines] == ["DEV-ONLY-CP-1"]
+
+
+def test_make_env_writes_every_secret_once(tmp_path: Path) -> None:
+    (tmp_path / "deploy").mkdir()
+    script = tmp_path / "deploy" / "make-env.sh"
+    script.write_text((ROOT / "deploy" / "make-env.sh").read_text())
+    (tmp_path / ".env").write_text("OCPP_API_TOKEN=kept-as-it-was\n")
+    first = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=TIMEOUT)
+    assert first.returncode == 0, first.stderr
+    values = dict(line.split("=", 1) for line in (tmp_path / ".env").read_text().splitlines())
+    compose_vars = set(re.findall(r"\$\{(OCPP_\w+_PASSWORD|OCPP_API_TOKEN)[:}]",
+                                  COMPOSE.read_text()))  # fmt: skip
+    assert compose_vars <= set(values)
+    assert values["OCPP_API_TOKEN"] == "kept-as-it-was"
+    assert all(re.fullmatch(r"[0-9a-f]{64}", v) for k, v in values.items() if k != "OCPP_API_TOKEN")
+    assert oct((tmp_path / ".env").stat().st_mode & 0o777) == "0o600"
+    again = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=TIMEOUT)
+    assert "nothing changed" in again.stdout
+    assert dict(line.split("=", 1) for line in (tmp_path / ".env").read_text().splitlines()) == (
+        values)  # fmt: skip
