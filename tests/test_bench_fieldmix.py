@@ -249,3 +249,17 @@ def test_the_memory_bench_reads_redis_after_10_percent_and_at_the_end(
     assert "OCPP_CLOSED_TRANSACTION_TTL_S=OCPP_IDEMPOTENCY_TTL_S=5" in out
     assert "used_memory at the end / after 10%:" in out
     assert "hash ocpp:cp:{cp}:connector:{n}:latest" in out
+
+
+def test_redis_memory_stays_flat_as_messages_go_through(redis_db: str, postgres_db: str) -> None:
+    # The memory bound itself, small: 50,000 field-mix messages from 200
+    # chargers, a TTL shorter than the first reading takes, so both readings
+    # hold what is per charger and at most a TTL of sessions.
+    out = _bench(
+        "bench.memory",
+        ["--messages", "50000", "--chargers", "200", "--chunk", "5000", "--ttl", "1"],
+        redis_db, postgres_db,
+    )  # fmt: skip
+    line = next(x for x in out.splitlines() if x.startswith("used_memory at the end"))
+    ratio = float(line.split(":")[1].split("x")[0])
+    assert ratio <= 1.5, out
