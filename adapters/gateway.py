@@ -35,6 +35,9 @@ sent, and exits 0.
 
 One gateway per charger identity: two processes both holding a connection
 for the same charger would split its replies between them.
+
+Without ``OCPP_GATEWAY_BASIC_AUTH``, a gateway listening beyond loopback
+warns at start: anyone who can reach the port can connect as any charger.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from adapters import gateway_metrics
-from adapters.gateway_auth import Credentials, PathRefused, identity, tls_context
+from adapters.gateway_auth import Credentials, PathRefused, identity, loopback, tls_context
 from adapters.gateway_inbound import Forwarder, envelope, received_now
 from adapters.gateway_outbound import Notifier, Pump, Session
 from processor.health import HealthServer, redis_probe
@@ -163,6 +166,16 @@ class Gateway:
         ) as server:
             where = ", ".join(str(sock.getsockname()[:2]) for sock in server.sockets)
             log.info("listening on %s (%s)", where, "wss" if self._tls else "ws")
+            if self._credentials is None and not all(
+                loopback(sock.getsockname()[0]) for sock in server.sockets
+            ):
+                log.warning(
+                    "OCPP_GATEWAY_BASIC_AUTH is not set and the gateway listens on %s, beyond "
+                    "loopback: anyone who can reach the port can connect as any charger. "
+                    "Set OCPP_GATEWAY_BASIC_AUTH (with TLS), or listen on 127.0.0.1 behind "
+                    "a proxy that authenticates chargers",
+                    where,
+                )
             await self._stop.wait()
             log.info("closing %d connections", len(self.pump.sessions))
             server.close(close_connections=True, code=CloseCode.GOING_AWAY)

@@ -35,7 +35,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from adapters.devstack import RedisServer, Service, free_port, listening, wait_for
-from adapters.gateway_auth import Credentials, PathRefused, identity
+from adapters.gateway_auth import Credentials, PathRefused, identity, loopback
 from adapters.gateway_inbound import envelope
 from adapters.gateway_outbound import Pump, Session
 from processor import keys
@@ -491,6 +491,47 @@ async def test_basic_auth(start_gateway: StartGateway, redis: Redis, tmp_path: P
     text = log_path.read_text()
     assert "refused CP-A" in text
     assert secret not in text and "another-password" not in text
+
+
+@pytest.mark.parametrize(
+    ("host", "auth", "warned"),
+    [("0.0.0.0", False, True), ("127.0.0.1", False, False), ("0.0.0.0", True, False)],
+)
+def test_an_open_gateway_beyond_loopback_warns_once(
+    start_gateway: StartGateway, tmp_path: Path, host: str, auth: bool, warned: bool
+) -> None:
+    creds = tmp_path / "credentials"
+    creds.write_text("CP-1:a-password-of-16\n")
+    env = {"OCPP_GATEWAY_HOST": host}
+    if auth:
+        env["OCPP_GATEWAY_BASIC_AUTH"] = str(creds)
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as log:
+        gw = start_gateway(log=log, **env)
+        # The socket listens before the service runs: wait until it serves.
+        # The warning comes in the same step as this line, before any signal.
+        wait_for(lambda: "listening on" in log_path.read_text(), TIMEOUT, "the gateway to serve")
+        assert gw.service.terminate() == 0
+    text = log_path.read_text()
+    assert "listening on" in text
+    lines = [line for line in text.splitlines() if "anyone who can reach the port" in line]
+    if not warned:
+        assert lines == []
+        return
+    [line] = lines
+    assert '"level":"WARNING"' in line
+    assert "OCPP_GATEWAY_BASIC_AUTH" in line and "can connect as any charger" in line
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("::ffff:127.0.0.1", True),
+     ("0.0.0.0", False), ("::", False), ("192.0.2.1", False), ("::ffff:192.0.2.1", False),
+     ("fe80::1%eth0", False), ("localhost", False)],
+)  # fmt: skip
+def test_loopback(host: str, expected: bool) -> None:
+    # A bound socket's address; a name never is one, so it counts as open.
+    assert loopback(host) == expected
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
