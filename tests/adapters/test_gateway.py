@@ -493,6 +493,53 @@ async def test_basic_auth(start_gateway: StartGateway, redis: Redis, tmp_path: P
     assert secret not in text and "another-password" not in text
 
 
+async def test_failed_logins_are_limited_per_source(
+    start_gateway: StartGateway, redis: Redis, tmp_path: Path
+) -> None:
+    secret = "s3cret-RateLimitedKey"
+    creds = tmp_path / "credentials"
+    creds.write_text(f"CP-L:{secret}\n")
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as log:
+        gw = start_gateway(log=log, OCPP_GATEWAY_BASIC_AUTH=str(creds),
+                           OCPP_GATEWAY_AUTH_MAX_FAILURES="3",
+                           OCPP_GATEWAY_AUTH_WINDOW_S="600")  # fmt: skip
+
+        async def status(headers: dict[str, str], **kw: Any) -> InvalidStatus:
+            with pytest.raises(InvalidStatus) as refused:
+                async with ocpp_connect(gw.url("CP-L"), additional_headers=headers, **kw):
+                    pass
+            return refused.value
+
+        for _ in range(3):
+            assert (await status(_basic("CP-L", "wrong"))).response.status_code == 401
+        # The right password now: refused unchecked, told when to come back.
+        limited = (await status(_basic("CP-L", secret))).response
+        assert limited.status_code == 429
+        assert 0 < int(limited.headers["Retry-After"]) <= 600
+        # Another address on this host is not affected.
+        async with ocpp_connect(gw.url("CP-L"), additional_headers=_basic("CP-L", secret),
+                                local_addr=("127.0.0.2", 0)) as ws:  # fmt: skip
+            await ws.send('[2,"l","Heartbeat",{}]')
+            assert json.loads(await pop_request(redis))["charge_point_id"] == "CP-L"
+        # A flood of attempts is refused without flooding the log.
+        for _ in range(40):
+            assert (await status(_basic("CP-L", secret))).response.status_code == 429
+        assert gw.service.terminate() == 0
+    text = log_path.read_text()
+    assert "refused CP-L from 127.0.0.1: wrong password" in text
+    assert "127.0.0.1: 3 failed logins within 600 s; refusing it for 600 s" in text
+    assert "refused CP-L from 127.0.0.1: too many failed logins" in text
+    warnings = [line for line in text.splitlines() if '"level":"WARNING"' in line]
+    assert len(warnings) <= 20  # 44 refusals; the budget is 10 lines per 10 s
+    token = base64.b64encode(f"CP-L:{secret}".encode()).decode()
+    assert (
+        secret not in text
+        and token not in text
+        and "wrong" not in text.replace("wrong password", "")
+    )
+
+
 @pytest.mark.parametrize(
     ("host", "auth", "warned"),
     [("0.0.0.0", False, True), ("127.0.0.1", False, False), ("0.0.0.0", True, False)],
