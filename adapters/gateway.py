@@ -17,7 +17,10 @@ Handshake, in order:
   ``identifierString`` rules (``adapters/gateway_auth.py``) HTTP 400;
 * with ``OCPP_GATEWAY_BASIC_AUTH`` set to a file of ``id:password`` lines,
   a request whose Basic credentials are not that charger's gets HTTP 401
-  (security profile 1; with TLS, profile 2);
+  (security profile 1; with TLS, profile 2), and a source that failed
+  ``OCPP_GATEWAY_AUTH_MAX_FAILURES`` times within
+  ``OCPP_GATEWAY_AUTH_WINDOW_S`` gets HTTP 429 with ``Retry-After``,
+  credentials unchecked, for that long (``adapters/gateway_limits.py``);
 * a client offering no ``ocpp1.6`` subprotocol gets what OCPP-J 1.6 section
   3.1.2 prescribes: the handshake completes without a
   ``Sec-WebSocket-Protocol`` header and the connection is closed at once,
@@ -35,11 +38,15 @@ sent, and exits 0.
 
 One gateway per charger identity: two processes both holding a connection
 for the same charger would split its replies between them.
+
+Without ``OCPP_GATEWAY_BASIC_AUTH``, a gateway listening beyond loopback
+warns at start: anyone who can reach the port can connect as any charger.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import ssl
 from collections.abc import Sequence
@@ -56,8 +63,9 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from adapters import gateway_metrics
-from adapters.gateway_auth import Credentials, PathRefused, identity, tls_context
+from adapters.gateway_auth import Credentials, PathRefused, identity, loopback, tls_context
 from adapters.gateway_inbound import Forwarder, envelope, received_now
+from adapters.gateway_limits import FailedLogins, LogBudget
 from adapters.gateway_outbound import Notifier, Pump, Session
 from processor.health import HealthServer, redis_probe
 from processor.instances import registered
@@ -94,6 +102,20 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True):
         str, Meta(description="PEM certificate chain for wss://; empty: plain ws://")
     ] = ""
     gateway_tls_key: Annotated[str, Meta(description="PEM private key of the certificate")] = ""
+    gateway_auth_max_failures: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="failed Basic-auth logins from one source before it is refused; 0: off",
+        ),
+    ] = 10
+    gateway_auth_window_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="window (s) failures are counted in, and how long a source is refused",
+        ),
+    ] = 60
     gateway_requeue_ttl_s: Annotated[
         int, Meta(ge=1, description="expiry given to a reply list unsent frames went back to")
     ] = 300
@@ -122,6 +144,10 @@ class Gateway:
         self._settings = settings
         self._credentials = credentials
         self._tls = tls
+        self._logins = FailedLogins(
+            settings.gateway_auth_max_failures, settings.gateway_auth_window_s
+        )
+        self._refusals = LogBudget()
         self.pump = Pump(redis, requeue_ttl_s=settings.gateway_requeue_ttl_s)
         self.forwarder = Forwarder(redis)
         self.notifier = Notifier(settings.redis_url, self.pump)
@@ -163,6 +189,16 @@ class Gateway:
         ) as server:
             where = ", ".join(str(sock.getsockname()[:2]) for sock in server.sockets)
             log.info("listening on %s (%s)", where, "wss" if self._tls else "ws")
+            if self._credentials is None and not all(
+                loopback(sock.getsockname()[0]) for sock in server.sockets
+            ):
+                log.warning(
+                    "OCPP_GATEWAY_BASIC_AUTH is not set and the gateway listens on %s, beyond "
+                    "loopback: anyone who can reach the port can connect as any charger. "
+                    "Set OCPP_GATEWAY_BASIC_AUTH (with TLS), or listen on 127.0.0.1 behind "
+                    "a proxy that authenticates chargers",
+                    where,
+                )
             await self._stop.wait()
             log.info("closing %d connections", len(self.pump.sessions))
             server.close(close_connections=True, code=CloseCode.GOING_AWAY)
@@ -175,14 +211,47 @@ class Gateway:
             log.info("refused path %r: %s", request.path[:100], exc)
             return connection.respond(exc.status, f"{exc}\n")
         if self._credentials is not None:
-            headers = request.headers.get_all("Authorization")
-            why = self._credentials.check(cp, headers[0] if len(headers) == 1 else None)
-            if why is not None:
-                log.warning("refused %s from %s: %s", cp, connection.remote_address, why)
-                response = connection.respond(401, "unauthorized\n")
-                response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
-                return response
+            return self._check_credentials(connection, request, cp, self._credentials)
         return None
+
+    def _check_credentials(
+        self, connection: ServerConnection, request: Request, cp: str, credentials: Credentials
+    ) -> Response | None:
+        host = str(connection.remote_address[0]) if connection.remote_address else ""
+        wait = self._logins.retry_after(host)
+        if wait is not None:
+            # 429, not 401: the password may well be right (a neighbour
+            # behind the same NAT failing), and a charger told 401 may flag
+            # it as wrong; proxies pass 429 on and mark no backend down.
+            seconds = math.ceil(wait)
+            self._warn("refused %s from %s: too many failed logins from there; retry after %d s",
+                       cp, host, seconds)  # fmt: skip
+            response = connection.respond(429, "too many failed logins\n")
+            response.headers["Retry-After"] = str(seconds)
+            return response
+        headers = request.headers.get_all("Authorization")
+        why = credentials.check(cp, headers[0] if len(headers) == 1 else None)
+        if why is None:
+            return None
+        self._warn("refused %s from %s: %s", cp, host, why)
+        if self._logins.failed(host):
+            limit = self._logins
+            self._warn("%s: %d failed logins within %g s; refusing it for %g s",
+                       host, limit.max_failures, limit.window_s, limit.window_s)  # fmt: skip
+        response = connection.respond(401, "unauthorized\n")
+        response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
+        return response
+
+    def _warn(self, message: str, *args: object) -> None:
+        # Never the Authorization header or the password: the charger id
+        # comes from the path, already checked to be an identity.
+        held = self._refusals.take()
+        if held is None:
+            return
+        if held:
+            message += " (%d such lines left out before this one)"
+            args = (*args, held)
+        log.warning(message, *args)
 
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None

@@ -1,6 +1,6 @@
 """Who may connect to the gateway: the charge point identity in the path,
 HTTP Basic credentials (OCPP 1.6 security profile 1) and the TLS context
-(profile 2).
+(profile 2), and whether a listening address is reachable beyond this host.
 
 Identities follow OCPP's ``identifierString`` (the OCPP 1.6 security
 whitepaper's and OCPP 2.0.1's guidance): 1 to 48 characters from
@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
 import logging
 import os
 import re
@@ -123,6 +124,19 @@ class Credentials:
         if expected is None:
             return "unknown charge point"
         return None if same else "wrong password"
+
+
+def loopback(host: str) -> bool:
+    """Whether ``host``, a listening socket's address, is loopback only
+    (127.0.0.0/8, ``::1``): then no other machine can connect to it. The
+    wildcards ``0.0.0.0`` and ``::`` are not."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])  # without an IPv6 zone
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:

@@ -9,6 +9,7 @@ becomes when it can be reported to the charger.
     ├── PropertyConstraintViolation  a field breaks a constraint (length, enum value)
     ├── OccurrenceConstraintViolation a required field is missing
     ├── TypeConstraintViolation      a field has the wrong type
+    ├── SecurityViolation            the charger may not do this (not on the allow-list)
     └── InternalFailure              our side failed for good (retries spent)
     Undeliverable                  input we cannot address to any charger: dead-lettered
 """
@@ -69,6 +70,13 @@ class TypeConstraintViolation(OcppError):
     """Raised when a field has the wrong JSON type."""
 
     code = "TypeConstraintViolation"
+
+
+class SecurityViolation(OcppError):
+    """Raised when policy forbids this charger the action: under
+    ``known-only`` registration, a charger not on the allow-list."""
+
+    code = "SecurityError"
 
 
 class InternalFailure(OcppError):

@@ -15,6 +15,14 @@ from processor.types import Context, IdTagRecord
 _STATUSES = frozenset(get_args(AuthorizationStatus))
 
 
+async def unknown_under_known_only(ctx: Context) -> bool:
+    """Whether the known-only registration policy is on and this charger is
+    not on the allow-list (``ocpp:chargers:known``)."""
+    return ctx.config.registration_policy == "known-only" and not (
+        await ctx.state.is_known_charger(ctx.charge_point_id)
+    )
+
+
 def id_tag_info(
     ctx: Context, record: IdTagRecord | None, charging_in: int | None, this_transaction: int = 0
 ) -> IdTagInfo:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from processor import clock, keys
-from processor.handlers.common import event, id_tag_info, trusted_time
+from processor.handlers.common import event, id_tag_info, trusted_time, unknown_under_known_only
 from processor.messages import (
     Authorize,
     AuthorizeResponse,
@@ -26,9 +26,7 @@ async def boot_notification(ctx: Context, req: BootNotification) -> BootNotifica
     """Register or update the charger; accept it unless the known-only policy
     is on and it is not on the allow-list."""
     status: RegistrationStatus = "Accepted"
-    if ctx.config.registration_policy == "known-only" and not await ctx.state.is_known_charger(
-        ctx.charge_point_id
-    ):
+    if await unknown_under_known_only(ctx):
         status = ctx.config.unknown_charger_status
     fields: dict[str, str] = {
         k: v for k, v in msgspec.structs.asdict(req).items() if isinstance(v, str)

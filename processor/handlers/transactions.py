@@ -18,7 +18,8 @@ from datetime import datetime
 import msgspec
 
 from processor import clock, history, keys
-from processor.handlers.common import id_tag_info, trusted_time
+from processor.errors import SecurityViolation
+from processor.handlers.common import id_tag_info, trusted_time, unknown_under_known_only
 from processor.messages import (
     MeterValues,
     MeterValuesResponse,
@@ -39,6 +40,16 @@ _values = msgspec.json.Encoder()
 
 
 async def start_transaction(ctx: Context, req: StartTransaction) -> StartTransactionResponse:
+    """Open the transaction (or find the one a retry opened) and answer for
+    its idTag. Under ``known-only`` registration a charger not on the
+    allow-list is refused with a SecurityError before anything is reserved:
+    a Pending or Rejected boot alone does not stop a charger from sending
+    StartTransaction, and an open transaction is what would be billed."""
+    if await unknown_under_known_only(ctx):
+        raise SecurityViolation(
+            f"{ctx.charge_point_id} is not on the allow-list (ocpp:chargers:known); "
+            "registration policy known-only"
+        )
     started = trusted_time(ctx, req.timestamp, "StartTransaction")
     # Keyed on what the charger sent, not on the clamped time, so a retry
     # maps to the same transaction whatever our clock said in between.

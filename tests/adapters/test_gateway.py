@@ -35,7 +35,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from adapters.devstack import RedisServer, Service, free_port, listening, wait_for
-from adapters.gateway_auth import Credentials, PathRefused, identity
+from adapters.gateway_auth import Credentials, PathRefused, identity, loopback
 from adapters.gateway_inbound import envelope
 from adapters.gateway_outbound import Pump, Session
 from processor import keys
@@ -491,6 +491,94 @@ async def test_basic_auth(start_gateway: StartGateway, redis: Redis, tmp_path: P
     text = log_path.read_text()
     assert "refused CP-A" in text
     assert secret not in text and "another-password" not in text
+
+
+async def test_failed_logins_are_limited_per_source(
+    start_gateway: StartGateway, redis: Redis, tmp_path: Path
+) -> None:
+    secret = "s3cret-RateLimitedKey"
+    creds = tmp_path / "credentials"
+    creds.write_text(f"CP-L:{secret}\n")
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as log:
+        gw = start_gateway(log=log, OCPP_GATEWAY_BASIC_AUTH=str(creds),
+                           OCPP_GATEWAY_AUTH_MAX_FAILURES="3",
+                           OCPP_GATEWAY_AUTH_WINDOW_S="600")  # fmt: skip
+
+        async def status(headers: dict[str, str], **kw: Any) -> InvalidStatus:
+            with pytest.raises(InvalidStatus) as refused:
+                async with ocpp_connect(gw.url("CP-L"), additional_headers=headers, **kw):
+                    pass
+            return refused.value
+
+        for _ in range(3):
+            assert (await status(_basic("CP-L", "wrong"))).response.status_code == 401
+        # The right password now: refused unchecked, told when to come back.
+        limited = (await status(_basic("CP-L", secret))).response
+        assert limited.status_code == 429
+        assert 0 < int(limited.headers["Retry-After"]) <= 600
+        # Another address on this host is not affected.
+        async with ocpp_connect(gw.url("CP-L"), additional_headers=_basic("CP-L", secret),
+                                local_addr=("127.0.0.2", 0)) as ws:  # fmt: skip
+            await ws.send('[2,"l","Heartbeat",{}]')
+            assert json.loads(await pop_request(redis))["charge_point_id"] == "CP-L"
+        # A flood of attempts is refused without flooding the log.
+        for _ in range(40):
+            assert (await status(_basic("CP-L", secret))).response.status_code == 429
+        assert gw.service.terminate() == 0
+    text = log_path.read_text()
+    assert "refused CP-L from 127.0.0.1: wrong password" in text
+    assert "127.0.0.1: 3 failed logins within 600 s; refusing it for 600 s" in text
+    assert "refused CP-L from 127.0.0.1: too many failed logins" in text
+    warnings = [line for line in text.splitlines() if '"level":"WARNING"' in line]
+    assert len(warnings) <= 20  # 44 refusals; the budget is 10 lines per 10 s
+    token = base64.b64encode(f"CP-L:{secret}".encode()).decode()
+    assert (
+        secret not in text
+        and token not in text
+        and "wrong" not in text.replace("wrong password", "")
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "auth", "warned"),
+    [("0.0.0.0", False, True), ("127.0.0.1", False, False), ("0.0.0.0", True, False)],
+)
+def test_an_open_gateway_beyond_loopback_warns_once(
+    start_gateway: StartGateway, tmp_path: Path, host: str, auth: bool, warned: bool
+) -> None:
+    creds = tmp_path / "credentials"
+    creds.write_text("CP-1:a-password-of-16\n")
+    env = {"OCPP_GATEWAY_HOST": host}
+    if auth:
+        env["OCPP_GATEWAY_BASIC_AUTH"] = str(creds)
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as log:
+        gw = start_gateway(log=log, **env)
+        # The socket listens before the service runs: wait until it serves.
+        # The warning comes in the same step as this line, before any signal.
+        wait_for(lambda: "listening on" in log_path.read_text(), TIMEOUT, "the gateway to serve")
+        assert gw.service.terminate() == 0
+    text = log_path.read_text()
+    assert "listening on" in text
+    lines = [line for line in text.splitlines() if "anyone who can reach the port" in line]
+    if not warned:
+        assert lines == []
+        return
+    [line] = lines
+    assert '"level":"WARNING"' in line
+    assert "OCPP_GATEWAY_BASIC_AUTH" in line and "can connect as any charger" in line
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("::ffff:127.0.0.1", True),
+     ("0.0.0.0", False), ("::", False), ("192.0.2.1", False), ("::ffff:192.0.2.1", False),
+     ("fe80::1%eth0", False), ("localhost", False)],
+)  # fmt: skip
+def test_loopback(host: str, expected: bool) -> None:
+    # A bound socket's address; a name never is one, so it counts as open.
+    assert loopback(host) == expected
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")

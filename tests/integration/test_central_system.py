@@ -1103,6 +1103,27 @@ def test_known_only_registration(
     assert cs.r.smembers(keys.KNOWN_CHARGE_POINTS) == {"CP-KNOWN"}
 
 
+def test_known_only_refuses_a_stranger_its_transaction(
+    launch: Callable[..., CentralSystem], redis_db: str
+) -> None:
+    with redis.Redis.from_url(redis_db) as r:
+        r.sadd(keys.KNOWN_CHARGE_POINTS, "CP-KNOWN")
+    cs = launch(OCPP_REGISTRATION_POLICY="known-only")
+    body = start_body("TAG-K", 0, "2024-01-01T12:00:00Z")
+    mid = cs.send("CP-STRANGER", "StartTransaction", body)
+    [reply] = cs.replies("CP-STRANGER", 1)
+    code, description = call_error(reply, mid, "CP-STRANGER")
+    assert code == "SecurityError"
+    assert "CP-STRANGER" in description and "allow-list" in description
+    # Nothing opened: no transactionId allocated, no state, nothing for history.
+    assert cs.state_keys() == {keys.KNOWN_CHARGE_POINTS}
+    assert not any(isinstance(r, history.TransactionStarted) for r in cs.history())
+    # The known charger's start gets the first transactionId.
+    known = cs.call("CP-KNOWN", "StartTransaction", body)
+    assert known["idTagInfo"] == {"status": "Accepted"} and known["transactionId"] == 1
+    assert cs.hash(keys.transaction(1))["charge_point_id"] == "CP-KNOWN"
+
+
 def test_unknown_id_tags_invalid(launch: Callable[..., CentralSystem]) -> None:
     cs = launch(OCPP_UNKNOWN_ID_TAG="Invalid")
     cs.r.hset(keys.id_tag("TAG-LISTED"), mapping={"status": "Accepted"})

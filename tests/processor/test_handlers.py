@@ -106,6 +106,33 @@ async def test_boot_registration_policy(known: bool, config: dict[str, Any], sta
     assert record["last_boot"] == "2024-01-01T12:00:00.000000Z"
 
 
+async def test_known_only_refuses_a_stranger_its_start_and_opens_nothing() -> None:
+    state = MemoryState()
+    out = await run("StartTransaction", start_body(), state, registration_policy="known-only")
+    code, description = answer(out)
+    assert code == "SecurityError"
+    assert CP in description and "allow-list" in description
+    # Nothing reserved (no transactionId allocated), nothing to commit.
+    assert state.calls == [] and state.ids == {}
+    assert not out.effects.ops and not out.effects.records
+
+
+@pytest.mark.parametrize(("known", "config"), [
+    (True, {"registration_policy": "known-only"}),
+    (False, {}),
+    (False, {"registration_policy": "accept-all"}),
+])  # fmt: skip
+async def test_a_known_charger_or_accept_all_starts_as_before(
+    known: bool, config: dict[str, Any]
+) -> None:
+    state = MemoryState()
+    if known:
+        state.known.add(CP)
+    out = await run("StartTransaction", start_body(), state, **config)
+    assert answer(out) == {"idTagInfo": {"status": "Accepted"}, "transactionId": 1}
+    assert len(state.calls) == 1 and ops(out, "HSET")
+
+
 async def test_start_is_concurrent_when_the_tag_charges_elsewhere() -> None:
     state = MemoryState()
     state.tags["TAG"] = IdTagRecord("Accepted")
