@@ -13,7 +13,8 @@ Errors are RFC 9457 problem details.
 
 If ``OCPP_API_TOKEN`` is set, every ``/v1`` route wants
 ``Authorization: Bearer <token>``; ``/livez``, ``/readyz``, ``/healthz`` and
-``/schema`` never do.
+``/schema`` never do. An address refused 10 times within 60 s gets 429
+(with ``Retry-After``) for 60 s, whatever token it sends.
 """
 
 from __future__ import annotations
@@ -79,9 +80,10 @@ from adapters.api_problems import (
     NOT_FOUND,
     UNAUTHORIZED,
     UNAVAILABLE,
-    bearer_guard,
 )
+from adapters.api_security import bearer_guard
 from adapters.history_db import History, check_url, shown
+from adapters.rate_limit import FailureLimiter
 from processor import json_depth
 from processor.command_queue import CommandQueue
 from processor.health import Liveness, Readiness, ReadinessCheck, redis_probe
@@ -427,10 +429,17 @@ def _operation_id(handler: Any, method: Any, path: Any) -> str:
     return name
 
 
-def create_app(settings: ApiSettings, providers: Providers | None = None) -> Litestar:
+def create_app(
+    settings: ApiSettings,
+    providers: Providers | None = None,
+    *,
+    login_limiter: FailureLimiter | None = None,
+) -> Litestar:
     """The app; its telemetry goes to ``providers`` (none by default: then
-    no request does any telemetry work). Raises ValueError, quoting none of
-    it, for a ``database_url`` that is not a PostgreSQL URL."""
+    no request does any telemetry work), and refused logins are counted by
+    ``login_limiter`` (by default one of api_security's limits on the
+    monotonic clock). Raises ValueError, quoting none of it, for a
+    ``database_url`` that is not a PostgreSQL URL."""
     telemetry = providers or disabled()
     # A DATABASE_URL that does not parse is refused here, before serving.
     history = History(settings.database_url)
@@ -457,7 +466,7 @@ def create_app(settings: ApiSettings, providers: Providers | None = None) -> Lit
     v1 = Router(
         "/v1",
         route_handlers=V1_HANDLERS,
-        guards=[bearer_guard(settings.api_token)] if auth else None,
+        guards=[bearer_guard(settings.api_token, login_limiter)] if auth else None,
         security=[{"bearer": []}] if auth else None,
         # Only /v1: health checks and the schema make no spans.
         middleware=[api_telemetry.request_spans(telemetry)] if telemetry.enabled else None,
