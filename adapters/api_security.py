@@ -1,6 +1,9 @@
-"""Who may use the HTTP API: the bearer-token guard.
+"""Who may use the HTTP API: where it listens, and the bearer-token guard.
 
-The guard compares the token in constant time and slows guessing down: after
+Secure by default: without ``OCPP_API_TOKEN`` the API listens on loopback
+only, and refuses to start on any other address unless
+``OCPP_API_INSECURE`` says so (:func:`listen_host`). With a token, the guard
+compares it in constant time and slows guessing down: after
 :data:`LOGIN_FAILURES` refused logins from one address within
 :data:`LOGIN_WINDOW_S` seconds, that address gets 429 for as long
 (:class:`adapters.rate_limit.FailureLimiter`).
@@ -9,8 +12,11 @@ The guard compares the token in constant time and slows guessing down: after
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import math
+import socket
+from collections.abc import Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -21,11 +27,95 @@ from adapters.rate_limit import Failure, FailureLimiter, client_key
 
 log = logging.getLogger("api")
 
+MIN_TOKEN_LENGTH = 16
 LOGIN_FAILURES = 10
 LOGIN_WINDOW_S = 60.0
 # Refused logins logged per window across all addresses, so that many
 # addresses cannot flood the log either.
 LOGGED_PER_WINDOW = 100
+
+ANY = "0.0.0.0"
+LOOPBACK = "127.0.0.1"
+
+
+class UnsafeSetting(ValueError):
+    """Raised at start for settings that would expose the API, or make its
+    token guessable; the message names the settings to change."""
+
+
+# --- where to listen ---------------------------------------------------------
+
+Resolve = Callable[[str], list[str]]
+
+
+def _resolve(host: str) -> list[str]:
+    infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+def _is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def is_loopback(host: str, resolve: Resolve = _resolve) -> bool:
+    """Whether ``host`` is loopback only: 127.0.0.0/8, ::1, ``localhost``, or
+    a name every address of which is one of those. Raises OSError for a name
+    that does not resolve."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return _is_loopback(host)
+    except ValueError:
+        pass
+    addresses = resolve(host)
+    return bool(addresses) and all(_is_loopback(a) for a in addresses)
+
+
+def check_token(token: str) -> None:
+    """Raise UnsafeSetting for a token short enough to guess."""
+    if token and len(token) < MIN_TOKEN_LENGTH:
+        raise UnsafeSetting(
+            f"OCPP_API_TOKEN is {len(token)} characters; use at least {MIN_TOKEN_LENGTH} "
+            "(e.g. openssl rand -hex 32): a short token can be guessed"
+        )
+
+
+def listen_host(host: str, token: str, insecure: bool, resolve: Resolve = _resolve) -> str:
+    """The address to listen on: ``host``, or when it is empty 0.0.0.0 with a
+    token and 127.0.0.1 without. Raises UnsafeSetting for a token too short,
+    and for a ``host`` that is not loopback when there is no token, unless
+    ``insecure``."""
+    check_token(token)
+    if not host:
+        return ANY if token else LOOPBACK
+    if token or insecure:
+        return host
+    try:
+        loopback = is_loopback(host, resolve)
+    except OSError as exc:
+        raise UnsafeSetting(f"OCPP_API_HOST={host} does not resolve ({exc})") from None
+    if not loopback:
+        raise UnsafeSetting(
+            f"OCPP_API_HOST={host} is not a loopback address and OCPP_API_TOKEN is empty: "
+            "anyone who could reach the port could send commands to chargers; set "
+            "OCPP_API_TOKEN, or OCPP_API_INSECURE=1 to listen there without one"
+        )
+    return host
+
+
+def exposed(host: str, token: str, resolve: Resolve = _resolve) -> bool:
+    """Whether the API on ``host`` answers /v1 without a token beyond this
+    machine (what OCPP_API_INSECURE allows, loudly)."""
+    if token:
+        return False
+    try:
+        return not is_loopback(host, resolve)
+    except OSError:
+        return True
+
 
 # --- the bearer guard --------------------------------------------------------
 
