@@ -13,7 +13,9 @@ Errors are RFC 9457 problem details.
 
 If ``OCPP_API_TOKEN`` is set, every ``/v1`` route wants
 ``Authorization: Bearer <token>``; ``/livez``, ``/readyz``, ``/healthz`` and
-``/schema`` never do.
+``/schema`` never do. An address refused 10 times within 60 s gets 429
+(with ``Retry-After``) for 60 s, whatever token it sends. Without a token
+the API listens on loopback only, unless ``OCPP_API_INSECURE`` is set.
 """
 
 from __future__ import annotations
@@ -79,9 +81,10 @@ from adapters.api_problems import (
     NOT_FOUND,
     UNAUTHORIZED,
     UNAVAILABLE,
-    bearer_guard,
 )
+from adapters.api_security import UnsafeSetting, bearer_guard, exposed, listen_host
 from adapters.history_db import History, check_url, shown
+from adapters.rate_limit import FailureLimiter
 from processor import json_depth
 from processor.command_queue import CommandQueue
 from processor.health import Liveness, Readiness, ReadinessCheck, redis_probe
@@ -104,12 +107,22 @@ class ApiSettings(msgspec.Struct, kw_only=True, frozen=True):
 
     redis_url: RedisUrl = "redis://localhost:6379/0"
     database_url: HistoryUrl = ""
-    api_host: Annotated[str, Meta(description="address to listen on")] = "0.0.0.0"
+    api_host: Annotated[
+        str,
+        Meta(description="address to listen on (empty: 0.0.0.0 with a token, else 127.0.0.1)"),
+    ] = ""
     api_port: Annotated[int, Meta(ge=1, le=65535, description="port to listen on")] = 8000
     api_token: Annotated[
         str,
-        Meta(description="bearer token the /v1 routes require (empty: no authentication)"),
+        Meta(
+            description="bearer token the /v1 routes require, 16 characters or more "
+            "(empty: no authentication, and loopback only)"
+        ),
     ] = ""
+    api_insecure: Annotated[
+        bool,
+        Meta(description="allow a non-loopback OCPP_API_HOST without a token (anyone can command)"),
+    ] = False
     reply_ttl_s: Annotated[
         int, Meta(ge=1, description="expiry of a charger's reply list (ocpp:responses:{id})")
     ] = 300
@@ -427,10 +440,17 @@ def _operation_id(handler: Any, method: Any, path: Any) -> str:
     return name
 
 
-def create_app(settings: ApiSettings, providers: Providers | None = None) -> Litestar:
+def create_app(
+    settings: ApiSettings,
+    providers: Providers | None = None,
+    *,
+    login_limiter: FailureLimiter | None = None,
+) -> Litestar:
     """The app; its telemetry goes to ``providers`` (none by default: then
-    no request does any telemetry work). Raises ValueError, quoting none of
-    it, for a ``database_url`` that is not a PostgreSQL URL."""
+    no request does any telemetry work), and refused logins are counted by
+    ``login_limiter`` (by default one of api_security's limits on the
+    monotonic clock). Raises ValueError, quoting none of it, for a
+    ``database_url`` that is not a PostgreSQL URL."""
     telemetry = providers or disabled()
     # A DATABASE_URL that does not parse is refused here, before serving.
     history = History(settings.database_url)
@@ -457,7 +477,7 @@ def create_app(settings: ApiSettings, providers: Providers | None = None) -> Lit
     v1 = Router(
         "/v1",
         route_handlers=V1_HANDLERS,
-        guards=[bearer_guard(settings.api_token)] if auth else None,
+        guards=[bearer_guard(settings.api_token, login_limiter)] if auth else None,
         security=[{"bearer": []}] if auth else None,
         # Only /v1: health checks and the schema make no spans.
         middleware=[api_telemetry.request_spans(telemetry)] if telemetry.enabled else None,
@@ -508,9 +528,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         check_url(settings.database_url)
     except ValueError as exc:
         sys.exit(f"ocpp-api: {exc}")
+    try:
+        host = listen_host(settings.api_host, settings.api_token, settings.api_insecure)
+    except UnsafeSetting as exc:
+        # One line, exit 2: as argparse refuses any other setting.
+        print(f"ocpp-api: error: {exc}", file=sys.stderr)  # noqa: T201
+        sys.exit(2)
+    auth = "on" if settings.api_token else "off, loopback only"
+    if exposed(host, settings.api_token):
+        auth = "OFF"
+        # (Not "token:": the log redacts what follows that.)
+        log.warning("OCPP_API_INSECURE is set and there is no OCPP_API_TOKEN, so anyone who "
+                    "can reach %s:%d can send commands to chargers", host,
+                    settings.api_port)  # fmt: skip
     history = shown(settings.database_url) if settings.database_url else "off (no DATABASE_URL)"
-    log.info("api listening on %s:%d (authentication %s, history %s)", settings.api_host,
-             settings.api_port, "on" if settings.api_token else "off", history)  # fmt: skip
+    log.info("api listening on %s:%d (authentication %s, history %s)", host, settings.api_port,
+             auth, history)  # fmt: skip
     # uvicorn stops on SIGTERM or SIGINT: no new connections, requests in
     # hand finished, then the lifespan closes the Redis client. It then
     # raises the signal again for the handler it found: this one makes that
@@ -521,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with configured("ocpp-api") as providers:
         uvicorn.run(
             create_app(settings, providers),
-            host=settings.api_host,
+            host=host,
             port=settings.api_port,
             log_config=None,
             log_level=settings.log_level.lower(),

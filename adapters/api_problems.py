@@ -1,17 +1,14 @@
 """How the HTTP API fails: RFC 9457 problem details
 (``application/problem+json``: type, title, status, detail) for every
-error, whatever raised it, and the bearer-token guard."""
+error, whatever raised it."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import Any
 
 from litestar import Request, Response
-from litestar.connection import ASGIConnection
-from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
-from litestar.handlers.base import BaseRouteHandler
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 from redis.exceptions import RedisError
@@ -90,7 +87,8 @@ def _on_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Probl
 
 _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
            405: "Method Not Allowed", 413: "Content Too Large",
-           415: "Unsupported Media Type", 500: "Internal Server Error",
+           415: "Unsupported Media Type", 429: "Too Many Requests",
+           500: "Internal Server Error",
            503: "Service Unavailable"}  # fmt: skip
 
 
@@ -98,31 +96,15 @@ def problem_spec(description: str) -> ResponseSpec:
     return ResponseSpec(Problem, description=description, media_type=PROBLEM_JSON)
 
 
-# Every /v1 route may answer 401, when a token is configured.
-UNAUTHORIZED = {401: problem_spec("no valid bearer token (when OCPP_API_TOKEN is set)")}
+# Every /v1 route may answer 401 and 429, when a token is configured.
+UNAUTHORIZED = {
+    401: problem_spec("no valid bearer token (when OCPP_API_TOKEN is set)"),
+    429: problem_spec("too many refused logins from this address: try again after Retry-After"),
+}
 INVALID = {400: problem_spec("invalid input: bad path or query parameter or body")}
 NOT_FOUND = {404: problem_spec("no such resource"), **UNAUTHORIZED}
 INVALID_OR_NOT_FOUND = {**INVALID, **NOT_FOUND}
 UNAVAILABLE = {503: problem_spec("history unavailable: DATABASE_URL not set, or PostgreSQL down")}
-
-
-# --- authentication ----------------------------------------------------------
-
-
-def bearer_guard(token: str) -> Any:
-    """A guard refusing requests without ``Authorization: Bearer <token>``,
-    compared in constant time."""
-    expected = token.encode()
-
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        scheme, _sep, given = connection.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-            raise NotAuthorizedException(
-                detail="a valid bearer token is required (Authorization: Bearer <token>)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    return guard
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {

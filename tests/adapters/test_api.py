@@ -40,7 +40,7 @@ from tests.messages import call
 pytestmark = pytest.mark.anyio
 
 CP = "CP1"
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-4f9a2c7e"  # 16 characters or more, as ocpp-api wants
 PROBLEM = "application/problem+json"
 
 
@@ -609,8 +609,9 @@ def test_server_stops_gracefully_on_sigterm_while_a_request_waits(redis_db: str)
 def test_console_script_help_names_every_setting() -> None:
     out = subprocess.run([sys.executable, "-m", "adapters.api", "--help"], capture_output=True,
                          text=True, check=True, env={**os.environ}).stdout  # fmt: skip
-    for flag in ("--api-host", "--api-port", "--api-token", "--redis-url", "--database-url",
-                 "--log-level"):  # fmt: skip
+    for flag in ("--api-host", "--api-port", "--api-token", "--api-insecure", "--redis-url",
+                 "--database-url", "--log-level"):  # fmt: skip
         assert flag in out
-    for env in ("OCPP_API_HOST", "OCPP_API_PORT", "OCPP_API_TOKEN", "REDIS_URL", "DATABASE_URL"):
+    for env in ("OCPP_API_HOST", "OCPP_API_PORT", "OCPP_API_TOKEN", "OCPP_API_INSECURE",
+                "REDIS_URL", "DATABASE_URL"):  # fmt: skip
         assert env in out
