@@ -24,6 +24,7 @@ from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.handlers.base import BaseRouteHandler
 
 from adapters.rate_limit import Failure, FailureLimiter, client_key
+from processor.listening import loopback
 
 log = logging.getLogger("api")
 
@@ -53,13 +54,6 @@ def _resolve(host: str) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-def _is_loopback(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
-
-
 def is_loopback(host: str, resolve: Resolve = _resolve) -> bool:
     """Whether ``host`` is loopback only: 127.0.0.0/8, ::1, ``localhost``, or
     a name every address of which is one of those. Raises OSError for a name
@@ -67,11 +61,11 @@ def is_loopback(host: str, resolve: Resolve = _resolve) -> bool:
     if host.lower() == "localhost":
         return True
     try:
-        return _is_loopback(host)
-    except ValueError:
-        pass
-    addresses = resolve(host)
-    return bool(addresses) and all(_is_loopback(a) for a in addresses)
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:  # a name: every address it has must be loopback
+        addresses = resolve(host)
+        return bool(addresses) and all(loopback(a) for a in addresses)
+    return loopback(host)
 
 
 def check_token(token: str) -> None:

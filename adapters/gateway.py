@@ -20,7 +20,7 @@ Handshake, in order:
   (security profile 1; with TLS, profile 2), and a source that failed
   ``OCPP_GATEWAY_AUTH_MAX_FAILURES`` times within
   ``OCPP_GATEWAY_AUTH_WINDOW_S`` gets HTTP 429 with ``Retry-After``,
-  credentials unchecked, for that long (``adapters/gateway_limits.py``);
+  credentials unchecked, for that long (``adapters/rate_limit.py``);
 * a client offering no ``ocpp1.6`` subprotocol gets what OCPP-J 1.6 section
   3.1.2 prescribes: the handshake completes without a
   ``Sec-WebSocket-Protocol`` header and the connection is closed at once,
@@ -63,14 +63,14 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from adapters import gateway_metrics
-from adapters.gateway_auth import Credentials, PathRefused, identity, loopback, tls_context
+from adapters.gateway_auth import Credentials, PathRefused, identity, tls_context
 from adapters.gateway_inbound import Forwarder, envelope, received_now
-from adapters.gateway_limits import FailedLogins, LogBudget
 from adapters.gateway_outbound import Notifier, Pump, Session
+from adapters.rate_limit import FailureLimiter, LogBudget, client_key
 from processor.health import HealthServer, redis_probe
 from processor.instances import registered
 from processor.lifecycle import run_until_signalled
-from processor.listening import bind, why
+from processor.listening import bind, loopback, why
 from processor.logs import setup
 from processor.redis_io import connect
 from processor.settings import HealthPort, LogLevel, RedisUrl, load
@@ -144,8 +144,11 @@ class Gateway:
         self._settings = settings
         self._credentials = credentials
         self._tls = tls
-        self._logins = FailedLogins(
-            settings.gateway_auth_max_failures, settings.gateway_auth_window_s
+        # None: the limit is off (OCPP_GATEWAY_AUTH_MAX_FAILURES=0).
+        self._logins = (
+            FailureLimiter(settings.gateway_auth_max_failures, settings.gateway_auth_window_s)
+            if settings.gateway_auth_max_failures > 0
+            else None
         )
         self._refusals = LogBudget()
         self.pump = Pump(redis, requeue_ttl_s=settings.gateway_requeue_ttl_s)
@@ -218,8 +221,9 @@ class Gateway:
         self, connection: ServerConnection, request: Request, cp: str, credentials: Credentials
     ) -> Response | None:
         host = str(connection.remote_address[0]) if connection.remote_address else ""
-        wait = self._logins.retry_after(host)
-        if wait is not None:
+        key = client_key(host)
+        wait = self._logins.retry_after(key) if self._logins is not None else 0.0
+        if wait > 0:
             # 429, not 401: the password may well be right (a neighbour
             # behind the same NAT failing), and a charger told 401 may flag
             # it as wrong; proxies pass 429 on and mark no backend down.
@@ -234,10 +238,10 @@ class Gateway:
         if why is None:
             return None
         self._warn("refused %s from %s: %s", cp, host, why)
-        if self._logins.failed(host):
+        if self._logins is not None and self._logins.failed(key).blocked:
             limit = self._logins
             self._warn("%s: %d failed logins within %g s; refusing it for %g s",
-                       host, limit.max_failures, limit.window_s, limit.window_s)  # fmt: skip
+                       key, limit.limit, limit.window_s, limit.window_s)  # fmt: skip
         response = connection.respond(401, "unauthorized\n")
         response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
         return response

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import ipaddress
 import logging
 import os
 import re
@@ -124,19 +123,6 @@ class Credentials:
         if expected is None:
             return "unknown charge point"
         return None if same else "wrong password"
-
-
-def loopback(host: str) -> bool:
-    """Whether ``host``, a listening socket's address, is loopback only
-    (127.0.0.0/8, ``::1``): then no other machine can connect to it. The
-    wildcards ``0.0.0.0`` and ``::`` are not."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])  # without an IPv6 zone
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:

@@ -7,7 +7,8 @@ checks a credential and reports a wrong one with
 :meth:`FailureLimiter.failed`. After ``limit`` failures within ``window_s``
 seconds a client is blocked for ``window_s`` seconds from its last counted
 failure, whatever it sends: a right credential too, so the block tells a
-guesser nothing. Successes are not reported and do not count.
+guesser nothing. Successes are not reported and do not count. :class:`LogBudget` caps the
+log lines about refusals, so a flood of them cannot flood the log.
 
 A client is keyed by :func:`client_key`: its IPv4 address, or the /64 an
 IPv6 address is in (one host commonly holds a whole /64, so counting single
@@ -71,11 +72,16 @@ class FailureLimiter:
         return len(self._windows)
 
     def retry_after(self, key: str) -> float:
-        """Seconds until ``key`` may try again; 0 if it is not blocked."""
+        """Seconds until ``key`` may try again; 0 if it is not blocked. A
+        blocked key asking again counts as recent: a flood of other clients
+        cannot push out one that is still guessing."""
         window = self._windows.get(key)
         if window is None:
             return 0.0
-        return max(0.0, window.blocked_until - self.clock())
+        wait = max(0.0, window.blocked_until - self.clock())
+        if wait > 0:
+            self._windows.move_to_end(key)
+        return wait
 
     def failed(self, key: str) -> Failure:
         """Count a failure of ``key``."""
@@ -91,6 +97,36 @@ class FailureLimiter:
         if len(self._windows) > self.max_keys:
             self._windows.popitem(last=False)
         return Failure(window.count, blocked)
+
+
+class LogBudget:
+    """At most ``lines`` log lines per ``interval_s``.
+
+    :meth:`take` says whether a line may be written now and, when it may,
+    how many were held back since the last one written, for it to say so.
+    """
+
+    def __init__(
+        self, lines: int = 10, interval_s: float = 10.0, *, clock: Clock = time.monotonic
+    ) -> None:
+        self._lines = lines
+        self._interval_s = interval_s
+        self._clock = clock
+        self._started = -interval_s
+        self._used = 0
+        self._held = 0
+
+    def take(self) -> int | None:
+        """None: leave this line out. Else the number of lines left out before it."""
+        now = self._clock()
+        if now - self._started >= self._interval_s:
+            self._started, self._used = now, 0
+        if self._used >= self._lines:
+            self._held += 1
+            return None
+        self._used += 1
+        held, self._held = self._held, 0
+        return held
 
 
 def client_key(host: str | None) -> str:

@@ -4,6 +4,7 @@ traceback out of the service's task groups."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 
@@ -30,3 +31,17 @@ def why(exc: OSError) -> str:
     if exc.errno and not isinstance(exc, socket.gaierror):
         return os.strerror(exc.errno)
     return str(exc)
+
+
+def loopback(address: str) -> bool:
+    """Whether ``address``, an IP address (an IPv6 zone allowed), reaches
+    this host only: 127.0.0.0/8, ``::1``, or one of those IPv4-mapped. The
+    wildcards ``0.0.0.0`` and ``::`` are not, nor is anything not an address
+    (a name must be resolved first)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback

@@ -35,12 +35,13 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from adapters.devstack import RedisServer, Service, free_port, listening, wait_for
-from adapters.gateway_auth import Credentials, PathRefused, identity, loopback
+from adapters.gateway_auth import Credentials, PathRefused, identity
 from adapters.gateway_inbound import envelope
 from adapters.gateway_outbound import Pump, Session
 from processor import keys
 from processor.envelope import Rejected, decode
 from processor.errors import Undeliverable
+from processor.listening import loopback
 from processor.redis_io import connect
 from tests.processor.test_envelope import hostile
 
@@ -538,6 +539,24 @@ async def test_failed_logins_are_limited_per_source(
         and token not in text
         and "wrong" not in text.replace("wrong password", "")
     )
+
+
+async def test_zero_turns_the_login_limit_off(
+    start_gateway: StartGateway, redis: Redis, tmp_path: Path
+) -> None:
+    creds = tmp_path / "credentials"
+    creds.write_text("CP-Z:right-password-for-zero\n")
+    gw = start_gateway(OCPP_GATEWAY_BASIC_AUTH=str(creds), OCPP_GATEWAY_AUTH_MAX_FAILURES="0")
+    for _ in range(12):
+        with pytest.raises(InvalidStatus) as refused:
+            async with ocpp_connect(gw.url("CP-Z"), additional_headers=_basic("CP-Z", "wrong")):
+                pass
+        assert refused.value.response.status_code == 401  # never 429
+    right = _basic("CP-Z", "right-password-for-zero")
+    async with ocpp_connect(gw.url("CP-Z"), additional_headers=right) as ws:
+        await ws.send('[2,"z","Heartbeat",{}]')
+        assert json.loads(await pop_request(redis))["charge_point_id"] == "CP-Z"
+    assert gw.service.terminate() == 0
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.rate_limit import Failure, FailureLimiter, client_key
+from adapters.rate_limit import Failure, FailureLimiter, LogBudget, client_key
 
 
 class Clock:
@@ -84,3 +84,25 @@ def test_settings_must_be_positive() -> None:
 )
 def test_client_key(host: str | None, key: str) -> None:
     assert client_key(host) == key
+
+
+def test_a_blocked_client_still_trying_keeps_its_place(clock: Clock) -> None:
+    limiter = FailureLimiter(limit=2, window_s=60, max_keys=100, clock=clock)
+    limiter.failed("198.51.100.1")
+    limiter.failed("198.51.100.1")
+    for i in range(10_000):  # a flood of other clients failing once each
+        limiter.failed(f"10.{i // 256 % 256}.{i % 256}.1")
+        if i % 50 == 0:
+            assert limiter.retry_after("198.51.100.1") > 0  # it keeps trying
+        assert len(limiter) <= 100
+    assert limiter.retry_after("198.51.100.1") > 0
+
+
+def test_the_log_budget_holds_back_a_flood_and_says_how_much(clock: Clock) -> None:
+    budget = LogBudget(lines=3, interval_s=10.0, clock=clock)
+    assert [budget.take() for _ in range(8)] == [0, 0, 0, None, None, None, None, None]
+    clock.now += 9.9
+    assert budget.take() is None
+    clock.now += 0.1
+    assert budget.take() == 6  # the six left out before it
+    assert budget.take() == 0
