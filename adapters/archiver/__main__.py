@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -66,6 +67,10 @@ async def maintain(
 
 
 async def run_archiver(settings: ArchiverSettings, providers: Providers | None = None) -> None:
+    if settings.nice:
+        # History can wait; replies to chargers cannot. On a host it shares
+        # with processors, the archiver takes the CPU they leave.
+        os.nice(settings.nice)
     redis = connect_redis(settings.redis_url)
     database = await connect(settings.database_url, lazy=True)
     name = settings.consumer_name or default_consumer_name()

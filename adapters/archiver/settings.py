@@ -30,5 +30,11 @@ class ArchiverSettings(msgspec.Struct, kw_only=True, frozen=True):
     retention_months: Annotated[
         int, Meta(ge=0, description="drop meter values older than this many months (0: keep)")
     ] = 0
+    nice: Annotated[
+        int,
+        Meta(
+            ge=0, le=19, description="lower the archiver's CPU priority by this (os.nice; 0: not)"
+        ),
+    ] = 10
     health_port: HealthPort = 9103
     log_level: LogLevel = "INFO"

@@ -115,6 +115,9 @@ def test_a_session_reaches_postgresql(redis_db: str, postgres_db: str, client: r
             30, "the stopped transaction in PostgreSQL",
         )  # fmt: skip
         wait_for(lambda: count(postgres_db, "dead_letters") == 1, 30, "the dead letter")
+        # Below the processors' CPU priority by default: history can wait.
+        assert os.getpriority(os.PRIO_PROCESS, archive.pid) == (
+            os.getpriority(os.PRIO_PROCESS, processor.pid) + 10)  # fmt: skip
         wait_for(lambda: client.xpending(keys.HISTORY, keys.ARCHIVERS)["pending"] == 0, 10, "acks")
         assert archive.terminate() == 0
     finally:
