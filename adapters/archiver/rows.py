@@ -44,10 +44,6 @@ class Columns:
     def __len__(self) -> int:
         return len(self.columns[0])
 
-    def extend(self, other: Columns) -> None:
-        for mine, theirs in zip(self.columns, other.columns, strict=True):
-            mine.extend(theirs)
-
 
 @dataclass
 class Rows:
@@ -60,20 +56,6 @@ class Rows:
     anomalies: Columns = field(default_factory=lambda: Columns(6))
     dead_letters: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     commands: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-
-    def merge(self, other: Rows) -> None:
-        """Adds ``other``'s rows, which come later in the stream."""
-        self.meter_values.extend(other.meter_values)
-        self.events.extend(other.events)
-        self.anomalies.extend(other.anomalies)
-        for mine, theirs in ((self.starts, other.starts), (self.stops, other.stops),
-                             (self.dead_letters, other.dead_letters)):  # fmt: skip
-            for key, row in theirs.items():
-                mine.setdefault(key, row)  # type: ignore[arg-type]
-        for command_id, row in other.commands.items():
-            held = self.commands.get(command_id)
-            if held is None or _rank(held[4]) <= _rank(row[4]):
-                self.commands[command_id] = row
 
     def __len__(self) -> int:
         return (len(self.meter_values) + len(self.starts) + len(self.stops) + len(self.events)
@@ -132,14 +114,19 @@ def add(
     """Adds one history entry's rows to ``rows``; with ``only``, just the
     rows of those fields."""
     for index, (name, blob) in enumerate(fields.items()):
-        if only is not None and name not in only:
-            continue
-        seq = index * FIELD_POSITIONS
-        if name.startswith(history.LUA_FIELD_PREFIX):
-            _lua(rows, entry_id, seq, name, history.decode_lua(blob))
-            continue
-        for record in history.decode(blob):
-            seq = _record(rows, entry_id, seq, record)
+        if only is None or name in only:
+            add_field(rows, entry_id, index, name, blob)
+
+
+def add_field(rows: Rows, entry_id: str, index: int, name: str, blob: bytes) -> None:
+    """Adds the rows of field ``name``, the ``index``-th of entry ``entry_id``.
+    What is not history raises before any row is added."""
+    seq = index * FIELD_POSITIONS
+    if name.startswith(history.LUA_FIELD_PREFIX):
+        _lua(rows, entry_id, seq, name, history.decode_lua(blob))
+        return
+    for record in history.decode(blob):  # decoded whole first: all or nothing
+        seq = _record(rows, entry_id, seq, record)
 
 
 def _record(rows: Rows, entry_id: str, seq: int, r: history.Record) -> int:

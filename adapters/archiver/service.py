@@ -249,11 +249,11 @@ class Archiver:
 
     async def _one_by_one(self, entries: Sequence[Entry], bad: dict[Part, str]) -> None:
         for entry_id, fields in entries:
-            for name in fields:
+            for index, (name, blob) in enumerate(fields.items()):
                 if (entry_id, name) in bad:
                     continue
                 single = rows_.Rows()
-                rows_.add(single, entry_id, fields, only={name})
+                rows_.add_field(single, entry_id, index, name, blob)
                 while True:
                     try:
                         await self._write(single)
@@ -332,15 +332,11 @@ def _gather(entries: Sequence[Entry]) -> tuple[rows_.Rows, dict[Part, str]]:
     rows = rows_.Rows()
     bad: dict[Part, str] = {}
     for entry_id, fields in entries:
-        for name in fields:
+        for index, (name, blob) in enumerate(fields.items()):
             try:
-                # Into a scratch first, so a bad field adds nothing half way.
-                scratch = rows_.Rows()
-                rows_.add(scratch, entry_id, fields, only={name})
+                rows_.add_field(rows, entry_id, index, name, blob)
             except (msgspec.DecodeError, ValueError, KeyError) as exc:
                 bad[(entry_id, name)] = f"not history: {exc}"
-                continue
-            rows.merge(scratch)
     return rows, bad
 
 
