@@ -85,6 +85,8 @@ class Consumer:
         self._in_flight: asyncio.Task[tuple[list[Any], Prepared | None]] | None = None
         self._in_flight_batch: list[Delivery] = []
         self._in_flight_outcomes: list[Outcome] = []
+        # When to stop retrying through a Redis outage once stopping.
+        self._give_up_at = math.inf
 
     def stop(self) -> None:
         """Stop reading; what is in flight is finished and committed."""
@@ -205,13 +207,16 @@ class Consumer:
         """After a failed commit or read: wait, then handle and commit the
         batch in flight again, at once. False if Redis stayed down past the
         time allowed once stopping: its entries stay pending."""
-        give_up_at = math.inf
         while True:
             if self._stopper.stopping:
-                give_up_at = min(give_up_at, anyio.current_time() + _GIVE_UP_WHEN_STOPPING_S)
-                if anyio.current_time() >= give_up_at:
-                    left = len(self._in_flight_batch) if self._in_flight is not None else 0
-                    log.error("redis still down; %d entries left pending", left)
+                # Once, for the whole outage: each retry of the batch in hand
+                # comes back here, and must not start the count again.
+                self._give_up_at = min(
+                    self._give_up_at, anyio.current_time() + _GIVE_UP_WHEN_STOPPING_S
+                )
+                if anyio.current_time() >= self._give_up_at:
+                    log.error("redis still down while stopping; what this replica holds "
+                              "stays pending for another")  # fmt: skip
                     self._in_flight = None
                     return False
             await self._backoff.wait(exc)

@@ -15,6 +15,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from adapters.devstack import wait_until
 from processor import keys
@@ -22,6 +23,7 @@ from processor.consumer import Consumer
 from processor.consumer_telemetry import ProcessorTelemetry
 from processor.dispatch import Dispatcher, Limits
 from processor.handlers import ROUTES
+from processor.redis_io import TRANSIENT
 from processor.settings import ProcessorSettings
 from processor.state import RedisState
 from processor.stream import GroupStream
@@ -211,3 +213,28 @@ async def test_a_failed_commit_in_flight_is_redone_before_the_next(redis: Redis)
     assert [await redis.llen(keys.responses(f"CP{n}")) for n in range(4)] == [0, 0, 0, 0]
     assert (await redis.xpending(keys.INBOUND, keys.GROUP))["pending"] == 0
     assert c.handled == 4
+
+
+class Unreachable(RedisState):
+    async def id_tag(self, tag: str) -> Any:
+        raise RedisConnectionError("the state store is unreachable")
+
+
+async def test_stopping_through_a_redis_outage_gives_up_in_time(redis: Redis) -> None:
+    # Every read of state fails as if Redis were gone: stop() must still end
+    # the run after the grace for an outage, the entry left pending.
+    state = Unreachable(redis, 60)
+    dispatcher = Dispatcher(ROUTES, state, HandlerConfig(), Limits(), transient=TRANSIENT)
+    c = Consumer(GroupStream(redis, "c1"), dispatcher, ProcessorSettings(read_block_ms=50))
+    await redis.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: call("CP1", "a", "Authorize",
+                                                              {"idTag": "T"})})  # fmt: skip
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(c.run)
+
+            async def retrying() -> bool:
+                return c._backoff.down
+
+            await wait_until(retrying)
+            c.stop()
+    assert (await redis.xpending(keys.INBOUND, keys.GROUP))["pending"] == 1
