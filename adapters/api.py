@@ -559,6 +559,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             log_config=None,
             log_level=settings.log_level.lower(),
             server_header=False,
+            # The client is the peer: uvicorn would otherwise take it from
+            # X-Forwarded-For sent from 127.0.0.1, and a client there could
+            # pick a new address for every guess at the token.
+            proxy_headers=False,
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from processor import clock, keys
+from processor.errors import SecurityViolation
 from processor.handlers.common import event, id_tag_info, trusted_time, unknown_under_known_only
 from processor.messages import (
     Authorize,
@@ -50,6 +51,13 @@ async def heartbeat(ctx: Context, req: Heartbeat) -> HeartbeatResponse:
 
 
 async def authorize(ctx: Context, req: Authorize) -> AuthorizeResponse:
+    """The idTag's status. Under known-only, a charger not on the allow-list
+    is refused: it may not charge, nor learn which cards are valid."""
+    if await unknown_under_known_only(ctx):
+        raise SecurityViolation(
+            f"{ctx.charge_point_id} is not on the allow-list (ocpp:chargers:known); "
+            "registration policy known-only"
+        )
     record, charging_in = await ctx.state.id_tag(req.id_tag)
     return AuthorizeResponse(id_tag_info=id_tag_info(ctx, record, charging_in))
 

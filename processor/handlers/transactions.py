@@ -101,6 +101,15 @@ async def stop_transaction(ctx: Context, req: StopTransaction) -> StopTransactio
     stopped_record = history.TransactionStopped(
         cp, tid, stop["stop_timestamp"], req.meter_stop, req.reason, req.id_tag
     )
+    owner = record.get("charge_point_id") if record else None
+    if owner is not None and owner != cp:
+        # Another charger's transaction (ids are a counter: guessable):
+        # closing it would let any charger end anyone's session. Recorded,
+        # answered as any stop is, and nothing closed.
+        ctx.effects.anomaly(cp, "StopTransaction for another charger's transaction", now,
+                            message_id=ctx.message_id, transaction_id=tid, owner=owner,
+                            **stop)  # fmt: skip
+        return StopTransactionResponse()
     if record is None or "start_timestamp" not in record:
         # Unknown here: never seen, or closed and gone after the grace
         # period. The stop is still billed from history.

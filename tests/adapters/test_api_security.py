@@ -356,8 +356,12 @@ def test_with_a_token_it_listens_everywhere_and_slows_guessing(api: Any) -> None
     guesser = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10)
     with guesser, httpx.Client(timeout=10) as honest:
         for n in range(LOGIN_FAILURES):
-            assert_problem(guesser.get(f"{base}/v1/charge-points", headers=bearer(f"g{n}")), 401)
-        refused = guesser.get(f"{base}/v1/charge-points", headers=RIGHT)
+            # A new X-Forwarded-For each time changes nothing: the client is
+            # the peer, 127.0.0.2, whatever it says it forwards for.
+            headers = {**bearer(f"g{n}"), "x-forwarded-for": f"198.51.100.{n}"}
+            assert_problem(guesser.get(f"{base}/v1/charge-points", headers=headers), 401)
+        refused = guesser.get(f"{base}/v1/charge-points",
+                              headers={**RIGHT, "x-forwarded-for": "203.0.113.9"})  # fmt: skip
         assert_problem(refused, 429, "too many refused logins")
         assert 0 < int(refused.headers["retry-after"]) <= LOGIN_WINDOW_S
         assert honest.get(f"{base}/v1/charge-points", headers=RIGHT).status_code == 200
@@ -371,3 +375,19 @@ def test_help_names_the_insecure_switch() -> None:
     out = subprocess.run([sys.executable, "-m", "adapters.api", "--help"], capture_output=True,
                          text=True, check=True).stdout  # fmt: skip
     assert "--api-insecure" in out and "OCPP_API_INSECURE" in out
+
+
+def test_x_forwarded_for_does_not_make_a_new_client(api: Any) -> None:
+    # uvicorn trusts the header from 127.0.0.1 unless told not to: a
+    # guesser there could then name a new address for every guess.
+    server = api(OCPP_API_TOKEN=TOKEN)
+    server.wait_listening()
+    base = f"http://127.0.0.1:{server.port}"
+    with httpx.Client(timeout=10) as guesser:
+        for n in range(LOGIN_FAILURES):
+            headers = {**bearer(f"x{n}"), "x-forwarded-for": f"198.51.100.{n}"}
+            assert_problem(guesser.get(f"{base}/v1/charge-points", headers=headers), 401)
+        fresh = {**RIGHT, "x-forwarded-for": "203.0.113.9"}
+        assert_problem(guesser.get(f"{base}/v1/charge-points", headers=fresh), 429)
+    # Blocked as 127.0.0.1, the peer, not as any address it named.
+    wait_for(lambda: "refused 10 logins from 127.0.0.1" in server.text(), 10, "the block's log")

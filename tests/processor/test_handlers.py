@@ -25,10 +25,10 @@ NOW = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
 CP = "CP1"
 
 
-async def run(action: str, payload: Any, state: MemoryState | None = None,
+async def run(action: str, payload: Any, state: MemoryState | None = None, cp: str = CP,
               **config: Any) -> Outcome:  # fmt: skip
     d = Dispatcher(ROUTES, state or MemoryState(), HandlerConfig(**config), Limits())
-    [out] = await d.handle_batch([Delivery(b"1-0", call(CP, "m1", action, payload))], NOW)
+    [out] = await d.handle_batch([Delivery(b"1-0", call(cp, "m1", action, payload))], NOW)
     return out
 
 
@@ -115,6 +115,25 @@ async def test_known_only_refuses_a_stranger_its_start_and_opens_nothing() -> No
     # Nothing reserved (no transactionId allocated), nothing to commit.
     assert state.calls == [] and state.ids == {}
     assert not out.effects.ops and not out.effects.records
+
+
+async def test_known_only_refuses_a_stranger_its_authorize() -> None:
+    state = MemoryState()
+    state.tags["TAG"] = IdTagRecord("Accepted")
+    out = await run("Authorize", {"idTag": "TAG"}, state, registration_policy="known-only")
+    assert answer(out)[0] == "SecurityError"  # not an oracle of valid cards
+    state.known.add(CP)
+    out = await run("Authorize", {"idTag": "TAG"}, state, registration_policy="known-only")
+    assert answer(out) == {"idTagInfo": {"status": "Accepted"}}
+
+
+async def test_a_charger_cannot_stop_another_chargers_transaction() -> None:
+    state = await opened(MemoryState())  # CP's transaction 1
+    out = await run("StopTransaction", stop_body(), state, cp="INTRUDER")
+    assert answer(out) == {}
+    assert not ops(out, "hset_once") and not ops(out, "unset_if")
+    assert anomalies(out) == ["StopTransaction for another charger's transaction"]
+    assert not [r for r in out.effects.records if isinstance(r, history.TransactionStopped)]
 
 
 @pytest.mark.parametrize(("known", "config"), [
