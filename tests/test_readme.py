@@ -68,7 +68,8 @@ def test_the_override_that_swaps_in_your_own_ws_server_is_valid(tmp_path: Path) 
         ["docker-compose", "-f", str(root / "docker-compose.yml"), "-f", str(override),
          "config"],
         capture_output=True, text=True, cwd=root, timeout=60,
-        env={**os.environ, "OCPP_API_TOKEN": "a-token-of-the-test"},  # compose requires one
+        env={**os.environ, "OCPP_API_TOKEN": "a-token-of-the-test",  # compose requires both
+             "OCPP_CHARGERS_FILE": "./deploy/chargers.example"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "your-registry/ws-server" in done.stdout

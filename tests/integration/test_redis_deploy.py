@@ -246,6 +246,7 @@ def test_docker_compose_puts_the_same_password_on_both_ends(given: bool, tmp_pat
     (tmp_path / "empty.env").touch()
     env = {k: v for k, v in os.environ.items() if not k.endswith("_REDIS_PASSWORD")}
     env["OCPP_API_TOKEN"] = "a-token-of-the-test"
+    env["OCPP_CHARGERS_FILE"] = "./deploy/chargers.example"
     if given:
         env |= {variable(user): f"given-{user}" for user in USERS}
     done = subprocess.run(
@@ -273,11 +274,15 @@ def compose_config(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[st
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="needs docker-compose")
 def test_compose_refuses_to_start_without_an_api_token(tmp_path: Path) -> None:
-    done = compose_config(tmp_path)
+    chargers = {"OCPP_CHARGERS_FILE": "./deploy/chargers.example"}
+    done = compose_config(tmp_path, **chargers)
     assert done.returncode != 0
     assert "set OCPP_API_TOKEN, the API's bearer token (make env writes one into .env)" in (
         done.stderr)  # fmt: skip
     done = compose_config(tmp_path, OCPP_API_TOKEN="a-token-of-the-test")
+    assert done.returncode != 0
+    assert "set OCPP_CHARGERS_FILE" in done.stderr
+    done = compose_config(tmp_path, OCPP_API_TOKEN="a-token-of-the-test", **chargers)
     assert done.returncode == 0, done.stderr
     services = yaml.safe_load(done.stdout)["services"]
     assert services["api"]["environment"]["OCPP_API_TOKEN"] == "a-token-of-the-test"
@@ -287,29 +292,38 @@ def test_compose_runs_the_gateway_with_charger_passwords() -> None:
     gateway = compose()["services"]["ws-server"]
     assert gateway["environment"]["OCPP_GATEWAY_BASIC_AUTH"] == "/etc/ocpp/chargers"
     [mount] = gateway["volumes"]
-    source, target, mode = mount.rsplit(":", 2)
-    assert (with_defaults(source), target, mode) == (
-        "./deploy/chargers.example", "/etc/ocpp/chargers", "ro")  # fmt: skip
-    # The example is a list the gateway reads: one charger, a password each.
+    # Required: no list, no start (a default would be a published password).
+    assert mount.startswith("${OCPP_CHARGERS_FILE:?set OCPP_CHARGERS_FILE")
+    assert mount.endswith("}:/etc/ocpp/chargers:ro")
+    # The example shows the format the gateway reads.
     lines = [line for line in (ROOT / "deploy" / "chargers.example").read_text().splitlines()
              if line and not line.startswith("#")]  # fmt: skip
-    assert [line.split(":", 1)[0] for line in lines] == ["DEV-ONLY-CP-1"]
+    assert [line.split(":", 1)[0] for line in lines] == ["EXAMPLE-CP-1"]
 
 
 def test_make_env_writes_every_secret_once(tmp_path: Path) -> None:
     (tmp_path / "deploy").mkdir()
     script = tmp_path / "deploy" / "make-env.sh"
     script.write_text((ROOT / "deploy" / "make-env.sh").read_text())
-    (tmp_path / ".env").write_text("OCPP_API_TOKEN=kept-as-it-was\n")
+    # A value kept, one empty (compose would default it: made anew), and no
+    # newline at the end (what is added must not glue onto it).
+    (tmp_path / ".env").write_text("OCPP_API_TOKEN=kept-as-it-was\nOCPP_ADMIN_REDIS_PASSWORD=\nX=1")
     first = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=TIMEOUT)
     assert first.returncode == 0, first.stderr
     values = dict(line.split("=", 1) for line in (tmp_path / ".env").read_text().splitlines())
-    compose_vars = set(re.findall(r"\$\{(OCPP_\w+_PASSWORD|OCPP_API_TOKEN)[:}]",
+    compose_vars = set(re.findall(r"\$\{(OCPP_\w+_PASSWORD|OCPP_API_TOKEN|OCPP_CHARGERS_FILE)[:}]",
                                   COMPOSE.read_text()))  # fmt: skip
     assert compose_vars <= set(values)
-    assert values["OCPP_API_TOKEN"] == "kept-as-it-was"
-    assert all(re.fullmatch(r"[0-9a-f]{64}", v) for k, v in values.items() if k != "OCPP_API_TOKEN")
+    assert (values["OCPP_API_TOKEN"], values["X"]) == ("kept-as-it-was", "1")
+    assert values["OCPP_CHARGERS_FILE"] == "./deploy/chargers"
+    secrets_made = {k: v for k, v in values.items() if k.endswith("_PASSWORD")}
+    assert all(re.fullmatch(r"[0-9a-f]{64}", v) for v in secrets_made.values()), secrets_made
     assert oct((tmp_path / ".env").stat().st_mode & 0o777) == "0o600"
+    # The chargers' list: one charger, a random password, the gateway's format.
+    [charger] = [line for line in (tmp_path / "deploy" / "chargers").read_text().splitlines()
+                 if not line.startswith("#")]  # fmt: skip
+    cp, password = charger.split(":", 1)
+    assert cp == "CP-0001" and re.fullmatch(r"[0-9a-f]{64}", password)
     again = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=TIMEOUT)
     assert "nothing changed" in again.stdout
     assert dict(line.split("=", 1) for line in (tmp_path / ".env").read_text().splitlines()) == (
