@@ -23,6 +23,7 @@ from typing import IO, Self
 from urllib.parse import quote
 
 import anyio
+import asyncpg
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -359,6 +360,16 @@ class PostgresServer(LocalServer):
         self.process.wait(timeout)
         pgid, self.process = self.process.pid, None
         wait_for(lambda: not _group_alive(pgid), timeout, "postgres backends to exit")
+
+
+async def wipe_schema(url: str) -> None:
+    """Empty the ``public`` schema of the PostgreSQL at ``url``: everything
+    the archiver creates lives there (a schema of its own would survive)."""
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
+    finally:
+        await connection.close()
 
 
 def console_script(name: str) -> str:

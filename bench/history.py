@@ -27,10 +27,11 @@ from typing import Any
 import asyncpg
 import redis
 
-from adapters.devstack import PostgresServer
+from adapters.devstack import PostgresServer, wipe_schema
 from bench.procstat import family_cpu_seconds
 from bench.traffic import BenchFailure
 from processor import keys
+from processor.redis_io import group_info
 
 # Sampled values per MeterValues in the field mix (bench/fieldmix.py).
 SAMPLES_PER_METER_VALUES = 7
@@ -54,29 +55,18 @@ def start_database(stack: ExitStack) -> Database:
     PostgreSQL (fsync on, as in production) stopped with ``stack``."""
     external = os.environ.get("DATABASE_URL")
     if external:
-        asyncio.run(_wipe(external))
+        asyncio.run(wipe_schema(external))
         return Database(external, None)
     server = stack.enter_context(PostgresServer())
     assert server.process is not None
     return Database(server.url, server.process.pid)
 
 
-async def _wipe(url: str) -> None:
-    connection = await asyncpg.connect(url)
-    try:
-        # Everything the archiver creates lives in public (tests/conftest.py).
-        await connection.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
-    finally:
-        await connection.close()
-
-
 def backlog(client: redis.Redis) -> int:
     """History entries the archivers have not acknowledged: lag + pending."""
     groups: Any = client.xinfo_groups(keys.HISTORY)
-    for group in groups:
-        name = group["name"]
-        if (name.decode() if isinstance(name, bytes) else name) != keys.ARCHIVERS:
-            continue
+    group = group_info(groups, keys.ARCHIVERS)
+    if group is not None:
         lag = group.get("lag")
         if lag is None:
             # Redis cannot tell (entries deleted inside the range): count them.

@@ -19,7 +19,7 @@ from processor.health import HealthServer, redis_probe
 from processor.instances import registered
 from processor.lifecycle import run_until_signalled
 from processor.logs import setup
-from processor.redis_io import TRANSIENT, connect
+from processor.redis_io import TRANSIENT, connect, group_info
 from processor.settings import ProcessorSettings, default_consumer_name, load
 from processor.state import RedisState
 from processor.stream import GroupStream
@@ -90,7 +90,7 @@ async def warn_without_archiver(redis: Redis, every_s: float = 60.0) -> None:
             continue
         except TRANSIENT:
             continue  # the consumer's own backoff says Redis is down
-        if not any(g.get("name") in (keys.ARCHIVERS, keys.ARCHIVERS.encode()) for g in groups):
+        if group_info(groups, keys.ARCHIVERS) is None:
             log.warning(
                 "no ocpp-archiver reads %s: history accumulates in Redis until one runs "
                 "(README, ocpp-archiver)",

@@ -7,8 +7,9 @@ group, and how long to wait before trying again after a connection fault.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from importlib.resources import files
-from typing import Final
+from typing import Any, Final
 
 import anyio
 from redis.asyncio import Redis
@@ -69,14 +70,34 @@ async def ensure_group(redis: Redis, stream: str, group: str) -> bool:
     return True
 
 
+def group_info(groups: Iterable[Mapping[str, Any]], group: str) -> Mapping[str, Any] | None:
+    """``group``'s entry in an XINFO GROUPS reply (names bytes or str), or None."""
+    name = group.encode()
+    return next((g for g in groups if g.get("name") in (group, name)), None)
+
+
 async def group_exists(redis: Redis, stream: str, group: str) -> bool:
     """Whether ``group`` is on ``stream`` (False if the stream is missing)."""
     try:
         groups = await redis.xinfo_groups(stream)
     except ResponseError:  # no such key
         return False
-    name = group.encode()
-    return any(g["name"] in (group, name) for g in groups)
+    return group_info(groups, group) is not None
+
+
+async def group_backlog(redis: Redis, stream: str, group: str) -> tuple[int | None, int | None]:
+    """``group``'s lag on ``stream`` (entries not yet delivered to it; None
+    when Redis cannot tell) and its pending count, by one XINFO GROUPS;
+    (None, None) if the stream or the group is missing."""
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except ResponseError:  # no such key: Redis lost the stream
+        return None, None
+    info = group_info(groups, group)
+    if info is None:
+        return None, None
+    lag = info.get("lag")
+    return (None if lag is None else int(lag)), int(info.get("pending") or 0)
 
 
 def script(redis: Redis, package: str, name: str, *includes: str) -> AsyncScript:

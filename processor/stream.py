@@ -13,11 +13,10 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from processor import clock, history, keys
 from processor.dispatch import Delivery, Outcome
-from processor.redis_io import ensure_group, script
+from processor.redis_io import ensure_group, group_backlog, script
 from processor.trace_context import TRACE_FIELD
 
 _packer = msgspec.msgpack.Encoder()
@@ -29,10 +28,6 @@ def _delivery(entry_id: bytes, fields: dict[bytes, bytes], deliveries: int = 1) 
     # An entry without the envelope field was not written by the adapter; it
     # gets an empty envelope, which the dispatcher dead-letters as invalid.
     return Delivery(entry_id, fields.get(_ENVELOPE, b""), deliveries, fields.get(_TRACE, b""))
-
-
-def _text(value: object) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 class RecentAdds:
@@ -171,18 +166,8 @@ class GroupStream:
         return result
 
     async def group_stats(self) -> tuple[int | None, int | None]:
-        """The group's lag (entries not yet delivered to it; None when Redis
-        cannot tell) and its pending count, by one XINFO GROUPS; (None,
-        None) if the stream or group is missing."""
-        try:
-            groups = await self.redis.xinfo_groups(self.stream)
-        except ResponseError:  # no such key: Redis lost the stream
-            return None, None
-        for info in groups:
-            if _text(info.get("name")) == self.group:
-                lag = info.get("lag")
-                return (None if lag is None else int(lag)), int(info.get("pending") or 0)
-        return None, None
+        """The group's lag and pending count (:func:`group_backlog`)."""
+        return await group_backlog(self.redis, self.stream, self.group)
 
     async def remove_idle_consumers(self, idle_ms: int) -> list[bytes]:
         removed: list[bytes] = await self._gc(

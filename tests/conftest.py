@@ -18,13 +18,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import asyncpg
 import pytest
 import redis as redis_sync
 from testcontainers.community.postgres import PostgresContainer
 from testcontainers.community.redis import RedisContainer
 
-from adapters.devstack import PostgresServer, RedisServer, free_port
+from adapters.devstack import PostgresServer, RedisServer, free_port, wipe_schema
 
 
 @pytest.fixture
@@ -142,20 +141,10 @@ def postgres_url() -> Iterator[str]:
         yield server.url
 
 
-async def _wipe(url: str) -> None:
-    connection = await asyncpg.connect(url)
-    try:
-        # Everything the archiver creates lives in public; a schema of its
-        # own would survive this, so none is used.
-        await connection.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
-    finally:
-        await connection.close()
-
-
 @pytest.fixture
 def postgres_db(postgres_url: str) -> str:
     """``postgres_url``, its ``public`` schema emptied for this test."""
-    asyncio.run(_wipe(postgres_url))
+    asyncio.run(wipe_schema(postgres_url))
     return postgres_url
 
 

@@ -118,23 +118,16 @@ async def _migrate_when_up(database: AsyncpgDatabase) -> None:
             await anyio.sleep(2.0)
 
 
-# The backlog as last read, for the lag gauge (its callback cannot await).
-_backlog: dict[str, int] = {}
-
-
 async def _watch_backlog(archiver: Archiver) -> None:
+    """Reads the backlog every second for the lag gauge, whose callback
+    cannot await; Redis down, the last reading stands (the loop says so)."""
     while True:
-        lag, pending = await _safe_backlog(archiver)
-        _backlog["lag"], _backlog["pending"] = lag, pending
+        try:
+            lag, pending = await archiver.backlog()
+            archiver.last_backlog = (lag or 0) + (pending or 0)
+        except Exception:
+            pass
         await anyio.sleep(1.0)
-
-
-async def _safe_backlog(archiver: Archiver) -> tuple[int, int]:
-    try:
-        lag, pending = await archiver.backlog()
-    except Exception:  # Redis down: the archiver's loop says so already
-        return _backlog.get("lag", 0), _backlog.get("pending", 0)
-    return lag or 0, pending
 
 
 def _metrics(archiver: Archiver, providers: Providers | None) -> None:
@@ -143,7 +136,7 @@ def _metrics(archiver: Archiver, providers: Providers | None) -> None:
     )
     meter.create_observable_gauge(
         "ocpp.archiver.lag",
-        [lambda _: [metrics.Observation(_backlog.get("lag", 0) + _backlog.get("pending", 0))]],
+        [lambda _: [metrics.Observation(archiver.last_backlog)]],
         "{entry}",
         "history entries not yet written to PostgreSQL",
     )

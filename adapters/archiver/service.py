@@ -41,7 +41,16 @@ from adapters.archiver.writer import write
 from processor import keys
 from processor.lifecycle import Stopper
 from processor.logs import redact
-from processor.redis_io import TRANSIENT, Backoff, describe, ensure_group, group_lost, script
+from processor.redis_io import (
+    TRANSIENT,
+    Backoff,
+    describe,
+    ensure_group,
+    group_backlog,
+    group_exists,
+    group_lost,
+    script,
+)
 
 log = logging.getLogger("archiver")
 
@@ -132,6 +141,8 @@ class Archiver:
         self.archived = 0
         self.rows = 0
         self.set_aside = 0
+        # History not yet written, as last read (lag + pending entries).
+        self.last_backlog = 0
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from :meth:`run`."""
@@ -164,18 +175,11 @@ class Archiver:
             try:
                 # Looked for first: creating it is refused when Redis is
                 # out of memory, the very time an archiver must start.
-                if not await self._group_exists():
+                if not await group_exists(self._redis, self._stream, self._group):
                     await ensure_group(self._redis, self._stream, self._group)
                 return
             except _REDIS_WAIT as exc:
                 await self._redis_backoff.wait(exc)
-
-    async def _group_exists(self) -> bool:
-        try:
-            groups = await self._redis.xinfo_groups(self._stream)
-        except ResponseError:  # no stream yet
-            return False
-        return any(_text(g.get("name")) == self._group for g in groups)
 
     async def _take(self) -> list[Entry]:
         now = anyio.current_time()
@@ -218,18 +222,10 @@ class Archiver:
         """Write ``entries`` and acknowledge them; waits out a database outage."""
         rows, bad = _gather(entries)
         try:
-            while True:
-                try:
-                    await self._write(rows)
-                    break
-                except Exception as exc:
-                    if outage(exc):
-                        await self._database_down(exc)
-                        continue
-                    # The database refused something of the batch: find
-                    # what, message by message, and set it aside.
-                    await self._one_by_one(entries, bad)
-                    break
+            if await self._refusal(rows) is not None:
+                # The database refused something of the batch: find what,
+                # message by message, and set it aside.
+                await self._one_by_one(entries, bad)
         except _Abandoned:
             log.warning("stopping with postgresql down: %d history entries left pending",
                         len(entries))  # fmt: skip
@@ -241,11 +237,20 @@ class Archiver:
         self.archived += len(entries)
         self.rows += len(rows)
 
-    async def _write(self, rows: rows_.Rows) -> None:
-        if len(rows) == 0:
-            return
-        async with self._database.transaction() as session:
-            await write(session, rows)
+    async def _refusal(self, rows: rows_.Rows) -> Exception | None:
+        """Write ``rows`` in one transaction, waiting out outages (raises
+        _Abandoned if stopped meanwhile); None once written, or what the
+        database refused them with."""
+        while len(rows):
+            try:
+                async with self._database.transaction() as session:
+                    await write(session, rows)
+                return None
+            except Exception as exc:
+                if not outage(exc):
+                    return exc
+                await self._database_down(exc)
+        return None
 
     async def _one_by_one(self, entries: Sequence[Entry], bad: dict[Part, str]) -> None:
         for entry_id, fields in entries:
@@ -254,18 +259,13 @@ class Archiver:
                     continue
                 single = rows_.Rows()
                 rows_.add_field(single, entry_id, index, name, blob)
-                while True:
-                    try:
-                        await self._write(single)
-                        break
-                    except Exception as exc:
-                        if outage(exc):
-                            await self._database_down(exc)
-                            continue
-                        if not isinstance(exc, asyncpg.PostgresError | ClientDataError):
-                            log.exception("writing history entry %s field %s", entry_id, name)
-                        bad[(entry_id, name)] = f"refused by PostgreSQL: {describe(exc)}"
-                        break
+                exc = await self._refusal(single)
+                if exc is None:
+                    continue
+                if not isinstance(exc, asyncpg.PostgresError | ClientDataError):
+                    log.error("writing history entry %s field %s", entry_id, name,
+                              exc_info=exc)  # fmt: skip
+                bad[(entry_id, name)] = f"refused by PostgreSQL: {describe(exc)}"
 
     async def _set_aside(self, entries: Sequence[Entry], bad: Mapping[Part, str]) -> None:
         """Copy each message in ``bad`` to ``ocpp:history:dead`` with its
@@ -312,19 +312,10 @@ class Archiver:
             self._next_trim = now + self._trim_interval
             await self._trim(keys=[self._stream])
 
-    async def backlog(self) -> tuple[int | None, int]:
-        """History not yet archived: entries not yet read by the group (None
-        if Redis cannot tell) and entries read but not acknowledged."""
-        try:
-            groups = await self._redis.xinfo_groups(self._stream)
-        except ResponseError:
-            return None, 0
-        for info in groups:
-            name = info.get("name")
-            if (name.decode() if isinstance(name, bytes) else name) == self._group:
-                lag = info.get("lag")
-                return (None if lag is None else int(lag)), int(info.get("pending") or 0)
-        return None, 0
+    async def backlog(self) -> tuple[int | None, int | None]:
+        """History not yet archived: the group's lag (entries not read yet;
+        None if Redis cannot tell) and pending (read, not acknowledged)."""
+        return await group_backlog(self._redis, self._stream, self._group)
 
 
 def _gather(entries: Sequence[Entry]) -> tuple[rows_.Rows, dict[Part, str]]:
@@ -338,7 +329,3 @@ def _gather(entries: Sequence[Entry]) -> tuple[rows_.Rows, dict[Part, str]]:
             except (msgspec.DecodeError, ValueError, KeyError) as exc:
                 bad[(entry_id, name)] = f"not history: {exc}"
     return rows, bad
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
