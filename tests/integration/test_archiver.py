@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -269,3 +270,96 @@ def test_postgresql_down_under_load_loses_and_doubles_nothing(
     # Once when it went, once when it came back: not a line per retry.
     assert lines.count("postgresql unavailable, history waits in ocpp:history") == 1
     assert lines.count("postgresql reachable again after") == 1
+
+
+def status(cp: str, mid: str, n: int) -> bytes:
+    ts = f"2024-01-01T{n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z"
+    body = {"connectorId": 1, "errorCode": "NoError", "status": "Charging", "timestamp": ts}
+    return call(cp, mid, "StatusNotification", body)
+
+
+class HeldLock:
+    """A PostgreSQL session holding ``LOCK TABLE`` in an open transaction
+    until released, from a thread of its own, so a synchronous test can kill
+    processes while the lock is held."""
+
+    def __init__(self, url: str, table: str) -> None:
+        self._release = threading.Event()
+        self._held = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=asyncio.run, args=(self._hold(url, table),))
+        self._thread.start()
+        if not self._held.wait(10):
+            raise TimeoutError(f"no lock on {table}: {self._error!r}")
+
+    async def _hold(self, url: str, table: str) -> None:
+        try:
+            connection = await asyncpg.connect(url)
+            try:
+                async with connection.transaction():
+                    await connection.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+                    self._held.set()
+                    await asyncio.to_thread(self._release.wait, 60)
+            finally:
+                await connection.close()
+        except BaseException as exc:  # reported by __init__ or release()
+            self._error = exc
+
+    def release(self) -> None:
+        self._release.set()
+        self._thread.join(10)
+        assert not self._thread.is_alive() and self._error is None, self._error
+
+
+@pytest.mark.parametrize("locked", ["meter_values", "charger_events"])
+def test_archiver_killed_mid_statement_writes_every_row_exactly_once(
+    redis_db: str, postgres_db: str, client: redis.Redis, locked: str
+) -> None:
+    """The archiver writes a batch as one INSERT ... SELECT FROM unnest() per
+    table in one transaction (our COPY). Kill it while PostgreSQL is executing
+    one of them: the first (nothing else written yet), or charger_events,
+    after the batch's meter values are inserted in the same transaction."""
+    n = 1000
+    # Interleaved, so that every history batch holds rows for both tables.
+    traffic = [m(CPS[i % len(CPS)], f"{m.__name__}{i}", i) for i in range(n)
+               for m in (meter_values, status)]  # fmt: skip
+    victim = archiver(redis_db, postgres_db, "victim", OCPP_CLAIM_IDLE_MS="300")
+    services = [victim]
+    try:
+        wait_for(lambda: count(postgres_db, locked) == 0, 30, "the migrated schema")
+        lock = HeldLock(postgres_db, locked)
+        try:
+            services += [Service("adapters", redis_db), Service("processor", redis_db)]
+            push(client, *traffic)
+            collect(client, CPS, 2 * n, timeout=60)
+            # The victim's backend, inside its INSERT into the locked table.
+            blocked = f"""SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+                AND query LIKE '%INSERT INTO {locked} (%'"""
+            wait_for(lambda: query(postgres_db, blocked), 30, f"an INSERT INTO {locked}")
+            [[backend]] = query(postgres_db, blocked)
+            # Rows already inserted in the same transaction hold their lock.
+            holds = query(postgres_db, """SELECT DISTINCT c.relname FROM pg_locks l
+                JOIN pg_class c ON c.oid = l.relation WHERE l.pid = $1 AND l.granted
+                AND l.mode = 'RowExclusiveLock'""", backend)  # fmt: skip
+            if locked == "charger_events":
+                assert any(h["relname"].startswith("meter_values") for h in holds), holds
+            victim.kill()
+        finally:
+            lock.release()
+        # Its statement now runs to its end, finds its client gone and rolls
+        # back: nothing of the batch was committed.
+        wait_for(lambda: not query(postgres_db, "SELECT 1 FROM pg_stat_activity WHERE pid = $1",
+                                   backend), 30, "the victim's backend to end")  # fmt: skip
+        assert count(postgres_db, "meter_values") + count(postgres_db, "charger_events") == 0
+        survivor = archiver(redis_db, postgres_db, "survivor", OCPP_CLAIM_IDLE_MS="300")
+        services.append(survivor)
+        wait_for(lambda: count(postgres_db, "charger_events") >= n, 60, "every event")
+        wait_for(lambda: client.xpending(keys.HISTORY, keys.ARCHIVERS)["pending"] == 0, 30, "acks")
+        assert survivor.terminate() == 0
+    finally:
+        stop_all(*services)
+    assert count(postgres_db, "meter_values") == n
+    assert count(postgres_db, "charger_events") == n
+    [row] = query(postgres_db, f"SELECT count(*), count(DISTINCT value) FROM {SAMPLES} "
+                               "WHERE measurand = 'Energy.Active.Import.Register'")  # fmt: skip
+    assert tuple(row) == (n, n)
