@@ -135,7 +135,8 @@ class GroupStream:
         # be any bytes, travel as extra arguments the batch refers to by
         # position.
         blobs: list[bytes] = []
-        rows = []
+        # Flat, as the script reads it (its header says how).
+        flat: list[Any] = []
         now = ""
         clock_now = time.monotonic()
         added: set[tuple[str, str]] = set()
@@ -155,12 +156,14 @@ class GroupStream:
                 blobs.append(history.encode(records))
                 history_at = len(blobs)
             ops = self._recent_adds.fresh(o.effects.ops, clock_now, added)
-            rows.append(
-                (entry_id, o.reply_key, o.reply.decode(), o.dead_reason, raw_at, ops, history_at)
-            )
+            flat += (entry_id, o.reply_key, o.reply.decode(), o.dead_reason, raw_at, history_at,
+                     len(ops))  # fmt: skip
+            for op in ops:
+                flat.append(len(op))
+                flat += op
         result: list[Any] = await self._commit(
             keys=[self.stream, self.dead, self.history],
-            args=[*self._commit_head, _packer.encode(rows), *blobs],
+            args=[*self._commit_head, _packer.encode(flat), *blobs],
         )
         self._recent_adds.committed(added, clock_now)
         return result

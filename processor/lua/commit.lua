@@ -13,13 +13,17 @@
 --
 -- KEYS: stream, dead-letter stream, history stream
 -- ARGV: group, reply ttl ms, dead-letter maxlen, consumer, batch, blobs...
---       The batch is one MessagePack array (one argument rather than a dozen
---       per entry: packing arguments was the processor's largest cost) of
---       {id, reply key, reply, dead reason, raw at, ops, history at}, each
---       op {name, args...} (see processor/effects.py); "raw at" and "history
---       at" are 0 or the position among the blobs of the entry's raw
---       envelope and of its packed history records, which may be any bytes
---       and so cannot be MessagePack str (cmsgpack has no bin type).
+--       The batch is one flat MessagePack array (one argument rather than a
+--       dozen per entry: packing arguments was the processor's largest
+--       cost; flat, because unpacking a table per entry and per op was a
+--       third of the script's time). Per entry: id, reply key, reply, dead
+--       reason, raw at, history at, op count, then each op as its length
+--       and its elements {name, args...} (see processor/effects.py). "raw
+--       at" and "history at" are 0 or the position among the blobs of the
+--       entry's raw envelope and of its packed history records, which may
+--       be any bytes and so cannot be MessagePack str (cmsgpack has no bin
+--       type). An op's elements b[o..e] are read in place, never copied
+--       into a table of their own.
 -- Returns per entry: 1 applied, 0 already acknowledged (skipped), or a
 -- string listing the ops that failed (applied otherwise).
 local stream, dead, history = KEYS[1], KEYS[2], KEYS[3]
@@ -28,14 +32,14 @@ local batch = cmsgpack.unpack(ARGV[5])
 -- Field, value pairs of this batch's history entry.
 local records = {}
 
-local function anomaly(fallback, kind, key, pairs, from)
+local function anomaly(fallback, kind, key, pairs, from, to)
   -- What the scripts find odd goes live to the capped stream and, when
   -- that stream is the anomalies', to history as well.
   local res = redis.pcall('XADD', fallback, 'MAXLEN', '~', dead_maxlen, '*',
-    'kind', kind, 'key', key, unpack(pairs, from))
+    'kind', kind, 'key', key, unpack(pairs, from, to))
   if fallback == 'ocpp:anomalies' then
     local flat = {'kind', kind, 'key', key}
-    for i = from, #pairs do
+    for i = from, to do
       flat[#flat + 1] = pairs[i]
     end
     records[#records + 1] = '!anomaly:' .. #records
@@ -44,9 +48,9 @@ local function anomaly(fallback, kind, key, pairs, from)
   return res
 end
 
-local function hset_if(op)
+local function hset_if(b, o, e)
   -- key, field, equals, fallback, kind, field/value pairs
-  local key, field, equals = op[2], op[3], op[4]
+  local key, field, equals = b[o + 1], b[o + 2], b[o + 3]
   local ok
   if field == '' then
     ok = redis.call('EXISTS', key) == 1
@@ -54,33 +58,34 @@ local function hset_if(op)
     ok = redis.call('HGET', key, field) == equals
   end
   if ok then
-    return redis.pcall('HSET', key, unpack(op, 7))
+    return redis.pcall('HSET', key, unpack(b, o + 6, e))
   end
-  return anomaly(op[5], op[6], key, op, 7)
+  return anomaly(b[o + 4], b[o + 5], key, b, o + 6, e)
 end
 
-local function hset_newer(op)
+local function hset_newer(b, o, e)
   -- key, timestamp field, timestamp, field/value pairs: newest wins, so a
   -- late or redelivered older message never overwrites newer state.
   -- Timestamps are fixed-width UTC text, which compares as time does.
-  local current = redis.call('HGET', op[2], op[3])
-  if current and current >= op[4] then
+  local current = redis.call('HGET', b[o + 1], b[o + 2])
+  if current and current >= b[o + 3] then
     return 0
   end
-  return redis.pcall('HSET', op[2], op[3], op[4], unpack(op, 5))
+  return redis.pcall('HSET', unpack(b, o + 1, e))
 end
 
-local function latest(op)
+local function latest(b, o, e)
   -- key, then field, value pairs, each value opening with its fixed-width
   -- timestamp (27 characters): newest wins per field. The field '@' holds
   -- the newest timestamp written to any: a reading newer than that (the
   -- usual case, readings arrive in order) is newer than every field, and
   -- is written without reading them; an older one is compared field by
   -- field.
-  local key = op[2]
-  local oldest, at = string.sub(op[4], 1, 27), string.sub(op[4], 1, 27)
-  for i = 6, #op, 2 do
-    local t = string.sub(op[i], 1, 27)
+  local key = b[o + 1]
+  local oldest = string.sub(b[o + 3], 1, 27)
+  local at = oldest
+  for i = o + 5, e, 2 do
+    local t = string.sub(b[i], 1, 27)
     if t < oldest then
       oldest = t
     elseif t > at then
@@ -89,16 +94,16 @@ local function latest(op)
   end
   local newest = redis.call('HGET', key, '@')
   if not newest or newest < oldest then
-    return redis.pcall('HSET', key, '@', at, unpack(op, 3))
+    return redis.pcall('HSET', key, '@', at, unpack(b, o + 2, e))
   end
   local names = {}
-  for i = 3, #op, 2 do
-    names[#names + 1] = op[i]
+  for i = o + 2, e, 2 do
+    names[#names + 1] = b[i]
   end
   local current = redis.call('HMGET', key, unpack(names))
   local set = {}
   for n, held in ipairs(current) do
-    local value = op[2 * n + 2]
+    local value = b[o + 2 * n + 1]
     if not held or string.sub(held, 1, 27) < string.sub(value, 1, 27) then
       set[#set + 1] = names[n]
       set[#set + 1] = value
@@ -114,48 +119,49 @@ local function latest(op)
   return redis.pcall('HSET', key, unpack(set))
 end
 
-local function hset_once(op)
+local function hset_once(b, o, e)
   -- key, marker field, fallback, kind, field/value pairs: write the pairs
   -- and the marker if the marker is absent; if it is present, an identical
   -- write is a no-op and a different one goes to the fallback stream.
-  local key = op[2]
-  if not redis.call('HGET', key, op[3]) then
-    return redis.pcall('HSET', key, op[3], '1', unpack(op, 6))
+  local key = b[o + 1]
+  if not redis.call('HGET', key, b[o + 2]) then
+    return redis.pcall('HSET', key, b[o + 2], '1', unpack(b, o + 5, e))
   end
-  for i = 6, #op, 2 do
-    if redis.call('HGET', key, op[i]) ~= op[i + 1] then
-      return anomaly(op[4], op[5], key, op, 6)
+  for i = o + 5, e, 2 do
+    if redis.call('HGET', key, b[i]) ~= b[i + 1] then
+      return anomaly(b[o + 3], b[o + 4], key, b, o + 5, e)
     end
   end
   return 0
 end
 
-local function unset_if(op)
+local function unset_if(b, o)
   -- key, field, value: delete the key (field '') or the hash field if it
   -- still holds value, so clearing a marker never clears someone else's.
-  if op[3] == '' then
-    if redis.call('GET', op[2]) == op[4] then
-      return redis.call('DEL', op[2])
+  local key, field, value = b[o + 1], b[o + 2], b[o + 3]
+  if field == '' then
+    if redis.call('GET', key) == value then
+      return redis.call('DEL', key)
     end
-  elseif redis.call('HGET', op[2], op[3]) == op[4] then
-    return redis.call('HDEL', op[2], op[3])
+  elseif redis.call('HGET', key, field) == value then
+    return redis.call('HDEL', key, field)
   end
   return 0
 end
 
 local run
 
-local function complete_command(op)
+local function complete_command(b, o)
   -- id, charge point, now ms, {field, value...}, {ops to apply if completed}
-  local id, cp, now = op[2], op[3], tonumber(op[4])
+  local id, cp, now, fields, ops = b[o + 1], b[o + 2], tonumber(b[o + 3]), b[o + 4], b[o + 5]
   local cmd = 'ocpp:cmd:' .. id
   local state = redis.call('HGET', cmd, 'state')
   if state == 'sent' and redis.call('HGET', cmd, 'charge_point_id') == cp then
     local sent = tonumber(redis.call('HGET', cmd, 'sent_at_ms'))
-    redis.call('HSET', cmd, 'completed_at_ms', now, 'round_trip_ms', now - sent, unpack(op[5]))
+    redis.call('HSET', cmd, 'completed_at_ms', now, 'round_trip_ms', now - sent, unpack(fields))
     redis.call('ZREM', 'ocpp:cmd:deadlines', id)
-    for _, applied in ipairs(op[6]) do
-      run(applied)
+    for _, applied in ipairs(ops) do
+      run(applied, 1, #applied)
     end
     notify(id)
     archive_command(id)
@@ -168,16 +174,16 @@ local function complete_command(op)
   if state then
     -- Timed out, or answered already: kept for the record, not applied.
     local late = {'late_at_ms', now}
-    for i = 1, #op[5], 2 do
-      late[#late + 1] = 'late_' .. op[5][i]
-      late[#late + 1] = op[5][i + 1]
+    for i = 1, #fields, 2 do
+      late[#late + 1] = 'late_' .. fields[i]
+      late[#late + 1] = fields[i + 1]
     end
     local res = redis.pcall('HSET', cmd, unpack(late))
     archive_command(id)
     return res
   end
   return anomaly('ocpp:anomalies', 'reply to an unknown command', 'ocpp:cmd:' .. id,
-    {'charge_point_id', cp, 'command_id', id}, 1)
+    {'charge_point_id', cp, 'command_id', id}, 1, 4)
 end
 
 local conditional = {
@@ -186,11 +192,12 @@ local conditional = {
   complete_command = complete_command,
 }
 
-function run(op)
-  if op[1] == 'call' then
-    return redis.pcall(unpack(op, 2))
+function run(b, o, e)
+  -- The op b[o..e]: its name, then its arguments.
+  if b[o] == 'call' then
+    return redis.pcall(unpack(b, o + 1, e))
   end
-  local ok, res = pcall(conditional[op[1]], op)
+  local ok, res = pcall(conditional[b[o]], b, o, e)
   if ok then
     return res
   end
@@ -199,18 +206,24 @@ end
 
 local out = {}
 local expire = {}
-for n, e in ipairs(batch) do
-  local id, reply_key, reply, reason, ops = e[1], e[2], e[3], e[4], e[6]
+local i, n = 1, 0
+while i <= #batch do
+  local id, reply_key, reply, reason = batch[i], batch[i + 1], batch[i + 2], batch[i + 3]
+  local raw_at, history_at, op_count = batch[i + 4], batch[i + 5], batch[i + 6]
+  i = i + 7
+  n = n + 1
   if redis.call('XACK', stream, group, id) == 1 then
     local failed = {}
-    for _, op in ipairs(ops) do
-      local res = run(op)
+    for _ = 1, op_count do
+      local o, e = i + 1, i + batch[i]
+      local res = run(batch, o, e)
       if type(res) == 'table' and res.err then
-        failed[#failed + 1] = op[1] .. ' ' .. tostring(op[2]) .. ': ' .. res.err
+        failed[#failed + 1] = batch[o] .. ' ' .. tostring(batch[o + 1]) .. ': ' .. res.err
       end
+      i = e + 1
     end
     if reason ~= '' then
-      local raw = e[5] > 0 and ARGV[5 + e[5]] or ''
+      local raw = raw_at > 0 and ARGV[5 + raw_at] or ''
       redis.call('XADD', dead, 'MAXLEN', '~', dead_maxlen, '*', 'reason', reason,
         'envelope', raw, 'entry_id', id, 'consumer', consumer)
     end
@@ -218,12 +231,15 @@ for n, e in ipairs(batch) do
       redis.call('LPUSH', reply_key, reply)
       expire[reply_key] = true
     end
-    if e[7] > 0 then
+    if history_at > 0 then
       records[#records + 1] = id
-      records[#records + 1] = ARGV[5 + e[7]]
+      records[#records + 1] = ARGV[5 + history_at]
     end
     out[n] = #failed > 0 and table.concat(failed, '; ') or 1
   else
+    for _ = 1, op_count do
+      i = i + 1 + batch[i]
+    end
     out[n] = 0
   end
 end
