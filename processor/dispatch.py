@@ -9,13 +9,13 @@ outcome and stays pending, to be claimed and retried.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import anyio
 import msgspec
 
 from processor import clock, envelope, keys
@@ -172,15 +172,19 @@ class Dispatcher:
             for group in waiting:
                 await run(group)
             return
-        limiter = anyio.CapacityLimiter(self._limits.concurrency)
+        # At most ``concurrency`` workers, each taking the next group left.
+        # Plain asyncio tasks (the processor runs on anyio's asyncio
+        # backend): anyio's start_soon and a CapacityLimiter cost a sixth of
+        # handling a field-mix batch, with dozens of chargers a batch.
+        left = iter(waiting)
 
-        async def bounded(group: Group) -> None:
-            async with limiter:
+        async def worker() -> None:
+            for group in left:
                 await run(group)
 
-        async with anyio.create_task_group() as tg:
-            for group in waiting:
-                tg.start_soon(bounded, group)
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(min(self._limits.concurrency, len(waiting))):
+                tg.create_task(worker())
 
     def _reads_state(self, env: Envelope) -> bool:
         frame = env.payload

@@ -238,6 +238,30 @@ async def test_transient_failure_aborts_the_whole_batch() -> None:
         await handle(d, call("CP1", "h", "Heartbeat", {}), start("CP2", "s1"), start("CP3", "s2"))
 
 
+async def test_chargers_waiting_on_state_run_concurrently_up_to_the_limit() -> None:
+    """Each charger whose handler reads state runs beside the others, at
+    most ``concurrency`` at once; every one is answered."""
+    running = peak = 0
+    release = anyio.Event()
+
+    class Slow(MemoryState):
+        async def open_transaction(self, key: str, *args: Any) -> OpenedTransaction:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            if peak == 3:
+                release.set()
+            await release.wait()  # held until three wait together
+            running -= 1
+            return await super().open_transaction(key, *args)
+
+    d = dispatcher(Slow(), concurrency=3)
+    with anyio.fail_after(5):
+        outs = await handle(d, *[start(f"CP{i}", f"s{i}") for i in range(10)])
+    assert peak == 3
+    assert len({frame(o)[2]["transactionId"] for o in outs}) == 10
+
+
 def _payloads(action: str) -> st.SearchStrategy[tuple[str, str]]:
     """Hostile values in the action's own fields, where its decoder reads them."""
     names = [f.encode_name for f in msgspec.structs.fields(REQUESTS[action])] or ["x"]
