@@ -16,6 +16,8 @@ from processor import history, keys
 
 Arg = str | bytes | int | float
 _ANOMALIES_MAXLEN = 100_000
+# Width of processor.clock.stored text, which opens every latest value.
+_STAMP = 27
 # An op as the commit script reads it: its name, then its arguments (str,
 # or for complete_command nested lists).
 Op = list[Any]
@@ -72,13 +74,28 @@ class Effects:
         must be :func:`processor.clock.stored` text."""
         self.ops.append(["hset_newer", key, timestamp_field, timestamp, *_flatten(fields)])
 
-    def latest(self, key: str, values: Mapping[str, str]) -> None:
+    def latest(
+        self,
+        key: str,
+        values: Mapping[str, str],
+        *,
+        oldest: str | None = None,
+        newest: str | None = None,
+    ) -> None:
         """Per field of ``values``, newest wins: HSET it unless ``key`` holds
         a value for it that is not older. Each value opens with its
         timestamp, :func:`processor.clock.stored` text (fixed width), a
-        space, then what to keep: ``"<timestamp> <unit> <value>"``."""
-        if values:
-            self.ops.append(["latest", key, *(x for kv in values.items() for x in kv)])
+        space, then what to keep: ``"<timestamp> <unit> <value>"``.
+
+        ``oldest`` and ``newest`` are the least and greatest of those
+        timestamps, if the caller knows them (so the script need not cut
+        them out); ``oldest`` may be lower, never ``newest`` higher."""
+        if not values:
+            return
+        if oldest is None or newest is None:
+            stamps = [v[:_STAMP] for v in values.values()]
+            oldest, newest = min(stamps), max(stamps)
+        self.ops.append(["latest", key, oldest, newest, *(x for kv in values.items() for x in kv)])
 
     def hset_once(
         self, key: str, fields: Mapping[str, Arg], *, marker: str, fallback: str, kind: str

@@ -197,9 +197,13 @@ def _store_samples(
     connector keeps only the latest value per measurand, newest-wins."""
     cp = ctx.charge_point_id
     latest: dict[str, str] = {}
+    oldest = newest = ""
     for reading in readings:
         when = trusted_time(ctx, reading.timestamp, "meter value")
         stamp = clock.stored(when)
+        if reading.sampled_value:
+            oldest = min(oldest, stamp) if oldest else stamp
+            newest = max(newest, stamp)
         for sv in reading.sampled_value:
             measurand = sv.measurand or "Energy.Active.Import.Register"
             name = (
@@ -215,5 +219,5 @@ def _store_samples(
         if b"\\u0000" in values:
             values = _without_nul(reading.sampled_value)
         ctx.effects.record(history.MeterReading(cp, connector_id, transaction_id, stamp, values))
-    ctx.effects.latest(keys.meter_latest(cp, connector_id), latest)
+    ctx.effects.latest(keys.meter_latest(cp, connector_id), latest, oldest=oldest, newest=newest)
     ctx.effects.call("SADD", keys.connectors(cp), connector_id)

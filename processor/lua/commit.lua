@@ -75,35 +75,26 @@ local function hset_newer(b, o, e)
 end
 
 local function latest(b, o, e)
-  -- key, then field, value pairs, each value opening with its fixed-width
-  -- timestamp (27 characters): newest wins per field. The field '@' holds
-  -- the newest timestamp written to any: a reading newer than that (the
-  -- usual case, readings arrive in order) is newer than every field, and
-  -- is written without reading them; an older one is compared field by
-  -- field.
-  local key = b[o + 1]
-  local oldest = string.sub(b[o + 3], 1, 27)
-  local at = oldest
-  for i = o + 5, e, 2 do
-    local t = string.sub(b[i], 1, 27)
-    if t < oldest then
-      oldest = t
-    elseif t > at then
-      at = t
-    end
-  end
+  -- key, oldest, newest, then field, value pairs, each value opening with
+  -- its fixed-width timestamp (27 characters): newest wins per field.
+  -- oldest and newest bound those timestamps (processor/effects.py). The
+  -- field '@' holds the newest timestamp written to any: a reading newer
+  -- than that (the usual case, readings arrive in order) is newer than
+  -- every field, and is written without reading them; an older one is
+  -- compared field by field.
+  local key, oldest, at = b[o + 1], b[o + 2], b[o + 3]
   local newest = redis.call('HGET', key, '@')
   if not newest or newest < oldest then
-    return redis.pcall('HSET', key, '@', at, unpack(b, o + 2, e))
+    return redis.pcall('HSET', key, '@', at, unpack(b, o + 4, e))
   end
   local names = {}
-  for i = o + 2, e, 2 do
+  for i = o + 4, e, 2 do
     names[#names + 1] = b[i]
   end
   local current = redis.call('HMGET', key, unpack(names))
   local set = {}
   for n, held in ipairs(current) do
-    local value = b[o + 2 * n + 1]
+    local value = b[o + 2 * n + 3]
     if not held or string.sub(held, 1, 27) < string.sub(value, 1, 27) then
       set[#set + 1] = names[n]
       set[#set + 1] = value

@@ -250,8 +250,11 @@ async def test_meter_values_go_to_history_and_latest_is_newest_wins() -> None:
     ]  # fmt: skip
     [latest] = ops(out, "latest")
     assert latest[1] == keys.meter_latest(CP, 2)
+    # Bounds of the readings' times, for the script's fast path: the oldest
+    # may be lower than any value kept, the newest is the newest kept.
+    assert latest[2:4] == ["2024-01-01T11:58:00.000000Z", "2024-01-01T11:59:00.000000Z"]
     # The older reading of the same measurand in the message does not win.
-    assert dict(zip(latest[2::2], latest[3::2], strict=True)) == {
+    assert dict(zip(latest[4::2], latest[5::2], strict=True)) == {
         "Energy.Active.Import.Register": "2024-01-01T11:59:00.000000Z Wh 1500",
         "Voltage:L1": "2024-01-01T11:59:00.000000Z V 230.1",
     }
