@@ -52,7 +52,7 @@ from redis.exceptions import ResponseError
 from websockets.exceptions import ConnectionClosed
 
 from processor import keys
-from processor.redis_io import TRANSIENT, Backoff
+from processor.redis_io import TRANSIENT, Backoff, keepalive
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +320,7 @@ class Notifier:
     """
 
     def __init__(self, redis_url: str, pump: Pump) -> None:
-        self._pool = ConnectionPool.from_url(redis_url, socket_keepalive=True)
+        self._pool = ConnectionPool.from_url(redis_url, **keepalive(redis_url))
         self._pump = pump
         self._backoff = Backoff(log)
         self._scope = anyio.CancelScope()

@@ -27,18 +27,23 @@ TRANSIENT: Final[tuple[type[Exception], ...]] = (
 )
 
 
+def keepalive(url: str) -> dict[str, bool]:
+    """TCP keepalive for a TCP URL; a unix:// socket has none to set."""
+    return {} if url.startswith("unix:") else {"socket_keepalive": True}
+
+
 def connect(url: str) -> Redis:
-    """A client for ``url`` (``redis://`` or ``rediss://``, redis-py's query
-    parameters such as ``ssl_ca_certs`` included); replies stay bytes, the
+    """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``,
+    redis-py's query parameters such as ``ssl_ca_certs`` included); replies stay bytes, the
     envelope is bytes. Raises ValueError, naming no part of ``url``, if it
     cannot be parsed."""
     try:
-        client: Redis = Redis.from_url(url, decode_responses=False, socket_keepalive=True)
+        client: Redis = Redis.from_url(url, decode_responses=False, **keepalive(url))
     except ValueError:
         # urllib's message quotes what it took for the port: with a "/", "?"
         # or "#" left unencoded in the password, that is part of the password.
         raise ValueError(
-            "REDIS_URL is not a valid redis:// or rediss:// URL "
+            "REDIS_URL is not a valid redis://, rediss:// or unix:// URL "
             "(percent-encode / ? # @ : % in its user name and password)"
         ) from None
     return client

@@ -19,7 +19,7 @@ from msgspec import Meta
 
 S = TypeVar("S", bound=msgspec.Struct)
 
-RedisUrl = Annotated[str, Meta(description="Redis to connect to (redis:// or rediss://)")]
+RedisUrl = Annotated[str, Meta(description="Redis to connect to (redis://, rediss:// or unix://)")]
 LogLevel = Annotated[str, Meta(description="log level: DEBUG, INFO, WARNING, ERROR")]
 # Each service has its own default, so they can all run on one host.
 HealthPort = Annotated[
