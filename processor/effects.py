@@ -89,7 +89,9 @@ class Effects:
 
         ``oldest`` and ``newest`` are the least and greatest of those
         timestamps, if the caller knows them (so the script need not cut
-        them out); ``oldest`` may be lower, never ``newest`` higher."""
+        them out). They may be wider (only the script's fast path is then
+        skipped more often), never narrower: a ``newest`` too low would let
+        a later, older reading overwrite newer values."""
         if not values:
             return
         if oldest is None or newest is None:

@@ -29,7 +29,7 @@ TRANSIENT: Final[tuple[type[Exception], ...]] = (
 
 def keepalive(url: str) -> dict[str, bool]:
     """TCP keepalive for a TCP URL; a unix:// socket has none to set."""
-    return {} if url.startswith("unix:") else {"socket_keepalive": True}
+    return {} if url[:5].lower() == "unix:" else {"socket_keepalive": True}
 
 
 def connect(url: str) -> Redis:

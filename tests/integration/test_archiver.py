@@ -290,6 +290,7 @@ class HeldLock:
         self._thread = threading.Thread(target=asyncio.run, args=(self._hold(url, table),))
         self._thread.start()
         if not self._held.wait(10):
+            self._release.set()
             raise TimeoutError(f"no lock on {table}: {self._error!r}")
 
     async def _hold(self, url: str, table: str) -> None:
@@ -299,7 +300,9 @@ class HeldLock:
                 async with connection.transaction():
                     await connection.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
                     self._held.set()
-                    await asyncio.to_thread(self._release.wait, 60)
+                    # Released by the test, or at the latest when its own
+                    # deadlines (90 s at most) have all passed.
+                    await asyncio.to_thread(self._release.wait, 300)
             finally:
                 await connection.close()
         except BaseException as exc:  # reported by __init__ or release()
