@@ -73,6 +73,8 @@ TARGET_P99_MS = 10.0
 TARGET_RATE = 2_000.0
 TARGET_REDIS_US = 20.0
 TARGET_VS_HEARTBEAT = 0.5
+# "Latency flat up to 70% of capacity": the latency phase of that label.
+TARGET_FLAT_LABEL = "70% of capacity"
 # "Archiver lag bounded": at the target rate, history reaches PostgreSQL
 # within this long of the last reply (the archiver keeps up).
 TARGET_COMMIT_S = 1.0
@@ -616,6 +618,14 @@ def targets(results: Sequence[Result]) -> str:
     if at is not None:
         lines.append(f"  p99 at {TARGET_RATE:,.0f} msgs/s < {TARGET_P99_MS:g} ms: {at.p99:,.2f} ms "
                      f"-> {verdict(at.p99 < TARGET_P99_MS)}")  # fmt: skip
+    high = next((x for x in ours.latencies if x.label == TARGET_FLAT_LABEL), None)
+    if at is not None and high is not None:
+        # "Flat up to 70% of capacity", read as: the bound that holds at
+        # 2,000 msgs/s still holds there.
+        lines.append(f"  latency flat up to {TARGET_FLAT_LABEL}: p99 {at.p99:,.2f} ms at "
+                     f"{TARGET_RATE:,.0f} msgs/s, {high.p99:,.2f} ms at "
+                     f"{high.offered_rate:,.0f} msgs/s (< {TARGET_P99_MS:g} ms) "
+                     f"-> {verdict(high.p99 < TARGET_P99_MS)}")  # fmt: skip
     redis_us = ours.cpu_us("redis")
     lines.append(f"  Redis CPU <= {TARGET_REDIS_US:g} µs/msg: {redis_us:.1f} "
                  f"-> {verdict(redis_us <= TARGET_REDIS_US)}")  # fmt: skip
