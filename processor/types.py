@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import msgspec
@@ -88,6 +88,11 @@ class HandlerConfig:
     # offline-queued messages; history keeps it for good.
     closed_transaction_ttl_s: int = 7 * 86400
     vendors: Mapping[str, DataTransferHandler] = field(default_factory=dict)
+    # max_clock_skew_s, made a timedelta once rather than per reading.
+    max_clock_skew: timedelta = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "max_clock_skew", timedelta(seconds=self.max_clock_skew_s))
 
 
 @dataclass(slots=True)

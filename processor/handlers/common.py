@@ -4,7 +4,7 @@ charger clocks."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import cast, get_args
 
 from processor import clock, history
@@ -53,7 +53,7 @@ def trusted_time(ctx: Context, timestamp: datetime, what: str) -> datetime:
     """``timestamp``, unless it lies further in the future than the allowed
     clock skew: then an anomaly is recorded and the receipt time is used, so
     a charger with a broken clock cannot pin state to a far future."""
-    if clock.utc(timestamp) - ctx.now > timedelta(seconds=ctx.config.max_clock_skew_s):
+    if clock.utc(timestamp) - ctx.now > ctx.config.max_clock_skew:
         ctx.effects.anomaly(ctx.charge_point_id, "timestamp in the future", clock.stored(ctx.now),
                             message_id=ctx.message_id, what=what,
                             timestamp=clock.stored(timestamp))  # fmt: skip

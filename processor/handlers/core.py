@@ -77,7 +77,7 @@ async def status_notification(ctx: Context, req: StatusNotification) -> StatusNo
         timestamp_field="status_timestamp",
         timestamp=clock.stored(when),
     )
-    ctx.effects.call("SADD", keys.connectors(ctx.charge_point_id), req.connector_id)
+    ctx.effects.sadd(keys.connectors(ctx.charge_point_id), str(req.connector_id))
     event(ctx, "StatusNotification", fields, when, req.connector_id)
     return StatusNotificationResponse()
 

@@ -73,7 +73,7 @@ async def start_transaction(ctx: Context, req: StartTransaction) -> StartTransac
     # The charger has started charging whatever we answer; the record keeps
     # what it was told, so a refused start is visible as such.
     ctx.effects.hset(keys.transaction(opened.transaction_id), {"id_tag_status": info.status})
-    ctx.effects.call("SADD", keys.connectors(ctx.charge_point_id), req.connector_id)
+    ctx.effects.sadd(keys.connectors(ctx.charge_point_id), str(req.connector_id))
     # A retry under a new message id records the same start again: the
     # archiver keeps one row per (charger, transactionId).
     ctx.effects.record(
@@ -187,6 +187,24 @@ async def meter_values(ctx: Context, req: MeterValues) -> MeterValuesResponse:
     return MeterValuesResponse()
 
 
+# The latest-values field of each measurand, phase and location seen. All
+# three are enums (decoding refuses other values): a few hundred at most.
+_latest_names: dict[tuple[str | None, str | None, str | None], str] = {}
+
+
+def _latest_name(where: tuple[str | None, str | None, str | None]) -> str:
+    """``<measurand>[:<phase>][@<location>]``, the measurand defaulting as
+    OCPP's does."""
+    measurand, phase, location = where
+    name = (
+        (measurand or "Energy.Active.Import.Register")
+        + (f":{phase}" if phase else "")
+        + (f"@{location}" if location else "")
+    )
+    _latest_names[where] = name
+    return name
+
+
 def _store_samples(
     ctx: Context,
     connector_id: int,
@@ -204,20 +222,17 @@ def _store_samples(
         if reading.sampled_value:
             oldest = min(oldest, stamp) if oldest else stamp
             newest = max(newest, stamp)
+        head = stamp + " "
         for sv in reading.sampled_value:
-            measurand = sv.measurand or "Energy.Active.Import.Register"
-            name = (
-                measurand
-                + (f":{sv.phase}" if sv.phase else "")
-                + (f"@{sv.location}" if sv.location else "")
-            )
+            where = (sv.measurand, sv.phase, sv.location)
+            name = _latest_names.get(where) or _latest_name(where)
             seen = latest.get(name)
             # Stamps are fixed-width: the newest reading's value wins.
             if seen is None or seen <= stamp:
-                latest[name] = f"{stamp} {sv.unit or 'Wh'} {sv.value}"
+                latest[name] = head + (sv.unit or "Wh") + " " + sv.value
         values = _values.encode(reading.sampled_value)
         if b"\\u0000" in values:
             values = _without_nul(reading.sampled_value)
         ctx.effects.record(history.MeterReading(cp, connector_id, transaction_id, stamp, values))
     ctx.effects.latest(keys.meter_latest(cp, connector_id), latest, oldest=oldest, newest=newest)
-    ctx.effects.call("SADD", keys.connectors(cp), connector_id)
+    ctx.effects.sadd(keys.connectors(cp), str(connector_id))
