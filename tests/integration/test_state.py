@@ -4,6 +4,7 @@ and the commit's conditional ops that make the result order-independent."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -77,34 +78,38 @@ async def test_opening_a_transaction_is_idempotent_by_content(redis: Redis) -> N
     assert await state.transaction(99) is None
 
 
-async def test_reads_made_in_one_turn_share_one_round_trip(redis: Redis) -> None:
+async def test_reads_made_in_one_turn_share_one_round_trip(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await redis.hset(keys.id_tag("A"), mapping={"status": "Accepted"})
     await redis.set(keys.id_tag_active("A"), "7")
     await redis.set(keys.transaction(9), "not a hash")  # WRONGTYPE for its reader only
     state = RedisState(redis, 60)
-    pipelines = 0
-    make = redis.pipeline
+    sent = 0
+    send = redis.connection_pool.connection_class.send_packed_command
 
-    def counted(*args: object, **kwargs: object) -> object:
-        nonlocal pipelines
-        pipelines += 1
-        return make(*args, **kwargs)  # type: ignore[arg-type]
+    async def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal sent
+        sent += 1
+        await send(self, *args, **kwargs)
 
-    redis.pipeline = counted  # type: ignore[method-assign]
+    monkeypatch.setattr(redis.connection_pool.connection_class, "send_packed_command", counted)
     results = await asyncio.gather(
         *(state.id_tag(tag) for tag in ("A", "B", "C")),
         state.transaction(9),
         state.is_known_charger("CP"),
         return_exceptions=True,
     )
-    assert pipelines == 1
+    assert sent == 1
     assert results[0] == (IdTagRecord("Accepted", None, None), 7)
     assert results[1] == results[2] == (None, None)
     assert isinstance(results[3], ResponseError) and "WRONGTYPE" in str(results[3])
     assert results[4] is False
     # The next turn's reads are a round trip of their own.
     opened = await state.open_transaction("idem", "CP", 1, "B", 0, "2024-01-01T00:00:00Z", None)
-    assert (opened.transaction_id, pipelines) == (1, 2)
+    assert (opened.transaction_id, sent) == (1, 2)
+    # The connection went back to the pool in step: the next read is answered.
+    assert await state.transaction(9 + 1) is None
 
 
 async def test_a_script_redis_forgot_is_loaded_again(redis: Redis) -> None:
