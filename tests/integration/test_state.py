@@ -4,15 +4,20 @@ and the commit's conditional ops that make the result order-independent."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from adapters.devstack import RedisServer
 from processor import history, keys
 from processor.dispatch import Outcome
 from processor.effects import Effects
+from processor.redis_io import TRANSIENT, connect
 from processor.state import RedisState
 from processor.stream import GroupStream
 from processor.types import IdTagRecord
@@ -169,3 +174,45 @@ async def test_a_batch_larger_than_lua_can_unpack_keeps_all_its_history(redis: R
     # 2,000 fields an entry at most.
     assert [len(fields) for _, fields in entries] == [2000, 2000, 100]
     assert await redis.pttl(keys.responses("CP0")) > 0
+
+
+async def test_a_round_trip_cut_short_fails_its_readers_and_leaves_no_reply_behind(
+    private_redis: RedisServer,
+) -> None:
+    """The connection fails before a round trip's replies arrive: every
+    reader gets the (transient) error, and the connection is dropped, so
+    replies that come later never answer another round trip."""
+    assert private_redis.process is not None
+    private_redis_pid = private_redis.process.pid
+    redis = connect(private_redis.url)
+    try:
+        await redis.hset(keys.id_tag("A"), mapping={"status": "Accepted"})
+        await redis.hset(keys.transaction(1), mapping={"charge_point_id": "CP"})
+        state = RedisState(redis, 60)
+        connection_class = redis.connection_pool.connection_class
+        send, read = connection_class.send_packed_command, connection_class.read_response
+
+        async def stalled(self: Any, *args: Any, **kwargs: Any) -> None:
+            # Redis stops before it can answer, so nothing waits in the buffer.
+            os.kill(private_redis_pid, signal.SIGSTOP)
+            await send(self, *args, **kwargs)
+
+        async def cut(self: Any, *args: Any, **kwargs: Any) -> Any:
+            raise RedisConnectionError("connection reset")
+
+        connection_class.send_packed_command = stalled  # type: ignore[method-assign]
+        connection_class.read_response = cut  # type: ignore[method-assign]
+        try:
+            results = await asyncio.gather(state.id_tag("A"), state.transaction(1),
+                                           return_exceptions=True)  # fmt: skip
+        finally:
+            connection_class.send_packed_command = send  # type: ignore[method-assign]
+            connection_class.read_response = read  # type: ignore[method-assign]
+            os.kill(private_redis_pid, signal.SIGCONT)  # its replies now go out
+        assert [type(r) for r in results] == [RedisConnectionError] * 2
+        assert all(isinstance(r, TRANSIENT) for r in results)
+        # Answered by their own replies, not by the stalled round's.
+        assert await state.transaction(1) == {"charge_point_id": "CP"}
+        assert await state.id_tag("A") == (IdTagRecord("Accepted", None, None), None)
+    finally:
+        await redis.aclose()
