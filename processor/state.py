@@ -4,25 +4,23 @@ Handlers of one batch run concurrently, a task per charger whose messages
 read state (``processor/dispatch.py``), and each read they make in the same
 turn of the event loop goes out in one round trip (:class:`Coalesced`): an
 Authorize costs a share of one round trip, not a round trip of its own.
-The round trip is written and read on a pooled redis-py connection without
-redis-py's pipeline: that cost 12.5 µs of Python a command (8 of them a
-per-reply timer), this 3.4, and a Stop makes three reads.
+The round trip is :func:`processor.redis_io.round_trip`, not a redis-py
+pipeline: that cost 12.5 µs of Python a command, this 3.4, and a Stop
+makes three reads.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import hiredis
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
 from processor import keys
 from processor.commands import CommandRecord
-from processor.redis_io import script
+from processor.redis_io import Command, round_trip, script
 from processor.types import IdTagRecord, OpenedTransaction
 
 
@@ -52,11 +50,7 @@ def _record(fields: dict[str, str]) -> IdTagRecord | None:
     return IdTagRecord(fields["status"], fields.get("expiry_date"), fields.get("parent_id_tag"))
 
 
-# A command: its name and arguments.
-Command = tuple[str | int, ...]
 Read = tuple[Command, ...]
-# hiredis's stub types its argument as a tuple of one.
-_pack: Callable[[Command], bytes] = hiredis.pack_command  # type: ignore[assignment]
 
 
 class Coalesced:
@@ -112,31 +106,8 @@ class Coalesced:
                 future.set_result(mine)
 
     async def _round_trip(self, commands: list[Command]) -> list[Any]:
-        """Every command's reply, or the error Redis answered it with."""
         self.round_trips += 1
-        pool: Any = self._redis.connection_pool
-        connection: Any = await pool.get_connection()
-        try:
-            # One bound for the round trip, where redis-py sets one per reply.
-            async with asyncio.timeout(connection.socket_timeout):
-                await connection.send_packed_command(
-                    b"".join(map(_pack, commands)), check_health=False
-                )
-                replies: list[Any] = []
-                for _ in commands:
-                    try:
-                        replies.append(
-                            await connection.read_response(disable_decoding=True, timeout=math.inf)
-                        )
-                    except ResponseError as error:  # its own reply: read on
-                        replies.append(error)
-            return replies
-        except BaseException:
-            # Replies may be left unread: this connection's stream is lost.
-            await connection.disconnect()
-            raise
-        finally:
-            await pool.release(connection)
+        return await round_trip(self._redis, commands)
 
 
 class RedisState:

@@ -6,6 +6,7 @@ outcomes, remove dead consumers. The policy of when to call which lives in
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -13,10 +14,11 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from processor import clock, history, keys
 from processor.dispatch import Delivery, Outcome
-from processor.redis_io import ensure_group, group_backlog, script
+from processor.redis_io import ensure_group, group_backlog, round_trip, script
 from processor.trace_context import TRACE_FIELD
 
 _packer = msgspec.msgpack.Encoder()
@@ -28,6 +30,19 @@ def _delivery(entry_id: bytes, fields: dict[bytes, bytes], deliveries: int = 1) 
     # An entry without the envelope field was not written by the adapter; it
     # gets an empty envelope, which the dispatcher dead-letters as invalid.
     return Delivery(entry_id, fields.get(_ENVELOPE, b""), deliveries, fields.get(_TRACE, b""))
+
+
+def _entry_delivery(entry_id: bytes, fields: list[bytes] | None) -> Delivery:
+    """``_delivery`` from an entry's raw field, value, ... list (None for
+    an entry deleted while pending)."""
+    envelope = trace = b""
+    if fields:
+        for i in range(0, len(fields) - 1, 2):
+            if fields[i] == _ENVELOPE:
+                envelope = fields[i + 1]
+            elif fields[i] == _TRACE:
+                trace = fields[i + 1]
+    return Delivery(entry_id, envelope, 1, trace)
 
 
 class RecentAdds:
@@ -98,14 +113,25 @@ class GroupStream:
     async def read(
         self, count: int, block_ms: int | None, start: bytes | str = ">"
     ) -> list[Delivery]:
-        """New entries (``start`` ``>``), or our own pending ones after ``start``."""
-        reply: Any = await self.redis.xreadgroup(
-            self.group, self.consumer, {self.stream: start}, count=count, block=block_ms
-        )
+        """New entries (``start`` ``>``), or our own pending ones after ``start``.
+
+        A raw round trip (:func:`processor.redis_io.round_trip`): redis-py's
+        XREADGROUP made a dict of each entry, ~1.4 µs of an entry's 3."""
+        command: tuple[str | int, ...] = ("XREADGROUP", "GROUP", self.group, self.consumer,
+                                          "COUNT", count)  # fmt: skip
+        wait_s = 0.0
+        if block_ms is not None:
+            command += ("BLOCK", block_ms)
+            wait_s = block_ms / 1000 if block_ms else math.inf  # BLOCK 0: for ever
+        command += ("STREAMS", self.stream, start if isinstance(start, str) else start.decode())
+        [reply] = await round_trip(self.redis, [command], wait_s)
+        if isinstance(reply, ResponseError):
+            raise reply
         if not reply:
             return []
-        entries = reply[0][1]
-        return [_delivery(entry_id, fields or {}) for entry_id, fields in entries]
+        # RESP3: {stream: entries}; RESP2: [[stream, entries]].
+        [entries] = reply.values() if isinstance(reply, dict) else [reply[0][1]]
+        return [_entry_delivery(entry_id, fields) for entry_id, fields in entries]
 
     async def claim(self, min_idle_ms: int, count: int) -> tuple[list[Delivery], list[bytes]]:
         """Take over entries idle for ``min_idle_ms``, resuming the scan where
