@@ -216,3 +216,35 @@ async def test_a_round_trip_cut_short_fails_its_readers_and_leaves_no_reply_behi
         assert await state.id_tag("A") == (IdTagRecord("Accepted", None, None), None)
     finally:
         await redis.aclose()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_raw_reads_understand_both_resp_versions(redis_db: str, protocol: int) -> None:
+    """The raw round trips parse what each RESP version sends: maps in 3,
+    flat lists in 2 (redis-py's default before 8)."""
+    redis = connect(f"{redis_db}?protocol={protocol}")
+    try:
+        await redis.hset(keys.id_tag("A"), mapping={"status": "Accepted"})
+        await redis.set(keys.id_tag_active("A"), "7")
+        await redis.sadd(keys.KNOWN_CHARGE_POINTS, "CP")
+        state = RedisState(redis, 60)
+        assert await state.id_tag("A") == (IdTagRecord("Accepted", None, None), 7)
+        assert await state.is_known_charger("CP") is True
+        opened = await state.open_transaction("idem", "CP", 1, "A", 0, "2024-01-01T00:00:00Z", None)
+        assert await state.transaction(opened.transaction_id) == {
+            "charge_point_id": "CP", "connector_id": "1", "id_tag": "A", "meter_start": "0",
+            "start_timestamp": "2024-01-01T00:00:00Z"}  # fmt: skip
+
+        stream = GroupStream(redis, "c1")
+        await stream.ensure_group()
+        await redis.xadd(keys.INBOUND, {"e": b"envelope", "tp": b"traceparent"})
+        await redis.xadd(keys.INBOUND, {"x": b"not ours"})
+        first, second = await stream.read(10, 100)
+        assert (first.raw, first.traceparent) == (b"envelope", b"traceparent")
+        assert (second.raw, second.traceparent) == (b"", b"")
+        assert await stream.read(10, None) == []
+        # Our own pending ones, read again from the start.
+        assert [d.entry_id for d in await stream.read(10, None, start="0")] == [
+            first.entry_id, second.entry_id]  # fmt: skip
+    finally:
+        await redis.aclose()
