@@ -87,8 +87,10 @@ async def round_trip(redis: Redis, commands: Sequence[Command], wait_s: float = 
                 except ResponseError as error:  # its own reply: read on
                     replies.append(error)
         return replies
-    except BaseException:
+    except BaseException as exc:
         await connection.disconnect()
+        if isinstance(exc, TimeoutError):  # asyncio.timeout's, which says nothing
+            raise RedisTimeoutError(f"no reply from Redis within {limit} s") from exc
         raise
     finally:
         await pool.release(connection)
