@@ -54,7 +54,7 @@ def connect(url: str) -> Redis:
 
 
 # A command: its name and arguments.
-Command = tuple[str | int, ...]
+Command = tuple[str | bytes | int, ...]
 # hiredis's stub types its argument as a tuple of one.
 _pack: Callable[[Command], bytes] = hiredis.pack_command  # type: ignore[assignment]
 

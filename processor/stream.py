@@ -10,11 +10,11 @@ import math
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from processor import clock, history, keys
 from processor.dispatch import Delivery, Outcome
@@ -187,12 +187,20 @@ class GroupStream:
             for op in ops:
                 flat.append(len(op))
                 flat += op
-        result: list[Any] = await self._commit(
-            keys=[self.stream, self.dead, self.history],
-            args=[*self._commit_head, _packer.encode(flat), *blobs],
-        )
+        # Raw (processor/redis_io.round_trip): redis-py's script call packed
+        # a batch's ~150 arguments one by one in Python.
+        command = ("EVALSHA", self._commit.sha, 3, self.stream, self.dead, self.history,
+                   *self._commit_head, _packer.encode(flat), *blobs)  # fmt: skip
+        [result] = await round_trip(self.redis, [command])
+        if isinstance(result, NoScriptError):
+            # Redis restarted or was flushed since the script was loaded;
+            # nothing ran, so running it now is the first time.
+            await self.redis.script_load(self._commit.script)
+            [result] = await round_trip(self.redis, [command])
+        if isinstance(result, ResponseError):
+            raise result
         self._recent_adds.committed(added, clock_now)
-        return result
+        return cast(list[Any], result)
 
     async def group_stats(self) -> tuple[int | None, int | None]:
         """The group's lag and pending count (:func:`group_backlog`)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from adapters.list_to_stream import ListToStream
 from processor import keys
@@ -55,6 +56,36 @@ async def test_commit_reports_failed_effects_and_still_replies(redis: Redis) -> 
     assert isinstance(result, bytes) and b"WRONGTYPE" in result
     assert await redis.get("after") == b"1"
     assert await redis.lrange("ocpp:responses:CP", 0, -1) == [b"r"]
+
+
+async def test_a_commit_redis_lost_the_script_of_runs_once_loaded_again(redis: Redis) -> None:
+    stream = GroupStream(redis, "c1")
+    await stream.ensure_group()
+    await redis.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: b"x"})
+    [d] = await stream.read(10, None)
+    await redis.script_flush()  # a restart, or SCRIPT FLUSH
+    assert await stream.commit([outcome(d.entry_id, 1)]) == [1]
+    assert await redis.get("effect-counter") == b"1"
+    assert await redis.lrange("ocpp:responses:CP", 0, -1) == [b"reply-1"]
+
+
+async def test_a_commit_redis_refuses_raises_and_applies_nothing(redis: Redis) -> None:
+    """Out of memory, Redis refuses the whole script (its shebang asks it
+    to): the commit raises, and the entry stays pending for a retry."""
+    stream = GroupStream(redis, "c1")
+    await stream.ensure_group()
+    await redis.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: b"x"})
+    [d] = await stream.read(10, None)
+    await redis.config_set("maxmemory-policy", "noeviction")
+    await redis.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(ResponseError, match="maxmemory"):
+            await stream.commit([outcome(d.entry_id, 1)])
+    finally:
+        await redis.config_set("maxmemory", 0)
+    assert await redis.get("effect-counter") is None
+    assert (await redis.xpending(keys.INBOUND, keys.GROUP))["pending"] == 1
+    assert await stream.commit([outcome(d.entry_id, 1)]) == [1]
 
 
 async def test_dead_letter_carries_reason_and_envelope(redis: Redis) -> None:
