@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +25,6 @@ from tests.messages import call
 pytestmark = pytest.mark.slow
 
 CPS = [f"CP{i:02d}" for i in range(20)]
-
-
-@pytest.fixture
-def client(redis_db: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_db)
-    yield c
-    c.close()
 
 
 def query(url: str, sql: str, *args: Any) -> list[Any]:

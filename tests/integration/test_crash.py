@@ -7,7 +7,6 @@ import json
 import os
 import signal
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -20,13 +19,6 @@ from tests.messages import call, start
 pytestmark = pytest.mark.slow
 
 CPS = [f"CP{i:02d}" for i in range(25)]
-
-
-@pytest.fixture
-def client(redis_db: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_db)
-    yield c
-    c.close()
 
 
 def starts(n: int) -> list[bytes]:

@@ -5,7 +5,6 @@ from ocpp:responses:{id}."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -27,13 +26,6 @@ PHASE2 = [
           "timestamp": "2024-01-01T12:00:00Z"}),
     call(CP, "heartbeat-test", "Heartbeat", {}),
 ]  # fmt: skip
-
-
-@pytest.fixture
-def client(redis_db: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_db)
-    yield c
-    c.close()
 
 
 def test_phase2_messages_are_answered(redis_db: str, client: redis.Redis) -> None:
