@@ -239,8 +239,7 @@ def events_query(
 
 
 def _json_object(raw: Any) -> dict[str, Any]:
-    # asyncpg hands jsonb over as its text.
-    value = msgspec.json.decode(raw) if isinstance(raw, str | bytes) else raw
+    value = _decoded(raw)
     return value if isinstance(value, dict) else {"value": value}
 
 
@@ -288,6 +287,7 @@ def _ms(dt: datetime | None) -> int | None:
 
 
 def _decoded(raw: Any) -> Any:
+    # asyncpg hands json and jsonb over as their text.
     if isinstance(raw, str | bytes):
         try:
             return msgspec.json.decode(raw)

@@ -16,8 +16,6 @@ from processor import history, keys
 
 Arg = str | bytes | int | float
 _ANOMALIES_MAXLEN = 100_000
-# Width of processor.clock.stored text, which opens every latest value.
-_STAMP = 27
 # An op as the commit script reads it: its name, then its arguments (str,
 # or for complete_command nested lists).
 Op = list[Any]
@@ -84,8 +82,8 @@ class Effects:
         key: str,
         values: Mapping[str, str],
         *,
-        oldest: str | None = None,
-        newest: str | None = None,
+        oldest: str,
+        newest: str,
     ) -> None:
         """Per field of ``values``, newest wins: HSET it unless ``key`` holds
         a value for it that is not older. Each value opens with its
@@ -93,15 +91,12 @@ class Effects:
         space, then what to keep: ``"<timestamp> <unit> <value>"``.
 
         ``oldest`` and ``newest`` are the least and greatest of those
-        timestamps, if the caller knows them (so the script need not cut
-        them out). They may be wider (only the script's fast path is then
+        timestamps, which the caller knows (so the script need not cut them
+        out). They may be wider (only the script's fast path is then
         skipped more often), never narrower: a ``newest`` too low would let
         a later, older reading overwrite newer values."""
         if not values:
             return
-        if oldest is None or newest is None:
-            stamps = [v[:_STAMP] for v in values.values()]
-            oldest, newest = min(stamps), max(stamps)
         op = ["latest", key, oldest, newest]
         for pair in values.items():  # a MeterValues each: the quickest flattening
             op += pair

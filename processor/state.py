@@ -67,7 +67,6 @@ class Coalesced:
         self._redis = redis
         self._queue: list[tuple[Read, asyncio.Future[list[Any]]]] = []
         self._sending: set[asyncio.Task[None]] = set()
-        self.round_trips = 0
 
     async def read(self, *commands: Command) -> list[Any]:
         loop = asyncio.get_running_loop()
@@ -86,7 +85,7 @@ class Coalesced:
 
     async def _send(self, queue: list[tuple[Read, asyncio.Future[list[Any]]]]) -> None:
         try:
-            results = await self._round_trip([c for commands, _ in queue for c in commands])
+            results = await round_trip(self._redis, [c for commands, _ in queue for c in commands])
         except BaseException as exc:
             for _, future in queue:
                 if not future.done():
@@ -104,10 +103,6 @@ class Coalesced:
                 future.set_exception(error)
             else:
                 future.set_result(mine)
-
-    async def _round_trip(self, commands: list[Command]) -> list[Any]:
-        self.round_trips += 1
-        return await round_trip(self._redis, commands)
 
 
 class RedisState:

@@ -18,7 +18,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from processor import clock, history, keys
 from processor.dispatch import Delivery, Outcome
-from processor.redis_io import ensure_group, group_backlog, round_trip, script
+from processor.redis_io import Command, ensure_group, group_backlog, round_trip, script
 from processor.trace_context import TRACE_FIELD
 
 _packer = msgspec.msgpack.Encoder()
@@ -26,15 +26,11 @@ _ENVELOPE = keys.ENVELOPE_FIELD.encode()
 _TRACE = TRACE_FIELD.encode()
 
 
-def _delivery(entry_id: bytes, fields: dict[bytes, bytes], deliveries: int = 1) -> Delivery:
-    # An entry without the envelope field was not written by the adapter; it
-    # gets an empty envelope, which the dispatcher dead-letters as invalid.
-    return Delivery(entry_id, fields.get(_ENVELOPE, b""), deliveries, fields.get(_TRACE, b""))
-
-
-def _entry_delivery(entry_id: bytes, fields: list[bytes] | None) -> Delivery:
-    """``_delivery`` from an entry's raw field, value, ... list (None for
-    an entry deleted while pending)."""
+def _delivery(entry_id: bytes, fields: list[bytes] | None, deliveries: int = 1) -> Delivery:
+    """An entry from its raw field, value, ... list (None for one deleted
+    while pending). An entry without the envelope field was not written by
+    the adapter; it gets an empty envelope, which the dispatcher
+    dead-letters as invalid."""
     envelope = trace = b""
     if fields:
         for i in range(0, len(fields) - 1, 2):
@@ -42,7 +38,7 @@ def _entry_delivery(entry_id: bytes, fields: list[bytes] | None) -> Delivery:
                 envelope = fields[i + 1]
             elif fields[i] == _TRACE:
                 trace = fields[i + 1]
-    return Delivery(entry_id, envelope, 1, trace)
+    return Delivery(entry_id, envelope, deliveries, trace)
 
 
 class RecentAdds:
@@ -117,13 +113,13 @@ class GroupStream:
 
         A raw round trip (:func:`processor.redis_io.round_trip`): redis-py's
         XREADGROUP made a dict of each entry, ~1.4 µs of an entry's 3."""
-        command: tuple[str | int, ...] = ("XREADGROUP", "GROUP", self.group, self.consumer,
+        command: Command = ("XREADGROUP", "GROUP", self.group, self.consumer,
                                           "COUNT", count)  # fmt: skip
         wait_s = 0.0
         if block_ms is not None:
             command += ("BLOCK", block_ms)
             wait_s = block_ms / 1000 if block_ms else math.inf  # BLOCK 0: for ever
-        command += ("STREAMS", self.stream, start if isinstance(start, str) else start.decode())
+        command += ("STREAMS", self.stream, start)
         [reply] = await round_trip(self.redis, [command], wait_s)
         if isinstance(reply, ResponseError):
             raise reply
@@ -131,7 +127,7 @@ class GroupStream:
             return []
         # RESP3: {stream: entries}; RESP2: [[stream, entries]].
         [entries] = reply.values() if isinstance(reply, dict) else [reply[0][1]]
-        return [_entry_delivery(entry_id, fields) for entry_id, fields in entries]
+        return [_delivery(entry_id, fields) for entry_id, fields in entries]
 
     async def claim(self, min_idle_ms: int, count: int) -> tuple[list[Delivery], list[bytes]]:
         """Take over entries idle for ``min_idle_ms``, resuming the scan where
@@ -144,8 +140,7 @@ class GroupStream:
         self._claim_cursor = cursor
         out = []
         for (entry_id, flat), deliveries in zip(entries, counts, strict=True):
-            fields = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
-            out.append(_delivery(entry_id, fields, int(deliveries)))
+            out.append(_delivery(entry_id, flat, int(deliveries)))
         return out, list(deleted)
 
     @property

@@ -35,7 +35,7 @@ async def boot_notification(ctx: Context, req: BootNotification) -> BootNotifica
     fields["registration_status"] = status
     fields["last_boot"] = fields["last_seen"] = clock.stored(ctx.now)
     ctx.effects.hset(keys.charge_point(ctx.charge_point_id), fields)
-    ctx.effects.call("SADD", keys.CHARGE_POINTS, ctx.charge_point_id)
+    ctx.effects.sadd(keys.CHARGE_POINTS, ctx.charge_point_id)
     event(ctx, "BootNotification", {k: v for k, v in fields.items() if k != "last_seen"}, ctx.now)
     # Pending and Rejected carry the interval too: it is when to boot again.
     return BootNotificationResponse(

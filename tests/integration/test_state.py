@@ -127,8 +127,11 @@ async def test_a_script_redis_forgot_is_loaded_again(redis: Redis) -> None:
 
 
 def latest(**values: str) -> Effects:
+    """A ``latest`` op as a MeterValues makes it, bounds of its times included."""
+    stamps = [v[:27] for v in values.values()]  # processor.clock.stored's width
     e = Effects()
-    e.latest("latest", {name.replace("_", "."): v for name, v in values.items()})
+    e.latest("latest", {name.replace("_", "."): v for name, v in values.items()},
+             oldest=min(stamps), newest=max(stamps))  # fmt: skip
     return e
 
 
