@@ -169,7 +169,10 @@ async def test_a_reader_waits_for_the_commit_in_flight(redis: Redis) -> None:
     tid = await RedisState(redis, 60).open_transaction(
         "idem", "CP1", 1, "TAG", 0, "2024-01-01T12:00:00Z", None)  # fmt: skip
     stream = HeldCommits(redis)
-    c = consumer(redis, RedisState(redis, 60), stream=stream, batch_size=1)
+    # No claim tick between the two reads: a claim settles the commit in
+    # flight first (the batch it holds would look idle), which is held here.
+    c = consumer(redis, RedisState(redis, 60), stream=stream, batch_size=1,
+                 claim_interval_ms=60_000)  # fmt: skip
     stop = {"transactionId": tid.transaction_id, "meterStop": 10,
             "timestamp": "2024-01-01T13:00:00Z"}  # fmt: skip
     await redis.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: call("CP1", "s", "StopTransaction", stop)})
@@ -184,10 +187,14 @@ async def test_a_reader_waits_for_the_commit_in_flight(redis: Redis) -> None:
                 groups = await redis.xinfo_groups(keys.INBOUND)
                 return bool(groups) and groups[0]["entries-read"] >= 2
 
-            # Batch 2 was read while batch 1's commit is held ...
-            await wait_until(both_read)
-            assert stream.started == 1 and await redis.llen(keys.responses("CP2")) == 0
-            stream.go.set()
+            try:
+                # Batch 2 was read while batch 1's commit is held ...
+                await wait_until(both_read)
+                assert stream.started == 1 and await redis.llen(keys.responses("CP2")) == 0
+            finally:
+                # Released whatever happened: a held, shielded commit would
+                # otherwise outlive the test's deadline (a hang, not a failure).
+                stream.go.set()
             authorized = await redis.brpop([keys.responses("CP2")], timeout=5)
             assert await redis.brpop([keys.responses("CP3")], timeout=5)
             c.stop()
