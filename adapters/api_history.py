@@ -190,11 +190,11 @@ def transaction_page(rows: Sequence[Row], limit: int) -> TransactionList:
 TRANSACTION_BY_ID = f"""SELECT {_TRANSACTION_COLUMNS} FROM transactions WHERE transaction_id = $1
     ORDER BY started_at DESC NULLS LAST, charge_point_id LIMIT 1"""
 # Samples at one instant come in the order of their record, then their place in it.
-# A row per meterValue, its sampled values a jsonb array: one out a sample.
+# A row per meterValue, its sampled values a json array: one out a sample.
 METER_VALUES = """SELECT m.sampled_at, m.connector_id, s->>'value' AS value,
     s->>'measurand' AS measurand, s->>'phase' AS phase, s->>'location' AS location,
     s->>'unit' AS unit, s->>'context' AS context, s->>'format' AS format
-    FROM meter_values m, jsonb_array_elements(m.sampled_values) WITH ORDINALITY AS e(s, n)
+    FROM meter_values m, json_array_elements(m.sampled_values) WITH ORDINALITY AS e(s, n)
     WHERE m.transaction_id = $1 AND m.charge_point_id = $2
     ORDER BY m.sampled_at, m.record_id, m.seq, e.n LIMIT $3"""
 

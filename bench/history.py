@@ -152,7 +152,7 @@ class Sent:
 
 _COUNTS = {
     "meter_values": "SELECT count(*) FROM meter_values",
-    "sampled values": "SELECT coalesce(sum(jsonb_array_length(sampled_values)), 0) "
+    "sampled values": "SELECT coalesce(sum(json_array_length(sampled_values)), 0) "
     "FROM meter_values",
     "transactions": "SELECT count(*) FROM transactions WHERE started_at IS NOT NULL",
     "transactions stopped": "SELECT count(*) FROM transactions WHERE stopped_at IS NOT NULL",

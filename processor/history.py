@@ -32,7 +32,7 @@ class MeterReading(_Record, tag="mv"):
     """One meterValue: its timestamp and its sampled values, the JSON array
     as OCPP spells it (``[{"value": "1500", "measurand": ...}, ...]``), each
     with every attribute the charger sent and none it left out, signed data
-    as sent. PostgreSQL keeps it as jsonb, one row per meterValue."""
+    as sent. PostgreSQL keeps it as json, one row per meterValue."""
 
     charge_point_id: str
     connector_id: int

@@ -7,7 +7,7 @@
 -- name: meter_values
 INSERT INTO meter_values (charge_point_id, connector_id, sampled_at, reading_key, transaction_id,
                           sampled_values, record_id, seq)
-SELECT c, n, t::timestamptz, k, x, v::jsonb, r, s
+SELECT c, n, t::timestamptz, k, x, v::json, r, s
 FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::int[], $6::text[], $7::text[],
             $8::int[])
      AS batch (c, n, t, k, x, v, r, s)

@@ -172,7 +172,8 @@ def _close(
 
 def _without_nul(values: Sequence[SampledValue | TransactionSampledValue]) -> bytes:
     """The sampled values with U+FFFD for each NUL in a value: JSON lets a
-    charger send one, PostgreSQL's jsonb cannot hold it."""
+    charger send one, PostgreSQL's text (what ``->>`` makes of a sample)
+    cannot hold it."""
     return _values.encode(
         [msgspec.structs.replace(sv, value=sv.value.replace("\x00", "\ufffd")) for sv in values]
     )

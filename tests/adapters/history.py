@@ -26,7 +26,7 @@ TRANSACTION = """INSERT INTO transactions (charge_point_id, transaction_id, conn
 # hashtext stands in for the archiver's digest of its content.
 METER_VALUE = """INSERT INTO meter_values (record_id, seq, sampled_at, charge_point_id,
     connector_id, transaction_id, sampled_values, reading_key) VALUES ($1, $2, $3, $4, 1, $5,
-    jsonb_build_array(jsonb_strip_nulls(jsonb_build_object('value', $6::text,
+    json_build_array(json_strip_nulls(json_build_object('value', $6::text,
         'context', $7::text, 'format', $8::text, 'measurand', $9::text, 'phase', $10::text,
         'location', $11::text, 'unit', $12::text))),
     hashtext($6))"""

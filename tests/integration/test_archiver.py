@@ -48,7 +48,7 @@ def count(url: str, table: str) -> int:
 # A row per meterValue; a sample a row, as the API reads them.
 SAMPLES = """(SELECT m.*, s->>'measurand' AS measurand, s->>'phase' AS phase,
     s->>'value' AS value, s->>'unit' AS unit, n FROM meter_values m,
-    jsonb_array_elements(m.sampled_values) WITH ORDINALITY AS e(s, n)) AS samples"""
+    json_array_elements(m.sampled_values) WITH ORDINALITY AS e(s, n)) AS samples"""
 
 
 def meter_values(cp: str, mid: str, n: int, transaction_id: int | None = None) -> bytes:

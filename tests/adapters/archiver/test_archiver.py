@@ -97,6 +97,19 @@ async def test_a_sample_sent_twice_is_one_row_and_a_different_one_at_the_same_ti
     assert [tuple(r) for r in rows] == [("1", None), ("1", "Sample.Clock")]
 
 
+async def test_sampled_values_are_kept_byte_for_byte(
+    redis: Redis, database: AsyncpgDatabase
+) -> None:
+    # Signed data is verified (OCMF) against what the charger sent: the row
+    # holds the processor's text as it is, not a reformatted copy (as
+    # jsonb's, with its spaces and its keys reordered, would be).
+    ocmf = b'OCMF|{\\"FV\\":\\"1.0\\"}|{\\"SA\\":\\"x\\"}'
+    signed = history.MeterReading(CP, 1, 7, T, b'[{"value":"' + ocmf + b'","format":"SignedData"}]')
+    await Archiver(redis, database, "test").archive(await append(redis, [signed]))
+    [row] = await fetch(database, "SELECT sampled_values::text FROM meter_values")
+    assert row[0].encode() == signed.sampled_values
+
+
 async def test_a_stop_archived_before_its_start_makes_one_whole_row(
     redis: Redis, database: AsyncpgDatabase
 ) -> None:

@@ -123,7 +123,7 @@ async def test_a_multi_row_insert_of_a_redelivered_batch_keeps_the_first_write(
     columns = ("record_id", "seq", "sampled_at", "reading_key", "charge_point_id",
                "connector_id", "transaction_id", "sampled_values")  # fmt: skip
     insert = f"""INSERT INTO meter_values ({", ".join(columns)})
-        SELECT r, s, t, k, c, n, x, v::jsonb FROM unnest($1::text[], $2::int[],
+        SELECT r, s, t, k, c, n, x, v::json FROM unnest($1::text[], $2::int[],
             $3::timestamptz[], $4::bigint[], $5::text[], $6::int[], $7::int[], $8::text[])
             AS batch (r, s, t, k, c, n, x, v) ON CONFLICT DO NOTHING"""
     arrays = [list(column) for column in zip(*rows, strict=True)]

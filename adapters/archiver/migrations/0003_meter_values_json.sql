@@ -1,0 +1,11 @@
+-- Sampled values as json, not jsonb. Each batch's meter values are the
+-- bulk of what the archiver writes, and jsonb parses every sampledValue
+-- into its binary form, sorting each object's keys: in a profile of the
+-- field-mix bench that was a third of PostgreSQL's CPU. json only checks
+-- the text is JSON and keeps it as sent, which suits signed data kept for
+-- verification (OCMF) better anyway. The readers take them apart with
+-- json_array_elements and ->> as before; nothing indexes or compares
+-- their content (the row's key holds a digest of it).
+--
+-- Rewrites every partition: on a large archive, run it in a quiet hour.
+ALTER TABLE meter_values ALTER COLUMN sampled_values TYPE json USING sampled_values::json;
