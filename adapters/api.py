@@ -89,10 +89,10 @@ from processor import json_depth
 from processor.command_queue import CommandQueue
 from processor.health import Liveness, Readiness, ReadinessCheck, redis_probe
 from processor.logs import setup
-from processor.messages import CENTRAL_INITIATED
 from processor.redis_io import connect, describe
 from processor.settings import LogLevel, RedisUrl, load
 from processor.telemetry import Providers, configured, disabled
+from processor.v16.messages import CENTRAL_INITIATED
 
 log = logging.getLogger("api")
 

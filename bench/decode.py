@@ -46,7 +46,7 @@ from ocpp.exceptions import OCPPError  # type: ignore[import-untyped]
 
 from processor import envelope
 from processor.envelope import Call
-from processor.messages import REQUESTS
+from processor.v16.messages import REQUESTS
 
 MAX_ENVELOPE_BYTES: Final = 65536
 OCPP_VERSION: Final = "1.6"

@@ -58,10 +58,10 @@ from typing import Any, Final, Literal
 import msgspec
 
 from processor import clock
-from processor import messages as m
 from processor.envelope import Call, Envelope
-from processor.messages.core import ChargePointStatus
-from processor.messages.metering import MeterValue, ReadingContext, SampledValue
+from processor.v16 import messages as m
+from processor.v16.messages.core import ChargePointStatus
+from processor.v16.messages.metering import MeterValue, ReadingContext, SampledValue
 
 MixName = Literal["field", "heartbeat"]
 

@@ -14,7 +14,6 @@ from processor import keys
 from processor.command_queue import CommandQueue, Sweeper
 from processor.consumer import Consumer
 from processor.dispatch import Dispatcher, Limits
-from processor.handlers import ROUTES
 from processor.health import HealthServer, redis_probe
 from processor.instances import registered
 from processor.lifecycle import run_until_signalled
@@ -25,6 +24,7 @@ from processor.state import RedisState
 from processor.stream import GroupStream
 from processor.telemetry import Providers, configured
 from processor.types import DataTransferHandler, HandlerConfig
+from processor.v16.handlers import ROUTES
 
 log = logging.getLogger("processor")
 

@@ -17,10 +17,10 @@ from typing import Any
 import msgspec
 
 from processor import json_depth, keys
-from processor import messages as m
 from processor.effects import Effects
 from processor.envelope import CallError, CallResult
 from processor.errors import from_validation
+from processor.v16 import messages as m
 
 _encoder = msgspec.json.Encoder()
 _requests = {a: msgspec.json.Decoder(m.REQUESTS[a]) for a in m.CENTRAL_INITIATED}

@@ -18,7 +18,6 @@ from opentelemetry.trace import SpanKind
 from processor import clock
 from processor.batch_metrics import LATENCY_BUCKETS, for_meter
 from processor.dispatch import Delivery, Outcome
-from processor.messages import REQUESTS
 from processor.span_record import Attributes, SpanRecord
 from processor.spans import FLUSH_AFTER_S, PROCESSOR_SCOPE, command_counter, recorder, shaped
 from processor.trace_context import (
@@ -33,6 +32,7 @@ from processor.trace_context import (
     span_context,
     tracing,
 )
+from processor.v16.messages import REQUESTS
 
 log = logging.getLogger(__name__)
 

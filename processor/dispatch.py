@@ -30,10 +30,10 @@ from processor.errors import (
     Undeliverable,
     from_validation,
 )
-from processor.handlers import Route
 from processor.logs import trace_fields
-from processor.messages import REQUESTS
 from processor.types import Context, HandlerConfig, State
+from processor.v16.handlers import Route
+from processor.v16.messages import REQUESTS
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import msgspec
 if TYPE_CHECKING:
     from processor.commands import CommandRecord
     from processor.effects import Effects
-    from processor.messages import DataTransfer, DataTransferResponse
+    from processor.v16.messages import DataTransfer, DataTransferResponse
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,8 @@ from bench.fieldmix import FIELD_MIX, Fleet, Phase, check_replies
 from bench.memory import family
 from bench.traffic import Tracker
 from processor import envelope, keys
-from processor.handlers import ROUTES
-from processor.messages import MeterValues, StartTransaction, StopTransaction
+from processor.v16.handlers import ROUTES
+from processor.v16.messages import MeterValues, StartTransaction, StopTransaction
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 STAMP = "2025-06-01T12:00:00.000Z"

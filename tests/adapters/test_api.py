@@ -32,8 +32,8 @@ from redis.asyncio import Redis
 from adapters.api import ApiSettings, create_app
 from adapters.devstack import Service, free_port, wait_for
 from processor import keys
-from processor.messages import CENTRAL_INITIATED
 from processor.redis_io import connect
+from processor.v16.messages import CENTRAL_INITIATED
 from tests.adapters.history import METER_VALUE, TRANSACTION, at, migrated
 from tests.messages import call
 

@@ -25,8 +25,8 @@ import redis
 
 from adapters.devstack import Service
 from processor import history, keys
-from processor.messages import DataTransfer, DataTransferResponse
 from processor.types import Context
+from processor.v16.messages import DataTransfer, DataTransferResponse
 from tests.integration.helpers import collect, no_more_replies
 from tests.integration.schemas import (
     assert_invalid_request,

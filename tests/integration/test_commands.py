@@ -16,11 +16,11 @@ from processor.command_queue import CommandQueue, Sweeper
 from processor.commands import CommandRejected
 from processor.consumer import Consumer
 from processor.dispatch import Dispatcher, Limits
-from processor.handlers import ROUTES
 from processor.settings import ProcessorSettings
 from processor.state import RedisState
 from processor.stream import GroupStream
 from processor.types import HandlerConfig
+from processor.v16.handlers import ROUTES
 
 pytestmark = pytest.mark.anyio
 

@@ -22,12 +22,12 @@ from processor import keys
 from processor.consumer import Consumer
 from processor.consumer_telemetry import ProcessorTelemetry
 from processor.dispatch import Dispatcher, Limits
-from processor.handlers import ROUTES
 from processor.redis_io import TRANSIENT
 from processor.settings import ProcessorSettings
 from processor.state import RedisState
 from processor.stream import GroupStream
 from processor.types import HandlerConfig, OpenedTransaction
+from processor.v16.handlers import ROUTES
 from tests.messages import call, start
 
 pytestmark = pytest.mark.anyio

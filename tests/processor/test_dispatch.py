@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from processor import keys
 from processor.commands import CommandRecord
 from processor.dispatch import Delivery, Dispatcher, Limits, Outcome
-from processor.handlers import ROUTES
-from processor.messages import REQUESTS
 from processor.types import HandlerConfig, OpenedTransaction
+from processor.v16.handlers import ROUTES
+from processor.v16.messages import REQUESTS
 from tests.messages import call, start
 from tests.processor.memory_state import MemoryState
 from tests.processor.test_envelope import hostile

@@ -13,9 +13,9 @@ import pytest
 from processor import history, keys
 from processor.dispatch import Delivery, Dispatcher, Limits, Outcome
 from processor.effects import Op
-from processor.handlers import ROUTES
-from processor.messages import DataTransfer, DataTransferResponse
 from processor.types import Context, HandlerConfig, IdTagRecord
+from processor.v16.handlers import ROUTES
+from processor.v16.messages import DataTransfer, DataTransferResponse
 from tests.messages import call
 from tests.processor.memory_state import MemoryState
 
@@ -331,7 +331,7 @@ async def test_actions_we_do_not_take_from_chargers(action: str, code: str) -> N
 
 
 def test_every_charger_initiated_operation_has_a_handler() -> None:
-    from processor.messages import CHARGER_INITIATED
+    from processor.v16.messages import CHARGER_INITIATED
 
     assert set(ROUTES) == CHARGER_INITIATED
     assert replace(HandlerConfig(), heartbeat_interval=1).heartbeat_interval == 1

@@ -1,4 +1,4 @@
-"""Differential test of ``processor.messages`` against the official OCPP 1.6
+"""Differential test of ``processor.v16.messages`` against the official OCPP 1.6
 JSON schemas (shipped in the ``ocpp`` package): for every schema, valid
 payloads drawn from it and mutations of them (a field dropped, added,
 retyped, too long, outside its enumeration...) must be accepted or refused
@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 
-from processor.messages import CENTRAL_INITIATED, CHARGER_INITIATED, REQUESTS, RESPONSES
+from processor.v16.messages import CENTRAL_INITIATED, CHARGER_INITIATED, REQUESTS, RESPONSES
 
 SCHEMAS = Path(ocpp.__file__).parent / "v16" / "schemas"
 NAMES = sorted(p.stem for p in SCHEMAS.glob("*.json"))

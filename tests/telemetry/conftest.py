@@ -26,7 +26,6 @@ from redis.asyncio import Redis
 
 from processor.consumer import Consumer
 from processor.dispatch import Dispatcher, Limits
-from processor.handlers import ROUTES
 from processor.logs import JsonFormatter
 from processor.redis_io import connect
 from processor.settings import ProcessorSettings
@@ -34,6 +33,7 @@ from processor.state import RedisState
 from processor.stream import GroupStream
 from processor.telemetry import Providers
 from processor.types import HandlerConfig
+from processor.v16.handlers import ROUTES
 from tests.telemetry.otlp_receiver import Receiver
 
 

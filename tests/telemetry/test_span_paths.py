@@ -32,11 +32,11 @@ from processor import consumer_telemetry, keys, spans
 from processor.commands import CommandRecord
 from processor.consumer_telemetry import ProcessorTelemetry
 from processor.dispatch import Delivery, Dispatcher, Limits, Outcome
-from processor.handlers import ROUTES
 from processor.otlp import SpanEncoder, request
 from processor.spans import OTLP_FRAME_DECODER, SOCKET_BUFFER, WIRE_OTLP, OffloadedTracerProvider
 from processor.spans import Shipper as _Shipper
 from processor.types import HandlerConfig
+from processor.v16.handlers import ROUTES
 from tests.messages import call
 from tests.processor.memory_state import MemoryState
 

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from processor.messages.common import DateTime, Omittable, Payload
+from processor.v16.messages.common import DateTime, Omittable, Payload
 
 String40 = Annotated[str, msgspec.Meta(max_length=40)]
 String50 = Annotated[str, msgspec.Meta(max_length=50)]

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from processor.messages.common import DateTime, Omittable, Payload
+from processor.v16.messages.common import DateTime, Omittable, Payload
 
 ReadingContext = Literal[
     "Interruption.Begin",

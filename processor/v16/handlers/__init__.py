@@ -17,15 +17,16 @@ from typing import Any, Generic
 
 import msgspec
 
-from processor import messages as m
-from processor.handlers.core import (
+from processor.types import Handler, Req, Resp
+from processor.v16 import messages as m
+from processor.v16.handlers.core import (
     authorize,
     boot_notification,
     data_transfer,
     heartbeat,
     status_notification,
 )
-from processor.handlers.notifications import (
+from processor.v16.handlers.notifications import (
     diagnostics_status_notification,
     firmware_status_notification,
     log_status_notification,
@@ -33,8 +34,7 @@ from processor.handlers.notifications import (
     sign_certificate,
     signed_firmware_status_notification,
 )
-from processor.handlers.transactions import meter_values, start_transaction, stop_transaction
-from processor.types import Handler, Req, Resp
+from processor.v16.handlers.transactions import meter_values, start_transaction, stop_transaction
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,9 @@ import msgspec
 
 from processor import clock, keys
 from processor.errors import SecurityViolation
-from processor.handlers.common import event, id_tag_info, trusted_time, unknown_under_known_only
-from processor.messages import (
+from processor.types import Context
+from processor.v16.handlers.common import event, id_tag_info, trusted_time, unknown_under_known_only
+from processor.v16.messages import (
     Authorize,
     AuthorizeResponse,
     BootNotification,
@@ -19,8 +20,7 @@ from processor.messages import (
     StatusNotification,
     StatusNotificationResponse,
 )
-from processor.messages.core import RegistrationStatus
-from processor.types import Context
+from processor.v16.messages.core import RegistrationStatus
 
 
 async def boot_notification(ctx: Context, req: BootNotification) -> BootNotificationResponse:

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from processor.messages.common import (
+from processor.v16.messages.common import (
     CiString20,
     CiString25,
     CiString50,
@@ -17,7 +17,7 @@ from processor.messages.common import (
     Omittable,
     Payload,
 )
-from processor.messages.metering import MeterValue, TransactionMeterValue
+from processor.v16.messages.metering import MeterValue, TransactionMeterValue
 
 RegistrationStatus = Literal["Accepted", "Pending", "Rejected"]
 DataTransferStatus = Literal["Accepted", "Rejected", "UnknownMessageId", "UnknownVendorId"]

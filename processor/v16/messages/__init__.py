@@ -18,13 +18,13 @@ from collections.abc import Iterable
 
 import msgspec
 
-from processor.messages import commands, core, security
-from processor.messages.charging import (
+from processor.v16.messages import commands, core, security
+from processor.v16.messages.charging import (
     ChargingProfile,
     ChargingSchedule,
     ChargingSchedulePeriod,
 )
-from processor.messages.commands import (
+from processor.v16.messages.commands import (
     AuthorizationData,
     CancelReservation,
     CancelReservationResponse,
@@ -64,11 +64,11 @@ from processor.messages.commands import (
     UpdateFirmware,
     UpdateFirmwareResponse,
 )
-from processor.messages.common import (
+from processor.v16.messages.common import (
     IdTagInfo,
     Payload,
 )
-from processor.messages.core import (
+from processor.v16.messages.core import (
     Authorize,
     AuthorizeResponse,
     BootNotification,
@@ -90,13 +90,13 @@ from processor.messages.core import (
     StopTransaction,
     StopTransactionResponse,
 )
-from processor.messages.metering import (
+from processor.v16.messages.metering import (
     MeterValue,
     SampledValue,
     TransactionMeterValue,
     TransactionSampledValue,
 )
-from processor.messages.security import (
+from processor.v16.messages.security import (
     CertificateHashData,
     CertificateSigned,
     CertificateSignedResponse,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Literal
 
-from processor.messages.common import DateTime, Omittable, Payload
+from processor.v16.messages.common import DateTime, Omittable, Payload
 
 ChargingProfilePurpose = Literal["ChargePointMaxProfile", "TxDefaultProfile", "TxProfile"]
 ChargingProfileKind = Literal["Absolute", "Recurring", "Relative"]

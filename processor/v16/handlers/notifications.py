@@ -4,8 +4,9 @@ log uploads, security events, and certificate signing requests."""
 from __future__ import annotations
 
 from processor import clock, keys
-from processor.handlers.common import event, trusted_time
-from processor.messages import (
+from processor.types import Context
+from processor.v16.handlers.common import event, trusted_time
+from processor.v16.messages import (
     DiagnosticsStatusNotification,
     DiagnosticsStatusNotificationResponse,
     FirmwareStatusNotification,
@@ -19,7 +20,6 @@ from processor.messages import (
     SignedFirmwareStatusNotification,
     SignedFirmwareStatusNotificationResponse,
 )
-from processor.types import Context
 
 
 def _status(ctx: Context, action: str, prefix: str, status: str, request_id: int | None) -> None:

@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import cast, get_args
 
 from processor import clock, history
-from processor.messages import IdTagInfo
-from processor.messages.common import AuthorizationStatus
 from processor.types import Context, IdTagRecord
+from processor.v16.messages import IdTagInfo
+from processor.v16.messages.common import AuthorizationStatus
 
 _STATUSES = frozenset(get_args(AuthorizationStatus))
 

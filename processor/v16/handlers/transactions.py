@@ -19,8 +19,9 @@ import msgspec
 
 from processor import clock, history, keys
 from processor.errors import SecurityViolation
-from processor.handlers.common import id_tag_info, trusted_time, unknown_under_known_only
-from processor.messages import (
+from processor.types import Context
+from processor.v16.handlers.common import id_tag_info, trusted_time, unknown_under_known_only
+from processor.v16.messages import (
     MeterValues,
     MeterValuesResponse,
     StartTransaction,
@@ -28,13 +29,12 @@ from processor.messages import (
     StopTransaction,
     StopTransactionResponse,
 )
-from processor.messages.metering import (
+from processor.v16.messages.metering import (
     MeterValue,
     SampledValue,
     TransactionMeterValue,
     TransactionSampledValue,
 )
-from processor.types import Context
 
 _values = msgspec.json.Encoder()
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from processor.messages.charging import (
+from processor.v16.messages.charging import (
     ChargingProfile,
     ChargingProfilePurpose,
     ChargingRateUnit,
     ChargingSchedule,
 )
-from processor.messages.common import (
+from processor.v16.messages.common import (
     CiString50,
     CiString255,
     CiString500,
