@@ -1,10 +1,13 @@
-"""``ocpp-gateway``: an OCPP-J 1.6 WebSocket server that keeps the ws-server's
-wire contract (CONTRACT.md), so the system runs without the user's server.
+"""``ocpp-gateway``: an OCPP-J WebSocket server (OCPP 1.6 and 2.0.1) that keeps
+the ws-server's wire contract (CONTRACT.md), so the system runs without the
+user's server.
 
 A charge point connects to ``ws[s]://host:8080/{chargePointId}`` offering the
-``ocpp1.6`` subprotocol. Every text frame it sends is LPUSHed onto
+``ocpp2.0.1`` or the ``ocpp1.6`` subprotocol (offering both, it gets the
+first it lists). Every text frame it sends is LPUSHed onto
 ``ocpp:requests`` as an envelope (``adapters/gateway_inbound.py``: garbage
-is forwarded too, with what could be read of it); every envelope LPUSHed onto
+is forwarded too, with what could be read of it) whose ``protocol`` says
+which it chose; every envelope LPUSHed onto
 ``ocpp:responses:{id}`` is popped from the right and its ``payload`` written
 to that charger's socket, in order (``adapters/gateway_outbound.py``: one
 pump fed by Redis client-tracking invalidations, so thousands of chargers
@@ -21,10 +24,9 @@ Handshake, in order:
   ``OCPP_GATEWAY_AUTH_MAX_FAILURES`` times within
   ``OCPP_GATEWAY_AUTH_WINDOW_S`` gets HTTP 429 with ``Retry-After``,
   credentials unchecked, for that long (``adapters/rate_limit.py``);
-* a client offering no ``ocpp1.6`` subprotocol gets what OCPP-J 1.6 section
-  3.1.2 prescribes: the handshake completes without a
-  ``Sec-WebSocket-Protocol`` header and the connection is closed at once,
-  with 1002 (protocol error).
+* a client offering neither subprotocol gets what OCPP-J 1.6 section 3.1.2
+  prescribes: the handshake completes without a ``Sec-WebSocket-Protocol``
+  header and the connection is closed at once, with 1002 (protocol error).
 
 Then: a new connection for an identity replaces the older one, which is
 closed with 1000 and hands over what it had not sent; a frame over
@@ -78,14 +80,16 @@ from processor.telemetry import Providers, configured
 
 log = logging.getLogger("gateway")
 
-SUBPROTOCOL: Final = Subprotocol("ocpp1.6")
+# The envelope's ``protocol`` is the subprotocol's name: the processor's
+# names for the versions (processor/protocols.py) are the same.
+SUBPROTOCOLS: Final = (Subprotocol("ocpp1.6"), Subprotocol("ocpp2.0.1"))
 # Per connection at shutdown, then for pushing and requeueing what is left.
 CLOSE_TIMEOUT_S: Final = 5.0
 DRAIN_S: Final = 5.0
 
 
 class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True):
-    """OCPP-J 1.6 WebSocket gateway keeping the ws-server's Redis contract."""
+    """OCPP-J 1.6 and 2.0.1 WebSocket gateway keeping the ws-server's Redis contract."""
 
     gateway_host: Annotated[str, Meta(description="address to listen on")] = "0.0.0.0"
     gateway_port: Annotated[int, Meta(ge=0, le=65535, description="port to listen on")] = 8080
@@ -127,8 +131,9 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True):
 def _select_subprotocol(
     connection: ServerConnection, offered: Sequence[Subprotocol]
 ) -> Subprotocol | None:
-    # None completes the handshake without the header; the handler closes.
-    return SUBPROTOCOL if SUBPROTOCOL in offered else None
+    # The charger's preference: the first it offers that we speak. None
+    # completes the handshake without the header; the handler closes.
+    return next((p for p in offered if p in SUBPROTOCOLS), None)
 
 
 class Gateway:
@@ -260,18 +265,20 @@ class Gateway:
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
         cp = identity(ws.request.path)
-        if ws.subprotocol != SUBPROTOCOL:
-            log.info("refused %s: it offered no %s subprotocol", cp, SUBPROTOCOL)
-            await ws.close(CloseCode.PROTOCOL_ERROR, f"the {SUBPROTOCOL} subprotocol is required")
+        protocol = ws.subprotocol
+        if protocol not in SUBPROTOCOLS:
+            wanted = " or ".join(SUBPROTOCOLS)
+            log.info("refused %s: it offered no %s subprotocol", cp, wanted)
+            await ws.close(CloseCode.PROTOCOL_ERROR, f"the {wanted} subprotocol is required")
             return
         session = Session(cp, ws)
         self.pump.attach(session)
-        log.info("%s connected from %s", cp, ws.remote_address)
+        log.info("%s connected from %s (%s)", cp, ws.remote_address, protocol)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(session.send_loop, self.pump.mark)
                 tg.start_soon(self._close_when_replaced, ws, session)
-                await self._receive(ws, cp)
+                await self._receive(ws, cp, protocol)
                 tg.cancel_scope.cancel()
         finally:
             self.pump.detach(session)
@@ -283,7 +290,7 @@ class Gateway:
         log.info("%s: replaced by a newer connection", session.charge_point_id)
         await ws.close(CloseCode.NORMAL_CLOSURE, "replaced by a newer connection")
 
-    async def _receive(self, ws: ServerConnection, cp: str) -> None:
+    async def _receive(self, ws: ServerConnection, cp: str, protocol: str) -> None:
         while True:
             try:
                 message = await ws.recv()
@@ -293,7 +300,7 @@ class Gateway:
             if isinstance(message, bytes):
                 await ws.close(CloseCode.UNSUPPORTED_DATA, "OCPP-J frames are text")
                 return
-            await self.forwarder.send(envelope(cp, message.encode(), received))
+            await self.forwarder.send(envelope(cp, message.encode(), received, protocol))
 
 
 def _chargers_socket(host: str, port: int) -> socket.socket:

@@ -42,6 +42,8 @@ class _Inbound(msgspec.Struct, kw_only=True, omit_defaults=True):
     action: str | None = None
     payload: msgspec.Raw
     timestamp: str
+    # Our extension: the OCPP version the charger chose at its handshake.
+    protocol: str | None = None
 
 
 _head: Final = msgspec.json.Decoder(list[msgspec.Raw])
@@ -56,8 +58,11 @@ def received_now() -> str:
     return wire(datetime.now(UTC))
 
 
-def envelope(charge_point_id: str, frame: bytes, received: str) -> bytes:
-    """The envelope of one text frame, whatever the frame holds.
+def envelope(
+    charge_point_id: str, frame: bytes, received: str, protocol: str | None = None
+) -> bytes:
+    """The envelope of one text frame, whatever the frame holds, from a
+    charger speaking ``protocol`` (the subprotocol it chose; None: unsaid).
 
     ``payload`` is the frame verbatim when it is JSON (any JSON value: the
     processor answers or dead-letters what is not an OCPP-J array) and the
@@ -92,6 +97,7 @@ def envelope(charge_point_id: str, frame: bytes, received: str) -> bytes:
             action=action,
             payload=payload,
             timestamp=received,
+            protocol=protocol,
         )
     )
 

@@ -18,13 +18,13 @@ from processor.health import HealthServer, redis_probe
 from processor.instances import registered
 from processor.lifecycle import run_until_signalled
 from processor.logs import setup
+from processor.protocols import protocols
 from processor.redis_io import TRANSIENT, connect, group_info
 from processor.settings import ProcessorSettings, default_consumer_name, load
 from processor.state import RedisState
 from processor.stream import GroupStream
 from processor.telemetry import Providers, configured
 from processor.types import DataTransferHandler, HandlerConfig
-from processor.v16.handlers import ROUTES
 
 log = logging.getLogger("processor")
 
@@ -40,7 +40,7 @@ async def serve(settings: ProcessorSettings, providers: Providers | None = None)
         redis, name, reply_ttl_ms=settings.reply_ttl_s * 1000, dead_maxlen=settings.dead_maxlen
     )
     dispatcher = Dispatcher(
-        ROUTES,
+        protocols(settings.default_protocol),
         RedisState(redis, settings.idempotency_ttl_s, settings.max_session_s),
         handler_config(settings),
         Limits(settings.max_envelope_bytes, settings.max_deliveries, settings.concurrency),

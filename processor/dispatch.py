@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import msgspec
 
@@ -27,13 +26,13 @@ from processor.errors import (
     NotImplementedAction,
     NotSupportedAction,
     OcppError,
+    ProtocolViolation,
     Undeliverable,
     from_validation,
 )
 from processor.logs import trace_fields
+from processor.protocols import Protocols
 from processor.types import Context, HandlerConfig, State
-from processor.v16.handlers import Route
-from processor.v16.messages import REQUESTS
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +84,18 @@ class Limits:
 
 
 class Dispatcher:
-    """Turns deliveries into outcomes with the handlers in ``routes``."""
+    """Turns deliveries into outcomes with each version's handlers in ``protocols``."""
 
     def __init__(
         self,
-        routes: Mapping[str, Route[Any, Any]],
+        protocols: Protocols,
         state: State,
         config: HandlerConfig,
         limits: Limits,
         transient: tuple[type[Exception], ...] = (),
     ) -> None:
         self._transient = transient
-        self._routes = routes
+        self._protocols = protocols
         self._state = state
         self._config = config
         self._limits = limits
@@ -190,7 +189,8 @@ class Dispatcher:
         frame = env.payload
         if not isinstance(frame, Call):
             return True  # a reply: its command is looked up
-        route = self._routes.get(frame.action)
+        protocol = self._protocols.of(env.protocol)
+        route = protocol.routes.get(frame.action) if protocol else None
         return route is not None and route.reads_state
 
     def _decode(self, d: Delivery, ts: str) -> Envelope | Outcome:
@@ -202,9 +202,10 @@ class Dispatcher:
         except Rejected as r:
             if r.is_reply:
                 return Outcome(d.entry_id, dead_reason=r.error.description, raw=d.raw)
-            reply = envelope.encode_error(r.charge_point_id, r.message_id, r.error, ts)
+            code = (self._protocols.of(r.protocol) or self._protocols.default).error_code(r.error)
+            reply = envelope.encode_error(r.charge_point_id, r.message_id, r.error, ts, code)
             return Outcome(d.entry_id, reply_key=keys.responses(r.charge_point_id), reply=reply,
-                           error_code=r.error.code)  # fmt: skip
+                           error_code=code)  # fmt: skip
         except Undeliverable as u:
             return Outcome(d.entry_id, dead_reason=u.reason, raw=d.raw)
         if d.deliveries > self._limits.max_deliveries:
@@ -219,9 +220,10 @@ class Dispatcher:
         if isinstance(env.payload, Call):
             # The charger is waiting for an answer: tell it, don't leave it to time out.
             error = InternalFailure(f"{env.payload.action} could not be processed")
+            code = (self._protocols.of(env.protocol) or self._protocols.default).error_code(error)
             out.reply_key = keys.responses(env.charge_point_id)
-            out.reply = envelope.encode_error(env.charge_point_id, env.message_id, error, ts)
-            out.error_code = error.code
+            out.reply = envelope.encode_error(env.charge_point_id, env.message_id, error, ts, code)
+            out.error_code = code
         return out
 
     async def _handle(self, d: Delivery, env: Envelope, now: datetime, ts: str) -> Outcome:
@@ -240,12 +242,24 @@ class Dispatcher:
                 )
             return out
         out.reply_key = keys.responses(cp)
+        protocol = self._protocols.of(env.protocol)
+        # An envelope naming a version we do not speak is told so in the default's words.
+        speaks = protocol or self._protocols.default
         try:
-            route = self._routes.get(frame.action)
+            if protocol is None:
+                raise ProtocolViolation(
+                    f"envelope protocol {env.protocol!r} is none this central system speaks"
+                    f" ({', '.join(sorted(self._protocols.by_name))})"
+                )
+            route = protocol.routes.get(frame.action)
             if route is None:
-                if frame.action in REQUESTS:
-                    raise NotSupportedAction(f"{frame.action} is not supported from a charge point")
-                raise NotImplementedAction(f"Action {frame.action} is not implemented")
+                if frame.action in protocol.actions:
+                    raise NotSupportedAction(
+                        f"{frame.action} is not supported from a charge point ({protocol.name})"
+                    )
+                raise NotImplementedAction(
+                    f"Action {frame.action} is not implemented ({protocol.name})"
+                )
             try:
                 request = route.decoder.decode(frame.payload)
             # Not only ValidationError: the envelope's decode skipped the
@@ -259,8 +273,9 @@ class Dispatcher:
             response = await route.handler(ctx, request)
         except OcppError as error:
             out.effects = Effects()  # a refused CALL changes nothing
-            out.reply = envelope.encode_error(cp, frame.unique_id, error, ts)
-            out.error_code = error.code
+            code = speaks.error_code(error)
+            out.reply = envelope.encode_error(cp, frame.unique_id, error, ts, code)
+            out.error_code = code
             return out
         out.reply = envelope.encode_result(cp, frame.unique_id, _encoder.encode(response), ts)
         return out

@@ -17,6 +17,8 @@ import msgspec
 from processor import json_depth
 from processor.errors import (
     FormationViolation,
+    MalformedFrame,
+    MessageTypeNotSupported,
     OcppError,
     ProtocolViolation,
     Undeliverable,
@@ -72,7 +74,10 @@ class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
     """One frame as the ws-server hands it over, in both directions.
 
     Field order is the contract's; unknown fields are ignored on decode and
-    ``action`` is omitted on encode when absent.
+    ``action`` is omitted on encode when absent. ``protocol`` is our
+    extension (README, "The contract"): the OCPP version the charger chose
+    at its handshake (``ocpp1.6``, ``ocpp2.0.1``), which our gateway sets;
+    a ws-server that does not send it leaves the processor to its default.
     """
 
     charge_point_id: str
@@ -81,6 +86,7 @@ class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
     action: str | None = None
     payload: Frame
     timestamp: str | None = None
+    protocol: str | None = None
 
 
 class Rejected(Exception):
@@ -89,13 +95,20 @@ class Rejected(Exception):
     frame was itself a reply (OCPP-J never answers a reply)."""
 
     def __init__(
-        self, error: OcppError, charge_point_id: str, message_id: str, is_reply: bool
+        self,
+        error: OcppError,
+        charge_point_id: str,
+        message_id: str,
+        is_reply: bool,
+        protocol: str | None = None,
     ) -> None:
         super().__init__(error.description)
         self.error = error
         self.charge_point_id = charge_point_id
         self.message_id = message_id
         self.is_reply = is_reply
+        # As the envelope said, if it could be read: the CALLERROR's spelling.
+        self.protocol = protocol
 
 
 _decoder: Final = msgspec.json.Decoder(Envelope)
@@ -147,6 +160,7 @@ def decode(raw: bytes, max_bytes: int) -> Envelope:
             env.charge_point_id,
             frame.unique_id,
             is_reply=not isinstance(frame, Call) or env.message_type in (CALL_RESULT, CALL_ERROR),
+            protocol=env.protocol,
         )
     return env
 
@@ -160,11 +174,11 @@ def _tag(frame: Frame) -> int:
 def _classify(exc: msgspec.ValidationError) -> OcppError:
     text = str(exc)
     if text.endswith("`$.payload[0]`"):
-        return ProtocolViolation(f"unknown OCPP-J message type: {text}")
+        return MessageTypeNotSupported(f"unknown OCPP-J message type: {text}")
     # msgspec reports an over-long array-like frame without a path; the
     # envelope has no other array, so any array fault is the frame's.
     if "`$.payload" in text or text.startswith("Expected `array`"):
-        return FormationViolation(f"malformed OCPP-J frame: {text}")
+        return MalformedFrame(f"malformed OCPP-J frame: {text}")
     return ProtocolViolation(f"malformed envelope: {text}")
 
 
@@ -177,6 +191,7 @@ class _Head(msgspec.Struct):
     message_type: msgspec.Raw = _NULL
     message_id: msgspec.Raw = _NULL
     payload: msgspec.Raw = _NULL
+    protocol: msgspec.Raw = _NULL
 
 
 _head_decoder: Final = msgspec.json.Decoder(_Head)
@@ -210,7 +225,7 @@ def _reject(raw: bytes, error: OcppError, max_bytes: int) -> NoReturn:
         raise Undeliverable(f"envelope has no readable message id: {error.description}")
     types = (_read(head.message_type, int), _read(frame[0], int) if frame else None)
     is_reply = any(t in (CALL_RESULT, CALL_ERROR) for t in types)
-    raise Rejected(error, cp, message_id, is_reply)
+    raise Rejected(error, cp, message_id, is_reply, _read(head.protocol, str))
 
 
 def _read(value: msgspec.Raw, kind: type[T]) -> T | None:
@@ -235,12 +250,15 @@ def encode_result(charge_point_id: str, message_id: str, body: bytes, timestamp:
     )
 
 
-def encode_error(charge_point_id: str, message_id: str, error: OcppError, timestamp: str) -> bytes:
-    """The envelope of a CALLERROR telling the charger what ``error`` says."""
+def encode_error(
+    charge_point_id: str, message_id: str, error: OcppError, timestamp: str, code: str = ""
+) -> bytes:
+    """The envelope of a CALLERROR telling the charger what ``error`` says,
+    as ``code`` (the charger's version's spelling; ``error.code`` if empty)."""
     description = error.description
     if len(description) > _MAX_DESCRIPTION:
         description = description[: _MAX_DESCRIPTION - 3] + "..."
-    frame = CallError(message_id, error.code, description, _EMPTY_OBJECT)
+    frame = CallError(message_id, code or error.code, description, _EMPTY_OBJECT)
     return _encoder.encode(
         Envelope(
             charge_point_id=charge_point_id,

@@ -5,13 +5,20 @@ becomes when it can be reported to the charger.
     ├── NotImplementedAction         the action is unknown to us
     ├── NotSupportedAction           a known action we do not handle
     ├── ProtocolViolation            envelope and frame disagree, or a reply where a CALL belongs
+    │   └── MessageTypeNotSupported    a frame of no message type OCPP-J defines
     ├── FormationViolation           a frame or payload that is not well formed
+    │   └── MalformedFrame             the frame itself, not its payload
     ├── PropertyConstraintViolation  a field breaks a constraint (length, enum value)
     ├── OccurrenceConstraintViolation a required field is missing
     ├── TypeConstraintViolation      a field has the wrong type
     ├── SecurityViolation            the charger may not do this (not on the allow-list)
     └── InternalFailure              our side failed for good (retries spent)
     Undeliverable                  input we cannot address to any charger: dead-lettered
+
+``code`` is OCPP-J 1.6's spelling; ``processor/protocols.py`` spells each
+error as the charger's version does (2.0.1: ``FormatViolation``,
+``OccurrenceConstraintViolation``, ``MessageTypeNotSupported``,
+``RpcFrameworkError``).
 """
 
 from __future__ import annotations
@@ -30,13 +37,14 @@ class OcppError(Exception):
 
 
 class NotImplementedAction(OcppError):
-    """Raised for an action name that is not part of OCPP 1.6."""
+    """Raised for an action name that is not part of the charger's OCPP version."""
 
     code = "NotImplemented"
 
 
 class NotSupportedAction(OcppError):
-    """Raised for an OCPP 1.6 action this central system does not handle."""
+    """Raised for an action of the charger's OCPP version that this central
+    system does not handle (one a central system sends, for instance)."""
 
     code = "NotSupported"
 
@@ -47,10 +55,19 @@ class ProtocolViolation(OcppError):
     code = "ProtocolError"
 
 
+class MessageTypeNotSupported(ProtocolViolation):
+    """Raised for a frame whose message type number OCPP-J does not define."""
+
+
 class FormationViolation(OcppError):
     """Raised for a frame or payload that is syntactically wrong."""
 
     code = "FormationViolation"
+
+
+class MalformedFrame(FormationViolation):
+    """Raised when the OCPP-J frame itself is wrong (not an array, an id
+    that is not a string, elements missing), before any payload is read."""
 
 
 class PropertyConstraintViolation(OcppError):

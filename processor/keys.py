@@ -84,6 +84,17 @@ def connectors(charge_point_id: str) -> str:
     return f"{CHARGE_POINT_PREFIX}{charge_point_id}:connectors"
 
 
+def evse_connector(charge_point_id: str, evse_id: int, connector_id: int) -> str:
+    """Status of one connector of an EVSE (OCPP 2.0.1 numbers connectors
+    within their EVSE; EVSE 0 is the charging station itself)."""
+    return f"{CHARGE_POINT_PREFIX}{charge_point_id}:evse:{evse_id}:connector:{connector_id}"
+
+
+def evse_connectors(charge_point_id: str) -> str:
+    """The set of ``<evse id>/<connector id>`` a 2.0.1 charger has reported."""
+    return f"{CHARGE_POINT_PREFIX}{charge_point_id}:evse_connectors"
+
+
 def meter_latest(charge_point_id: str, connector_id: int) -> str:
     """A connector's latest sample per measurand: field
     ``<measurand>[:phase][@location]``, value ``"<stored timestamp> <unit> <value>"``."""

@@ -107,6 +107,10 @@ class ProcessorSettings(msgspec.Struct, kw_only=True, frozen=True):
     command_retention_s: Annotated[
         int, Meta(ge=1, description="how long a command's record is kept")
     ] = 7 * 86400
+    default_protocol: Annotated[
+        Literal["ocpp1.6", "ocpp2.0.1"],
+        Meta(description="OCPP version of an envelope that names none (a ws-server without it)"),
+    ] = "ocpp1.6"
     health_port: HealthPort = 9101
     log_level: LogLevel = "INFO"
 

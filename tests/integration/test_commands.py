@@ -16,11 +16,11 @@ from processor.command_queue import CommandQueue, Sweeper
 from processor.commands import CommandRejected
 from processor.consumer import Consumer
 from processor.dispatch import Dispatcher, Limits
+from processor.protocols import protocols
 from processor.settings import ProcessorSettings
 from processor.state import RedisState
 from processor.stream import GroupStream
 from processor.types import HandlerConfig
-from processor.v16.handlers import ROUTES
 
 pytestmark = pytest.mark.anyio
 
@@ -31,7 +31,7 @@ CP = "CP1"
 async def processor(redis: Redis) -> AsyncIterator[None]:
     """A consumer and a deadline sweeper running in the background."""
     settings = ProcessorSettings(read_block_ms=50)
-    dispatcher = Dispatcher(ROUTES, RedisState(redis, 60), HandlerConfig(), Limits())
+    dispatcher = Dispatcher(protocols(), RedisState(redis, 60), HandlerConfig(), Limits())
     consumer = Consumer(GroupStream(redis, "c1"), dispatcher, settings)
     sweeper = Sweeper(CommandQueue(redis), interval_s=0.02)
     async with anyio.create_task_group() as tg:

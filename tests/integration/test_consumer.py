@@ -22,12 +22,12 @@ from processor import keys
 from processor.consumer import Consumer
 from processor.consumer_telemetry import ProcessorTelemetry
 from processor.dispatch import Dispatcher, Limits
+from processor.protocols import protocols
 from processor.redis_io import TRANSIENT
 from processor.settings import ProcessorSettings
 from processor.state import RedisState
 from processor.stream import GroupStream
 from processor.types import HandlerConfig, OpenedTransaction
-from processor.v16.handlers import ROUTES
 from tests.messages import call, start
 
 pytestmark = pytest.mark.anyio
@@ -47,7 +47,7 @@ def consumer(
 ) -> Consumer:
     options = {"claim_min_idle_ms": 1, "claim_interval_ms": 1, "max_deliveries": 3,
                "read_block_ms": 50, **settings}  # fmt: skip
-    dispatcher = Dispatcher(ROUTES, state, HandlerConfig(), Limits(max_deliveries=3))
+    dispatcher = Dispatcher(protocols(), state, HandlerConfig(), Limits(max_deliveries=3))
     return Consumer(stream or GroupStream(redis, name), dispatcher, ProcessorSettings(**options))
 
 
@@ -142,7 +142,7 @@ async def test_batch_telemetry_runs_once_the_commit_is_on_its_way(
     monkeypatch.setattr(ProcessorTelemetry, "prepare", spy_prepare)
     reader = InMemoryMetricReader()  # telemetry on: metrics are enough
     settings = ProcessorSettings(read_block_ms=50)
-    dispatcher = Dispatcher(ROUTES, RedisState(redis, 60), HandlerConfig(), Limits())
+    dispatcher = Dispatcher(protocols(), RedisState(redis, 60), HandlerConfig(), Limits())
     c = Consumer(GroupStream(redis, "c1"), dispatcher, settings,
                  meter_provider=MeterProvider(metric_readers=[reader]))  # fmt: skip
     with anyio.fail_after(10):
@@ -231,7 +231,7 @@ async def test_stopping_through_a_redis_outage_gives_up_in_time(redis: Redis) ->
     # Every read of state fails as if Redis were gone: stop() must still end
     # the run after the grace for an outage, the entry left pending.
     state = Unreachable(redis, 60)
-    dispatcher = Dispatcher(ROUTES, state, HandlerConfig(), Limits(), transient=TRANSIENT)
+    dispatcher = Dispatcher(protocols(), state, HandlerConfig(), Limits(), transient=TRANSIENT)
     c = Consumer(GroupStream(redis, "c1"), dispatcher, ProcessorSettings(read_block_ms=50))
     await redis.xadd(keys.INBOUND, {keys.ENVELOPE_FIELD: call("CP1", "a", "Authorize",
                                                               {"idTag": "T"})})  # fmt: skip

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from processor import keys
 from processor.commands import CommandRecord
 from processor.dispatch import Delivery, Dispatcher, Limits, Outcome
+from processor.protocols import protocols
 from processor.types import HandlerConfig, OpenedTransaction
 from processor.v16.handlers import ROUTES
 from processor.v16.messages import REQUESTS
@@ -27,7 +28,7 @@ NOW = datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 def dispatcher(state: Any = None, **limits: int) -> Dispatcher:
-    return Dispatcher(ROUTES, state or MemoryState(), HandlerConfig(heartbeat_interval=120),
+    return Dispatcher(protocols(), state or MemoryState(), HandlerConfig(heartbeat_interval=120),
                       Limits(**limits))  # fmt: skip
 
 
@@ -233,7 +234,7 @@ async def test_transient_failure_aborts_the_whole_batch() -> None:
         async def open_transaction(self, key: str, *args: Any) -> OpenedTransaction:
             raise ConnectionResetError("redis went away")
 
-    d = Dispatcher(ROUTES, Unreachable(), HandlerConfig(), Limits(), transient=(OSError,))
+    d = Dispatcher(protocols(), Unreachable(), HandlerConfig(), Limits(), transient=(OSError,))
     with pytest.raises(ConnectionResetError):
         await handle(d, call("CP1", "h", "Heartbeat", {}), start("CP2", "s1"), start("CP3", "s2"))
 

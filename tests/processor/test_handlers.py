@@ -13,6 +13,7 @@ import pytest
 from processor import history, keys
 from processor.dispatch import Delivery, Dispatcher, Limits, Outcome
 from processor.effects import Op
+from processor.protocols import protocols
 from processor.types import Context, HandlerConfig, IdTagRecord
 from processor.v16.handlers import ROUTES
 from processor.v16.messages import DataTransfer, DataTransferResponse
@@ -27,7 +28,7 @@ CP = "CP1"
 
 async def run(action: str, payload: Any, state: MemoryState | None = None, cp: str = CP,
               **config: Any) -> Outcome:  # fmt: skip
-    d = Dispatcher(ROUTES, state or MemoryState(), HandlerConfig(**config), Limits())
+    d = Dispatcher(protocols(), state or MemoryState(), HandlerConfig(**config), Limits())
     [out] = await d.handle_batch([Delivery(b"1-0", call(cp, "m1", action, payload))], NOW)
     return out
 

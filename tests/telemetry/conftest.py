@@ -27,13 +27,13 @@ from redis.asyncio import Redis
 from processor.consumer import Consumer
 from processor.dispatch import Dispatcher, Limits
 from processor.logs import JsonFormatter
+from processor.protocols import protocols
 from processor.redis_io import connect
 from processor.settings import ProcessorSettings
 from processor.state import RedisState
 from processor.stream import GroupStream
 from processor.telemetry import Providers
 from processor.types import HandlerConfig
-from processor.v16.handlers import ROUTES
 from tests.telemetry.otlp_receiver import Receiver
 
 
@@ -120,7 +120,7 @@ async def redis(redis_db: str) -> AsyncIterator[Redis]:
 
 def consumer(redis: Redis, name: str, t: Telemetry | Providers | None, **settings: Any) -> Consumer:
     s = ProcessorSettings(**{"read_block_ms": 50, "claim_interval_ms": 50, **settings})
-    dispatcher = Dispatcher(ROUTES, RedisState(redis, 60), HandlerConfig(),
+    dispatcher = Dispatcher(protocols(), RedisState(redis, 60), HandlerConfig(),
                             Limits(max_deliveries=s.max_deliveries))  # fmt: skip
     return Consumer(
         GroupStream(redis, name), dispatcher, s,

@@ -33,10 +33,10 @@ from processor.commands import CommandRecord
 from processor.consumer_telemetry import ProcessorTelemetry
 from processor.dispatch import Delivery, Dispatcher, Limits, Outcome
 from processor.otlp import SpanEncoder, request
+from processor.protocols import protocols
 from processor.spans import OTLP_FRAME_DECODER, SOCKET_BUFFER, WIRE_OTLP, OffloadedTracerProvider
 from processor.spans import Shipper as _Shipper
 from processor.types import HandlerConfig
-from processor.v16.handlers import ROUTES
 from tests.messages import call
 from tests.processor.memory_state import MemoryState
 
@@ -60,7 +60,7 @@ async def _outcomes(batch: list[Delivery]) -> list[Outcome]:
               "request": "{}", "traceparent": SENT_SPAN,
               "sent_at_ms": str(NOW_NS // 1_000_000 - 42)}  # fmt: skip
     state.commands["c1"] = CommandRecord("c1", "CP1", "ClearCache", "sent", fields)
-    dispatcher = Dispatcher(ROUTES, state, HandlerConfig(), Limits(max_deliveries=5))
+    dispatcher = Dispatcher(protocols(), state, HandlerConfig(), Limits(max_deliveries=5))
     return await dispatcher.handle_batch(batch, datetime.now(UTC))
 
 

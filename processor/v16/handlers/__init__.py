@@ -12,12 +12,9 @@ reply, so they can be tested without a server.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Generic
+from typing import Any
 
-import msgspec
-
-from processor.types import Handler, Req, Resp
+from processor.routes import Route, route
 from processor.v16 import messages as m
 from processor.v16.handlers.core import (
     authorize,
@@ -35,24 +32,6 @@ from processor.v16.handlers.notifications import (
     signed_firmware_status_notification,
 )
 from processor.v16.handlers.transactions import meter_values, start_transaction, stop_transaction
-
-
-@dataclass(frozen=True, slots=True)
-class Route(Generic[Req, Resp]):
-    """How to decode one action's payload and which handler answers it."""
-
-    decoder: msgspec.json.Decoder[Req]
-    handler: Handler[Req, Resp]
-    # Whether the handler may await ctx.state. Those that don't never
-    # suspend, so the dispatcher runs them inline instead of paying for a task.
-    reads_state: bool
-
-
-def route(
-    request: type[Req], handler: Handler[Req, Resp], *, reads_state: bool = False
-) -> Route[Req, Resp]:
-    return Route(msgspec.json.Decoder(request), handler, reads_state)
-
 
 ROUTES: dict[str, Route[Any, Any]] = {
     "Authorize": route(m.Authorize, authorize, reads_state=True),

@@ -6,8 +6,10 @@ import msgspec
 
 from processor import clock, keys
 from processor.errors import SecurityViolation
+from processor.handler_common import event, trusted_time, unknown_under_known_only
+from processor.protocol_names import OCPP16
 from processor.types import Context
-from processor.v16.handlers.common import event, id_tag_info, trusted_time, unknown_under_known_only
+from processor.v16.handlers.common import id_tag_info
 from processor.v16.messages import (
     Authorize,
     AuthorizeResponse,
@@ -33,6 +35,7 @@ async def boot_notification(ctx: Context, req: BootNotification) -> BootNotifica
         k: v for k, v in msgspec.structs.asdict(req).items() if isinstance(v, str)
     }
     fields["registration_status"] = status
+    fields["protocol"] = OCPP16
     fields["last_boot"] = fields["last_seen"] = clock.stored(ctx.now)
     ctx.effects.hset(keys.charge_point(ctx.charge_point_id), fields)
     ctx.effects.sadd(keys.CHARGE_POINTS, ctx.charge_point_id)

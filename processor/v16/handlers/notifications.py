@@ -4,8 +4,8 @@ log uploads, security events, and certificate signing requests."""
 from __future__ import annotations
 
 from processor import clock, keys
+from processor.handler_common import event, latest_status, trusted_time
 from processor.types import Context
-from processor.v16.handlers.common import event, trusted_time
 from processor.v16.messages import (
     DiagnosticsStatusNotification,
     DiagnosticsStatusNotificationResponse,
@@ -22,45 +22,33 @@ from processor.v16.messages import (
 )
 
 
-def _status(ctx: Context, action: str, prefix: str, status: str, request_id: int | None) -> None:
-    """The charger's latest status of one kind, newest-wins, plus an event."""
-    fields = {f"{prefix}_status": status}
-    if request_id is not None:
-        fields[f"{prefix}_request_id"] = str(request_id)
-    ctx.effects.hset_newer(
-        keys.charge_point(ctx.charge_point_id),
-        fields,
-        timestamp_field=f"{prefix}_status_at",
-        timestamp=clock.stored(ctx.received_at),
-    )
-    event(ctx, action, {"status": status, "request_id": "" if request_id is None else request_id})
-
-
 async def diagnostics_status_notification(
     ctx: Context, req: DiagnosticsStatusNotification
 ) -> DiagnosticsStatusNotificationResponse:
-    _status(ctx, "DiagnosticsStatusNotification", "diagnostics", req.status, None)
+    latest_status(ctx, "DiagnosticsStatusNotification", "diagnostics", req.status, None)
     return DiagnosticsStatusNotificationResponse()
 
 
 async def firmware_status_notification(
     ctx: Context, req: FirmwareStatusNotification
 ) -> FirmwareStatusNotificationResponse:
-    _status(ctx, "FirmwareStatusNotification", "firmware", req.status, None)
+    latest_status(ctx, "FirmwareStatusNotification", "firmware", req.status, None)
     return FirmwareStatusNotificationResponse()
 
 
 async def signed_firmware_status_notification(
     ctx: Context, req: SignedFirmwareStatusNotification
 ) -> SignedFirmwareStatusNotificationResponse:
-    _status(ctx, "SignedFirmwareStatusNotification", "signed_firmware", req.status, req.request_id)
+    latest_status(
+        ctx, "SignedFirmwareStatusNotification", "signed_firmware", req.status, req.request_id
+    )
     return SignedFirmwareStatusNotificationResponse()
 
 
 async def log_status_notification(
     ctx: Context, req: LogStatusNotification
 ) -> LogStatusNotificationResponse:
-    _status(ctx, "LogStatusNotification", "log", req.status, req.request_id)
+    latest_status(ctx, "LogStatusNotification", "log", req.status, req.request_id)
     return LogStatusNotificationResponse()
 
 

@@ -19,8 +19,9 @@ import msgspec
 
 from processor import clock, history, keys
 from processor.errors import SecurityViolation
+from processor.handler_common import trusted_time, unknown_under_known_only
 from processor.types import Context
-from processor.v16.handlers.common import id_tag_info, trusted_time, unknown_under_known_only
+from processor.v16.handlers.common import id_tag_info
 from processor.v16.messages import (
     MeterValues,
     MeterValuesResponse,

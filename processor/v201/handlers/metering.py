@@ -1,0 +1,62 @@
+"""Meter values outside a transaction (MeterValues), OCPP 2.0.1: the latest
+value per measurand in hot state, every meterValue to history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+import msgspec
+
+from processor import clock, history, keys
+from processor.handler_common import trusted_time
+from processor.types import Context
+from processor.v201.messages import MeterValues, MeterValuesResponse, MeterValueType
+
+_values = msgspec.json.Encoder()
+
+
+def latest_name(measurand: str | None, phase: str | None, location: str | None) -> str:
+    """``<measurand>[:<phase>][@<location>]`` (1.6's naming: one hot-state
+    layout for both versions), the measurand defaulting as OCPP's does."""
+    return (
+        (measurand or "Energy.Active.Import.Register")
+        + (f":{phase}" if phase else "")
+        + (f"@{location}" if location else "")
+    )
+
+
+def store_samples(ctx: Context, evse_id: int, readings: Sequence[MeterValueType]) -> None:
+    """Every meterValue to history (its sampled values as 2.0.1 spells them:
+    numeric values, unitOfMeasure, signedMeterValue byte for byte); the EVSE
+    keeps the latest value per measurand, newest wins, under the latest-values
+    key 1.6 gives a connector (``:latest``), the value scaled by its unit's
+    multiplier (a power of ten) so it reads in the unit itself."""
+    cp = ctx.charge_point_id
+    latest: dict[str, str] = {}
+    oldest = newest = ""
+    for reading in readings:
+        stamp = clock.stored(trusted_time(ctx, reading.timestamp, "meter value"))
+        oldest = min(oldest, stamp) if oldest else stamp
+        newest = max(newest, stamp)
+        for sv in reading.sampled_value:
+            name = latest_name(sv.measurand, sv.phase, sv.location)
+            seen = latest.get(name)
+            if seen is None or seen <= stamp:
+                unit = sv.unit_of_measure
+                value = _scaled(sv.value, unit.multiplier if unit is not None else 0)
+                latest[name] = f"{stamp} {unit.unit if unit is not None else 'Wh'} {value}"
+        values = _values.encode(reading.sampled_value)
+        ctx.effects.record(history.MeterReading(cp, evse_id, None, stamp, values))
+    ctx.effects.latest(keys.meter_latest(cp, evse_id), latest, oldest=oldest, newest=newest)
+
+
+def _scaled(value: float, multiplier: int) -> str:
+    """``value`` times ten to ``multiplier``, exactly, as plain decimal text."""
+    text = format(Decimal(repr(value)).scaleb(multiplier), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+async def meter_values(ctx: Context, req: MeterValues) -> MeterValuesResponse:
+    store_samples(ctx, req.evse_id, req.meter_value)
+    return MeterValuesResponse()

@@ -1,0 +1,196 @@
+"""The OCPP 2.0.1 handlers, through the dispatcher, with state in memory;
+every answer checked against the official 2.0.1 response schema."""
+
+from __future__ import annotations
+
+import functools
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import ocpp
+import pytest
+
+from processor import keys
+from processor.dispatch import Delivery, Dispatcher, Limits, Outcome
+from processor.protocols import OCPP201, protocols
+from processor.types import HandlerConfig, IdTagRecord
+from processor.v201.handlers import ROUTES
+from processor.v201.messages import CHARGER_INITIATED
+from tests.messages import call
+from tests.processor.memory_state import MemoryState
+
+pytestmark = pytest.mark.anyio
+
+NOW = datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+SCHEMAS = Path(ocpp.__file__).parent / "v201" / "schemas"
+STATION = {"model": "M1", "vendorName": "Acme", "serialNumber": "S-1",
+           "modem": {"iccid": "8931", "imsi": "2620"}}  # fmt: skip
+
+
+@functools.cache
+def validator(name: str) -> jsonschema.Draft6Validator:
+    schema = json.loads((SCHEMAS / f"{name}.json").read_text())
+    return jsonschema.Draft6Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+async def run(action: str, payload: Any, state: MemoryState | None = None,
+              **config: Any) -> Outcome:  # fmt: skip
+    d = Dispatcher(protocols(), state or MemoryState(), HandlerConfig(**config), Limits())
+    raw = call("CS1", "m1", action, payload, OCPP201)
+    [out] = await d.handle_batch([Delivery(b"1-0", raw)], NOW)
+    return out
+
+
+def answer(out: Outcome, action: str) -> dict[str, Any]:
+    """The CALLRESULT's payload, once the official schema has passed it."""
+    frame = json.loads(out.reply)["payload"]
+    assert frame[0] == 3, frame
+    errors = [e.message for e in validator(f"{action}Response").iter_errors(frame[2])]
+    assert not errors, errors
+    body: dict[str, Any] = frame[2]
+    return body
+
+
+async def test_boot_registers_the_station_under_the_fields_16_uses() -> None:
+    out = await run("BootNotification", {"chargingStation": STATION, "reason": "PowerUp"})
+    assert answer(out, "BootNotification") == {
+        "currentTime": "2024-01-01T12:00:00Z", "interval": 300, "status": "Accepted"}  # fmt: skip
+    hset = next(op for op in out.effects.ops if op[:2] == ["call", "HSET"])
+    fields = dict(zip(hset[3::2], hset[4::2], strict=True))
+    assert fields["charge_point_vendor"] == "Acme" and fields["charge_point_model"] == "M1"
+    assert fields["charge_point_serial_number"] == "S-1" and fields["iccid"] == "8931"
+    assert fields["boot_reason"] == "PowerUp" and fields["protocol"] == OCPP201
+
+
+async def test_boot_under_known_only_tells_an_unknown_station_pending() -> None:
+    out = await run("BootNotification", {"chargingStation": STATION, "reason": "PowerUp"},
+                    registration_policy="known-only")  # fmt: skip
+    assert answer(out, "BootNotification")["status"] == "Pending"
+
+
+async def test_heartbeat_answers_the_time() -> None:
+    out = await run("Heartbeat", {})
+    assert answer(out, "Heartbeat") == {"currentTime": "2024-01-01T12:00:00Z"}
+
+
+async def test_status_is_kept_per_evse_and_connector() -> None:
+    body = {"timestamp": "2024-01-01T11:59:00Z", "connectorStatus": "Occupied", "evseId": 2,
+            "connectorId": 1}  # fmt: skip
+    out = await run("StatusNotification", body)
+    assert answer(out, "StatusNotification") == {}
+    [newer] = [op for op in out.effects.ops if keys.evse_connector("CS1", 2, 1) in op]
+    assert "Occupied" in newer
+    assert ["call", "SADD", keys.evse_connectors("CS1"), "2/1"] in out.effects.ops
+
+
+@pytest.mark.parametrize(
+    ("token_type", "record", "unknown", "status"),
+    [
+        ("ISO14443", IdTagRecord("Accepted"), "Accepted", "Accepted"),
+        ("ISO14443", IdTagRecord("Blocked"), "Accepted", "Blocked"),
+        ("ISO14443", IdTagRecord("Accepted", "2023-01-01T00:00:00Z"), "Accepted", "Expired"),
+        ("ISO14443", None, "Invalid", "Unknown"),
+        ("ISO14443", None, "Accepted", "Accepted"),
+        ("NoAuthorization", None, "Invalid", "Accepted"),
+    ],
+)
+async def test_authorize_reads_the_list_16_shares(
+    token_type: str, record: IdTagRecord | None, unknown: str, status: str
+) -> None:
+    state = MemoryState()
+    if record is not None:
+        state.tags["TOKEN1"] = record
+    body = {"idToken": {"idToken": "TOKEN1", "type": token_type}}
+    out = await run("Authorize", body, state, unknown_id_tag_status=unknown)
+    assert answer(out, "Authorize")["idTokenInfo"]["status"] == status
+
+
+T = "2024-01-01T11:59:00Z"
+COMPONENT = {"name": "Connector", "evse": {"id": 1, "connectorId": 1}}
+SCHEDULE = {"id": 1, "chargingRateUnit": "W",
+            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 11000.0}]}  # fmt: skip
+PROFILE = {"id": 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
+           "chargingProfileKind": "Absolute", "chargingSchedule": [SCHEDULE]}  # fmt: skip
+SAMPLES = [{"timestamp": T, "sampledValue": [
+    {"value": 1.5, "measurand": "Energy.Active.Import.Register",
+     "unitOfMeasure": {"unit": "Wh", "multiplier": 3}},
+    {"value": 16.1, "measurand": "Current.Import", "phase": "L1",
+     "signedMeterValue": {"signedMeterData": "OCMF|{}", "signingMethod": "ECDSA",
+                          "encodingMethod": "OCMF", "publicKey": "K"}},
+]}]  # fmt: skip
+# A valid request of every message a station sends, with its handler's answer.
+REQUESTS: dict[str, dict[str, Any]] = {
+    "Authorize": {"idToken": {"idToken": "T1", "type": "ISO14443"}},
+    "BootNotification": {"chargingStation": STATION, "reason": "PowerUp"},
+    "ClearedChargingLimit": {"chargingLimitSource": "EMS", "evseId": 1},
+    "DataTransfer": {"vendorId": "com.acme", "messageId": "x", "data": {"a": [1, 2]}},
+    "FirmwareStatusNotification": {"status": "Installed", "requestId": 4},
+    "Get15118EVCertificate": {"iso15118SchemaVersion": "urn:iso:15118:2:2013:MsgDef",
+                              "action": "Install", "exiRequest": "AAEC"},
+    "GetCertificateStatus": {"ocspRequestData": {
+        "hashAlgorithm": "SHA256", "issuerNameHash": "ab", "issuerKeyHash": "cd",
+        "serialNumber": "01", "responderURL": "http://ocsp.example"}},
+    "Heartbeat": {},
+    "LogStatusNotification": {"status": "Uploaded", "requestId": 2},
+    "MeterValues": {"evseId": 1, "meterValue": SAMPLES},
+    "NotifyChargingLimit": {"chargingLimit": {"chargingLimitSource": "SO", "isGridCritical": True},
+                            "evseId": 1, "chargingSchedule": [SCHEDULE]},
+    "NotifyCustomerInformation": {"data": "name: X", "seqNo": 0, "generatedAt": T,
+                                  "requestId": 3},
+    "NotifyDisplayMessages": {"requestId": 5},
+    "NotifyEVChargingNeeds": {"chargingNeeds": {"requestedEnergyTransfer": "AC_three_phase"},
+                              "evseId": 1},
+    "NotifyEVChargingSchedule": {"timeBase": T, "chargingSchedule": SCHEDULE, "evseId": 1},
+    "NotifyEvent": {"generatedAt": T, "seqNo": 0, "eventData": [{
+        "eventId": 7, "timestamp": T, "trigger": "Delta", "actualValue": "Faulted",
+        "component": COMPONENT, "eventNotificationType": "HardWiredNotification",
+        "variable": {"name": "AvailabilityState"}}]},
+    "NotifyMonitoringReport": {"requestId": 6, "seqNo": 0, "generatedAt": T},
+    "PublishFirmwareStatusNotification": {"status": "Published", "location": ["http://x"],
+                                          "requestId": 8},
+    "ReportChargingProfiles": {"requestId": 9, "chargingLimitSource": "CSO",
+                               "chargingProfile": [PROFILE], "evseId": 1},
+    "ReservationStatusUpdate": {"reservationId": 3, "reservationUpdateStatus": "Expired"},
+    "SecurityEventNotification": {"type": "StartupOfTheDevice", "timestamp": T},
+    "SignCertificate": {"csr": "-----BEGIN CERTIFICATE REQUEST-----"},
+    "StatusNotification": {"timestamp": T, "connectorStatus": "Available", "evseId": 1,
+                           "connectorId": 1},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("action", sorted(REQUESTS))
+async def test_every_message_a_station_sends_is_answered_schema_valid(action: str) -> None:
+    payload = REQUESTS[action]
+    errors = [e.message for e in validator(f"{action}Request").iter_errors(payload)]
+    assert not errors, f"test input is not a valid {action}: {errors}"
+    answer(await run(action, payload), action)
+
+
+async def test_meter_values_keep_the_latest_in_the_units_unit_and_every_sample_in_history() -> None:
+    out = await run("MeterValues", REQUESTS["MeterValues"])
+    [latest] = [op for op in out.effects.ops if op[0] == "latest"]
+    fields = dict(zip(latest[4::2], latest[5::2], strict=True))
+    assert fields["Energy.Active.Import.Register"] == "2024-01-01T11:59:00.000000Z Wh 1500"
+    assert fields["Current.Import:L1"] == "2024-01-01T11:59:00.000000Z Wh 16.1"
+    [reading] = out.effects.records
+    samples = json.loads(reading.sampled_values)
+    assert samples[1]["signedMeterValue"]["signedMeterData"] == "OCMF|{}"
+    assert reading.connector_id == 1 and reading.transaction_id is None
+
+
+async def test_ev_charging_needs_are_rejected_without_a_smart_charging_engine() -> None:
+    out = await run("NotifyEVChargingNeeds", REQUESTS["NotifyEVChargingNeeds"])
+    assert answer(out, "NotifyEVChargingNeeds")["status"] == "Rejected"
+
+
+@pytest.mark.parametrize("action", ["Get15118EVCertificate", "GetCertificateStatus"])
+async def test_certificate_requests_fail_without_a_pki(action: str) -> None:
+    assert answer(await run(action, REQUESTS[action]), action)["status"] == "Failed"
+
+
+def test_every_message_a_station_sends_has_a_handler_but_the_two_still_to_come() -> None:
+    assert set(REQUESTS) == set(ROUTES)
+    assert CHARGER_INITIATED - set(ROUTES) == {"NotifyReport", "TransactionEvent"}

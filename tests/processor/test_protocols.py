@@ -1,0 +1,100 @@
+"""Each message answered in its charger's OCPP version: routes keyed by
+version and action, and each version's spelling of the OCPP-J error codes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from processor.dispatch import Delivery, Dispatcher, Limits
+from processor.protocols import OCPP16, OCPP201, protocols
+from processor.types import HandlerConfig
+from tests.messages import call
+from tests.processor.memory_state import MemoryState
+
+pytestmark = pytest.mark.anyio
+
+NOW = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+async def reply(raw: bytes, default: str = OCPP16) -> list[Any]:
+    d = Dispatcher(protocols(default), MemoryState(), HandlerConfig(), Limits())
+    [out] = await d.handle_batch([Delivery(b"1-0", raw)], NOW)
+    frame: list[Any] = json.loads(out.reply)["payload"]
+    return frame
+
+
+def envelope(frame: Any, protocol: str | None) -> bytes:
+    """``frame``'s envelope, as a gateway makes it of whatever it holds."""
+    action = frame[2] if len(frame) > 2 and isinstance(frame[2], str) else "Heartbeat"
+    env: dict[str, Any] = {"charge_point_id": "CP1", "message_type": 2, "message_id": "m1",
+                           "action": action, "payload": frame}  # fmt: skip
+    if protocol is not None:
+        env["protocol"] = protocol
+    return json.dumps(env).encode()
+
+
+@pytest.mark.parametrize(
+    ("protocol", "action", "code"),
+    [
+        # A central system's own action, sent by a charger.
+        (OCPP16, "RemoteStartTransaction", "NotSupported"),
+        (OCPP201, "RequestStartTransaction", "NotSupported"),
+        # The other version's action: this one has no such thing.
+        (OCPP16, "RequestStartTransaction", "NotImplemented"),
+        (OCPP201, "RemoteStartTransaction", "NotImplemented"),
+        (OCPP201, "StartTransaction", "NotImplemented"),
+        (OCPP16, "TransactionEvent", "NotImplemented"),
+    ],
+)
+async def test_actions_are_looked_up_in_the_chargers_version(
+    protocol: str, action: str, code: str
+) -> None:
+    frame = await reply(call("CP1", "m1", action, {}, protocol))
+    assert frame[:3] == [4, "m1", code]
+    assert protocol in frame[3]
+
+
+# (frame, 1.6's code, 2.0.1's code): 2.0.1 respelled two and added two.
+SPELLINGS = [
+    ([2, "m1", "Heartbeat", {"unknownField": 1}], "FormationViolation", "FormatViolation"),
+    ([2, "m1", "Authorize", {}], "OccurenceConstraintViolation", "OccurrenceConstraintViolation"),
+    ([2, "m1", "Heartbeat", []], "FormationViolation", "FormatViolation"),
+    ([5, "m1", "Heartbeat", {}], "ProtocolError", "MessageTypeNotSupported"),
+    ([2, "m1", "Heartbeat"], "FormationViolation", "RpcFrameworkError"),
+    ([2, "m1", 7, {}], "FormationViolation", "RpcFrameworkError"),
+]
+
+
+@pytest.mark.parametrize(("frame", "v16", "v201"), SPELLINGS)
+async def test_each_version_spells_its_error_codes(frame: Any, v16: str, v201: str) -> None:
+    assert (await reply(envelope(frame, OCPP16)))[:3] == [4, "m1", v16]
+    assert (await reply(envelope(frame, OCPP201)))[:3] == [4, "m1", v201]
+
+
+async def test_an_envelope_without_protocol_is_read_as_the_default() -> None:
+    frame = [2, "m1", "Authorize", {}]
+    assert (await reply(envelope(frame, None)))[2] == "OccurenceConstraintViolation"
+    answer = await reply(envelope(frame, None), default=OCPP201)
+    assert answer[2] == "OccurrenceConstraintViolation"
+
+
+async def test_a_version_we_do_not_speak_is_a_protocol_error() -> None:
+    frame = await reply(call("CP1", "m1", "Heartbeat", {}, "ocpp2.1"))
+    assert frame[:3] == [4, "m1", "ProtocolError"]
+    assert "'ocpp2.1'" in frame[3]
+
+
+async def test_the_same_action_is_a_different_type_in_each_version() -> None:
+    v16_boot = {"chargePointVendor": "Acme", "chargePointModel": "M1"}
+    v201_boot = {"chargingStation": {"vendorName": "Acme", "model": "M1"}, "reason": "PowerUp"}
+    assert (await reply(call("CP1", "m1", "BootNotification", v16_boot, OCPP16)))[0] == 3
+    assert (await reply(call("CP1", "m1", "BootNotification", v201_boot, OCPP201)))[0] == 3
+    # Each other's fields are unknown ones, each version's word for that.
+    wrong = await reply(call("CP1", "m1", "BootNotification", v16_boot, OCPP201))
+    assert wrong[:3] == [4, "m1", "FormatViolation"]
+    wrong = await reply(call("CP1", "m1", "BootNotification", v201_boot, OCPP16))
+    assert wrong[:3] == [4, "m1", "FormationViolation"]
