@@ -36,7 +36,8 @@ class MeterReading(_Record, tag="mv"):
 
     charge_point_id: str
     connector_id: int
-    transaction_id: int | None
+    # 1.6's integer id; 2.0.1's is the station's text.
+    transaction_id: int | str | None
     sampled_at: str
     sampled_values: bytes
 
@@ -59,6 +60,33 @@ class TransactionStopped(_Record, tag="stop"):
     meter_stop: int
     reason: str | None
     id_tag: str | None
+
+
+class TransactionEvent(_Record, tag="tev"):
+    """One OCPP 2.0.1 TransactionEvent, keyed in history by (station,
+    transactionId, seqNo): a retry under a new message id is the same row.
+    What it says of the session (the start facts, the stop facts) fills the
+    transaction's row where still empty, so events converge in any order.
+    ``meter`` is the energy register in Wh when the event carried one of
+    its begin or end readings (``Transaction.Begin``, ``Transaction.End``)."""
+
+    charge_point_id: str
+    transaction_id: str
+    seq_no: int
+    event_type: str  # Started, Updated, Ended
+    trigger_reason: str
+    occurred_at: str
+    offline: bool
+    evse_id: int | None
+    connector_id: int | None
+    id_token: str | None
+    id_token_type: str | None
+    id_token_status: str | None
+    charging_state: str | None
+    stopped_reason: str | None
+    remote_start_id: int | None
+    reservation_id: int | None
+    meter: int | None
 
 
 class ChargerEvent(_Record, tag="event"):
@@ -89,7 +117,13 @@ class DeadLetter(_Record, tag="dead"):
 
 
 Record = (
-    MeterReading | TransactionStarted | TransactionStopped | ChargerEvent | Anomaly | DeadLetter
+    MeterReading
+    | TransactionStarted
+    | TransactionStopped
+    | TransactionEvent
+    | ChargerEvent
+    | Anomaly
+    | DeadLetter
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -95,6 +95,11 @@ def evse_connectors(charge_point_id: str) -> str:
     return f"{CHARGE_POINT_PREFIX}{charge_point_id}:evse_connectors"
 
 
+def transaction_v201(charge_point_id: str, transaction_id: str) -> str:
+    """An OCPP 2.0.1 transaction, named by its station and the station's id."""
+    return f"{CHARGE_POINT_PREFIX}{charge_point_id}:txn:{transaction_id}"
+
+
 def meter_latest(charge_point_id: str, connector_id: int) -> str:
     """A connector's latest sample per measurand: field
     ``<measurand>[:phase][@location]``, value ``"<stored timestamp> <unit> <value>"``."""

@@ -169,6 +169,9 @@ class RedisState:
     async def transaction(self, transaction_id: int) -> dict[str, str] | None:
         return await self._hgetall(keys.transaction(transaction_id)) or None
 
+    async def transaction_v201(self, charge_point_id: str, transaction_id: str) -> dict[str, str]:
+        return await self._hgetall(keys.transaction_v201(charge_point_id, transaction_id))
+
     async def command(self, command_id: str) -> CommandRecord | None:
         fields = await self._hgetall(keys.command(command_id))
         return CommandRecord.from_hash(command_id, fields)

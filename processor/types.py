@@ -59,6 +59,10 @@ class State(Protocol):
         """A transaction's record, or None if it is unknown."""
         ...
 
+    async def transaction_v201(self, charge_point_id: str, transaction_id: str) -> dict[str, str]:
+        """An OCPP 2.0.1 transaction's hot state; empty if none is held."""
+        ...
+
     async def is_known_charger(self, charge_point_id: str) -> bool:
         """Whether the charger is on the allow-list (known-only policy)."""
         ...

@@ -45,13 +45,51 @@ class Columns:
         return len(self.columns[0])
 
 
+# transactions_v201's columns after its key, as write.sql lists them.
+SESSION_COLUMNS = ("evse_id", "connector_id", "id_token", "id_token_type", "id_token_status",
+                   "remote_start_id", "reservation_id", "started_at", "meter_start", "stopped_at",
+                   "meter_stop", "stopped_reason")  # fmt: skip
+
+
+@dataclass
+class SessionFacts:
+    """What one batch's events say of an OCPP 2.0.1 session, merged as the
+    database merges them: a fact's first word stands, the start's and the
+    stop's facts each come whole from their event."""
+
+    charge_point_id: str
+    transaction_id: str
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, r: history.TransactionEvent) -> None:
+        said = {"evse_id": r.evse_id, "connector_id": r.connector_id,
+                "id_token": text(r.id_token), "id_token_type": r.id_token_type,
+                "id_token_status": r.id_token_status, "remote_start_id": r.remote_start_id,
+                "reservation_id": r.reservation_id}  # fmt: skip
+        if r.event_type == "Started" and "started_at" not in self.facts:
+            said |= {"started_at": r.occurred_at, "meter_start": r.meter}
+        if r.event_type == "Ended" and "stopped_at" not in self.facts:
+            said |= {"stopped_at": r.occurred_at, "meter_stop": r.meter,
+                     "stopped_reason": r.stopped_reason or "Local"}  # fmt: skip
+        for name, value in said.items():
+            if value is not None or name in ("meter_start", "meter_stop"):
+                self.facts.setdefault(name, value)
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.charge_point_id, self.transaction_id,
+                *(self.facts.get(name) for name in SESSION_COLUMNS))  # fmt: skip
+
+
 @dataclass
 class Rows:
     """What a batch of history entries writes, table by table."""
 
-    meter_values: Columns = field(default_factory=lambda: Columns(8))
+    meter_values: Columns = field(default_factory=lambda: Columns(9))
     starts: dict[tuple[str, int], tuple[Any, ...]] = field(default_factory=dict)
     stops: dict[tuple[str, int], tuple[Any, ...]] = field(default_factory=dict)
+    # OCPP 2.0.1: each event, and what the batch's events say of each session.
+    transaction_events: Columns = field(default_factory=lambda: Columns(10))
+    sessions: dict[tuple[str, str], SessionFacts] = field(default_factory=dict)
     events: Columns = field(default_factory=lambda: Columns(7))
     anomalies: Columns = field(default_factory=lambda: Columns(6))
     dead_letters: dict[str, tuple[Any, ...]] = field(default_factory=dict)
@@ -59,7 +97,8 @@ class Rows:
 
     def __len__(self) -> int:
         return (len(self.meter_values) + len(self.starts) + len(self.stops) + len(self.events)
-                + len(self.anomalies) + len(self.dead_letters) + len(self.commands))  # fmt: skip
+                + len(self.anomalies) + len(self.dead_letters) + len(self.commands)
+                + len(self.transaction_events))  # fmt: skip
 
 
 def text(value: str | None) -> str | None:
@@ -75,7 +114,7 @@ def _details(fields: Mapping[str, str]) -> str:
     return _json.encode({text(k): text(v) for k, v in fields.items()}).decode()
 
 
-def reading_key(transaction_id: int | None, sampled_values: bytes) -> int:
+def reading_key(transaction_id: int | str | None, sampled_values: bytes) -> int:
     """A signed 64-bit digest (bigint) of a meterValue's content: with
     charger, connector and time, its key, so the same reading sent twice is
     one row and two different ones at the same instant are two."""
@@ -83,7 +122,7 @@ def reading_key(transaction_id: int | None, sampled_values: bytes) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _txn(transaction_id: int | None) -> bytes:
+def _txn(transaction_id: int | str | None) -> bytes:
     return b"" if transaction_id is None else str(transaction_id).encode()
 
 
@@ -132,10 +171,18 @@ def add_field(rows: Rows, entry_id: str, index: int, name: str, blob: bytes) -> 
 def _record(rows: Rows, entry_id: str, seq: int, r: history.Record) -> int:
     match r:
         case history.MeterReading():
+            # 1.6's integer id in transaction_id, 2.0.1's text in transaction_ref.
+            number = r.transaction_id if isinstance(r.transaction_id, int) else None
+            ref = text(r.transaction_id) if isinstance(r.transaction_id, str) else None
             rows.meter_values.add(text(r.charge_point_id), r.connector_id, r.sampled_at,
-                                  reading_key(r.transaction_id, r.sampled_values),
-                                  r.transaction_id, r.sampled_values.decode(), entry_id,
-                                  seq)  # fmt: skip
+                                  reading_key(r.transaction_id, r.sampled_values), number,
+                                  r.sampled_values.decode(), entry_id, seq, ref)  # fmt: skip
+        case history.TransactionEvent():
+            cp, tid = text(r.charge_point_id) or "", text(r.transaction_id) or ""
+            rows.transaction_events.add(cp, tid, r.seq_no, r.event_type, r.trigger_reason,
+                                        r.occurred_at, r.offline, r.charging_state,
+                                        text(r.id_token), entry_id)  # fmt: skip
+            rows.sessions.setdefault((cp, tid), SessionFacts(cp, tid)).add(r)
         case history.TransactionStarted():
             key = (text(r.charge_point_id) or "", r.transaction_id)
             rows.starts.setdefault(key, (*key, r.connector_id, text(r.id_tag), r.reservation_id,

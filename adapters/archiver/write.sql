@@ -6,12 +6,50 @@
 
 -- name: meter_values
 INSERT INTO meter_values (charge_point_id, connector_id, sampled_at, reading_key, transaction_id,
-                          sampled_values, record_id, seq)
-SELECT c, n, t::timestamptz, k, x, v::json, r, s
+                          sampled_values, record_id, seq, transaction_ref)
+SELECT c, n, t::timestamptz, k, x, v::json, r, s, xr
 FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::int[], $6::text[], $7::text[],
-            $8::int[])
-     AS batch (c, n, t, k, x, v, r, s)
+            $8::int[], $9::text[])
+     AS batch (c, n, t, k, x, v, r, s, xr)
 ON CONFLICT DO NOTHING;
+
+-- name: transaction_events
+-- OCPP 2.0.1: an event written twice (a retry, a redelivery) is one row.
+INSERT INTO transaction_events (charge_point_id, transaction_id, seq_no, event_type,
+                                trigger_reason, occurred_at, offline, charging_state, id_token,
+                                record_id)
+SELECT c, x, q, e, tr, t::timestamptz, o, cs, i, r
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+            $7::bool[], $8::text[], $9::text[], $10::text[])
+     AS batch (c, x, q, e, tr, t, o, cs, i, r)
+ON CONFLICT DO NOTHING;
+
+-- name: sessions
+-- What the batch's events say of each 2.0.1 session fills its row where
+-- still empty; the start's and the stop's facts each go whole, once.
+INSERT INTO transactions_v201 AS s (charge_point_id, transaction_id, evse_id, connector_id,
+                                    id_token, id_token_type, id_token_status, remote_start_id,
+                                    reservation_id, started_at, meter_start, stopped_at,
+                                    meter_stop, stopped_reason)
+SELECT c, x, ev, n, i, it, st, rs, rv, ta::timestamptz, ms, tb::timestamptz, mt, sr
+FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::text[], $7::text[],
+            $8::int[], $9::int[], $10::text[], $11::bigint[], $12::text[], $13::bigint[],
+            $14::text[])
+     AS batch (c, x, ev, n, i, it, st, rs, rv, ta, ms, tb, mt, sr)
+ON CONFLICT (charge_point_id, transaction_id) DO UPDATE SET
+    evse_id = coalesce(s.evse_id, EXCLUDED.evse_id),
+    connector_id = coalesce(s.connector_id, EXCLUDED.connector_id),
+    id_token = coalesce(s.id_token, EXCLUDED.id_token),
+    id_token_type = coalesce(s.id_token_type, EXCLUDED.id_token_type),
+    id_token_status = coalesce(s.id_token_status, EXCLUDED.id_token_status),
+    remote_start_id = coalesce(s.remote_start_id, EXCLUDED.remote_start_id),
+    reservation_id = coalesce(s.reservation_id, EXCLUDED.reservation_id),
+    started_at = coalesce(s.started_at, EXCLUDED.started_at),
+    meter_start = CASE WHEN s.started_at IS NULL THEN EXCLUDED.meter_start ELSE s.meter_start END,
+    stopped_at = coalesce(s.stopped_at, EXCLUDED.stopped_at),
+    meter_stop = CASE WHEN s.stopped_at IS NULL THEN EXCLUDED.meter_stop ELSE s.meter_stop END,
+    stopped_reason = CASE WHEN s.stopped_at IS NULL THEN EXCLUDED.stopped_reason
+                          ELSE s.stopped_reason END;
 
 -- name: starts
 -- A start fills the columns a stop that came first left empty; a second

@@ -30,6 +30,11 @@ async def write(session: Session, rows: Rows) -> None:
         await session.execute(_SQL["starts"], *_columns(rows.starts.values(), 8))
     if rows.stops:
         await session.execute(_SQL["stops"], *_columns(rows.stops.values(), 6))
+    if rows.transaction_events:
+        await session.execute(_SQL["transaction_events"], *rows.transaction_events.columns)
+    if rows.sessions:
+        sessions = (s.row() for s in rows.sessions.values())
+        await session.execute(_SQL["sessions"], *_columns(sessions, 14))
     if rows.events:
         await session.execute(_SQL["events"], *rows.events.columns)
     if rows.anomalies:

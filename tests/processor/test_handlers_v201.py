@@ -13,7 +13,7 @@ import jsonschema
 import ocpp
 import pytest
 
-from processor import keys
+from processor import history, keys
 from processor.dispatch import Delivery, Dispatcher, Limits, Outcome
 from processor.protocols import OCPP201, protocols
 from processor.types import HandlerConfig, IdTagRecord
@@ -158,6 +158,10 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "SignCertificate": {"csr": "-----BEGIN CERTIFICATE REQUEST-----"},
     "StatusNotification": {"timestamp": T, "connectorStatus": "Available", "evseId": 1,
                            "connectorId": 1},
+    "TransactionEvent": {"eventType": "Started", "timestamp": T, "triggerReason": "Authorized",
+                         "seqNo": 0, "transactionInfo": {"transactionId": "TX-9"},
+                         "evse": {"id": 1}, "idToken": {"idToken": "T1", "type": "ISO14443"},
+                         "meterValue": SAMPLES},
 }  # fmt: skip
 
 
@@ -191,6 +195,67 @@ async def test_certificate_requests_fail_without_a_pki(action: str) -> None:
     assert answer(await run(action, REQUESTS[action]), action)["status"] == "Failed"
 
 
-def test_every_message_a_station_sends_has_a_handler_but_the_two_still_to_come() -> None:
+def test_every_message_a_station_sends_has_a_handler_but_the_one_still_to_come() -> None:
     assert set(REQUESTS) == set(ROUTES)
-    assert CHARGER_INITIATED - set(ROUTES) == {"NotifyReport", "TransactionEvent"}
+    assert CHARGER_INITIATED - set(ROUTES) == {"NotifyReport"}
+
+
+def tx_event(event_type: str, seq: int, **extra: Any) -> dict[str, Any]:
+    info = {"transactionId": "TX-1", **extra.pop("info", {})}
+    return {"eventType": event_type, "timestamp": T, "triggerReason": "Authorized",
+            "seqNo": seq, "transactionInfo": info, **extra}  # fmt: skip
+
+
+def begin(wh: float, context: str = "Transaction.Begin") -> list[dict[str, Any]]:
+    return [{"timestamp": T, "sampledValue": [{"value": wh, "context": context}]}]
+
+
+async def test_a_started_event_sets_the_sessions_facts_once_and_answers_for_its_token() -> None:
+    state = MemoryState()
+    state.tags["T1"] = IdTagRecord("Blocked")
+    body = tx_event(
+        "Started",
+        0,
+        evse={"id": 2, "connectorId": 1},
+        idToken={"idToken": "T1", "type": "ISO14443"},
+        meterValue=begin(1.25e3),
+    )
+    out = await run("TransactionEvent", body, state)
+    assert answer(out, "TransactionEvent") == {"idTokenInfo": {"status": "Blocked"}}
+    key = keys.transaction_v201("CS1", "TX-1")
+    once = {op[3]: op[4] for op in out.effects.ops if op[1] == "HSETNX" and op[2] == key}
+    assert once == {
+        "evse_id": "2",
+        "connector_id": "1",
+        "id_token": "T1",
+        "id_token_type": "ISO14443",
+        "started_at": "2024-01-01T11:59:00.000000Z",
+    }
+    [newer] = [op for op in out.effects.ops if op[0] == "hset_newer"]
+    assert newer[1:4] == [key, "seq_no", "0" * 20]
+    reading, event = sorted(out.effects.records, key=lambda r: type(r).__name__)
+    assert isinstance(event, history.TransactionEvent) and event.meter == 1250
+    assert (event.evse_id, event.id_token_status) == (2, "Blocked")
+    assert isinstance(reading, history.MeterReading) and reading.transaction_id == "TX-1"
+    assert reading.connector_id == 2
+
+
+async def test_a_later_event_without_its_evse_finds_it_in_hot_state() -> None:
+    state = MemoryState()
+    state.v201[("CS1", "TX-1")] = {"evse_id": "3"}
+    body = tx_event(
+        "Ended",
+        7,
+        meterValue=begin(9000, "Transaction.End"),
+        info={"stoppedReason": "EVDisconnected"},
+    )
+    out = await run("TransactionEvent", body, state)
+    assert answer(out, "TransactionEvent") == {}
+    key = keys.transaction_v201("CS1", "TX-1")
+    once = {op[3]: op[4] for op in out.effects.ops if op[1] == "HSETNX" and op[2] == key}
+    assert once == {"ended_at": "2024-01-01T11:59:00.000000Z", "stopped_reason": "EVDisconnected"}
+    assert ["call", "EXPIRE", key, "604800"] in out.effects.ops
+    event = next(r for r in out.effects.records if isinstance(r, history.TransactionEvent))
+    assert event.meter == 9000 and event.stopped_reason == "EVDisconnected"
+    [latest] = [op for op in out.effects.ops if op[0] == "latest"]
+    assert latest[1] == keys.meter_latest("CS1", 3)

@@ -3,12 +3,12 @@ plain async function per action, collected in :data:`ROUTES`, over the same
 pipeline, state and effects as 1.6's (``processor/v16/handlers``).
 
     core           boot, heartbeat, authorize, connector status, data transfer
+    transactions   TransactionEvent: sessions that converge in any order
     metering       meter values outside a transaction
     notifications  statuses, events, reports, limits and certificate requests
 
-NotifyReport and TransactionEvent are typed and validated
-(``processor/v201/messages``) and answered NotSupported until their
-handlers come (issue 13).
+NotifyReport is typed and validated (``processor/v201/messages``) and
+answered NotSupported until its handler comes (issue 13).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from processor.v201.handlers.core import (
     status_notification,
 )
 from processor.v201.handlers.metering import meter_values
+from processor.v201.handlers.transactions import transaction_event
 
 ROUTES: dict[str, Route[Any, Any]] = {
     "Authorize": route(m.Authorize, authorize, reads_state=True),
@@ -55,4 +56,5 @@ ROUTES: dict[str, Route[Any, Any]] = {
     "SecurityEventNotification": route(m.SecurityEventNotification, n.security_event_notification),
     "SignCertificate": route(m.SignCertificate, n.sign_certificate),
     "StatusNotification": route(m.StatusNotification, status_notification),
+    "TransactionEvent": route(m.TransactionEvent, transaction_event, reads_state=True),
 }

@@ -26,7 +26,12 @@ def latest_name(measurand: str | None, phase: str | None, location: str | None) 
     )
 
 
-def store_samples(ctx: Context, evse_id: int, readings: Sequence[MeterValueType]) -> None:
+def store_samples(
+    ctx: Context,
+    evse_id: int,
+    readings: Sequence[MeterValueType],
+    transaction_id: str | None = None,
+) -> None:
     """Every meterValue to history (its sampled values as 2.0.1 spells them:
     numeric values, unitOfMeasure, signedMeterValue byte for byte); the EVSE
     keeps the latest value per measurand, newest wins, under the latest-values
@@ -47,7 +52,7 @@ def store_samples(ctx: Context, evse_id: int, readings: Sequence[MeterValueType]
                 value = _scaled(sv.value, unit.multiplier if unit is not None else 0)
                 latest[name] = f"{stamp} {unit.unit if unit is not None else 'Wh'} {value}"
         values = _values.encode(reading.sampled_value)
-        ctx.effects.record(history.MeterReading(cp, evse_id, None, stamp, values))
+        ctx.effects.record(history.MeterReading(cp, evse_id, transaction_id, stamp, values))
     ctx.effects.latest(keys.meter_latest(cp, evse_id), latest, oldest=oldest, newest=newest)
 
 

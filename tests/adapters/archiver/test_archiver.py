@@ -257,3 +257,65 @@ async def test_redis_out_of_memory_the_archiver_starts_and_drains_it(
     finally:
         await redis.config_set("maxmemory", 0)
     assert len(await fetch(database, "SELECT 1 FROM meter_values")) == n
+
+
+def event201(
+    tid: str, seq: int, kind: str, meter: int | None = None, **facts: Any
+) -> history.TransactionEvent:
+    return history.TransactionEvent(
+        facts.get("cp", CP), tid, seq, kind, "Authorized", f"2024-01-01T12:0{seq}:00.000000Z",
+        facts.get("offline", False), facts.get("evse_id"), facts.get("connector_id"),
+        facts.get("id_token"), "ISO14443" if facts.get("id_token") else None,
+        "Accepted" if facts.get("id_token") else None, facts.get("charging_state"),
+        facts.get("stopped_reason"), None, None, meter,
+    )  # fmt: skip
+
+
+def session201(tid: str) -> list[history.TransactionEvent]:
+    """A 2.0.1 session's events in the order the station made them."""
+    return [
+        event201(tid, 0, "Started", 1000, evse_id=1, connector_id=1, id_token="T1"),
+        event201(tid, 1, "Updated", charging_state="Charging"),
+        event201(tid, 2, "Updated", offline=True, charging_state="SuspendedEV"),
+        event201(tid, 3, "Ended", 5000, stopped_reason="EVDisconnected", charging_state="Idle"),
+    ]
+
+
+async def test_201_sessions_converge_whatever_the_order_and_the_repeats(
+    redis: Redis, database: AsyncpgDatabase
+) -> None:
+    archiver = Archiver(redis, database, "test")
+    # In order, each event alone, the second twice (a retry), the first again.
+    a = session201("TX-A")
+    for records in ([a[0]], [a[1]], [a[1]], [a[2]], [a[3]], [a[0]]):
+        await archiver.archive(await append(redis, records))
+    # Backwards, all in one batch: the Ended first, the Started last.
+    await archiver.archive(await append(redis, list(reversed(session201("TX-B")))))
+    # The offline Updated only after the Ended, in a batch of its own.
+    c = session201("TX-C")
+    await archiver.archive(await append(redis, [c[3], c[0], c[1]]))
+    await archiver.archive(await append(redis, [c[2]]))
+    rows = await fetch(database, "SELECT transaction_id, evse_id, connector_id, id_token, "
+                       "id_token_status, started_at, meter_start, stopped_at, meter_stop, "
+                       "stopped_reason, energy_wh FROM transactions_v201 ORDER BY 1")  # fmt: skip
+    assert [r[0] for r in rows] == ["TX-A", "TX-B", "TX-C"]
+    sessions = {tuple(r)[1:] for r in rows}
+    assert len(sessions) == 1, sessions
+    [(evse, connector, token, status, started, m0, stopped, m1, reason, energy)] = sessions
+    assert (evse, connector, token, status, m0, m1, reason, energy) == (
+        1, 1, "T1", "Accepted", 1000, 5000, "EVDisconnected", 4000)  # fmt: skip
+    assert (started.minute, stopped.minute) == (0, 3)
+    counts = await fetch(database, "SELECT transaction_id, count(*), bool_or(offline) "
+                         "FROM transaction_events GROUP BY 1 ORDER BY 1")  # fmt: skip
+    assert [tuple(r) for r in counts] == [("TX-A", 4, True), ("TX-B", 4, True), ("TX-C", 4, True)]
+
+
+async def test_201_meter_values_name_their_session_by_its_text_id(
+    redis: Redis, database: AsyncpgDatabase
+) -> None:
+    values = msgspec.json.encode([{"value": 1.5, "unitOfMeasure": {"unit": "kWh"}}])
+    readings = [history.MeterReading(CP, 1, "TX-A", T, values), reading(7, "1")]
+    await Archiver(redis, database, "test").archive(await append(redis, readings))
+    rows = await fetch(database, "SELECT transaction_id, transaction_ref FROM meter_values "
+                       "ORDER BY transaction_ref NULLS LAST")  # fmt: skip
+    assert [tuple(r) for r in rows] == [(None, "TX-A"), (7, None)]

@@ -33,8 +33,10 @@ def reading(tid: int | None = 7, n: int = 2, at: str = T) -> history.MeterReadin
 
 def test_every_meter_value_is_a_row_keyed_by_its_content() -> None:
     got = rows.gather([("5-0", entry(reading(n=3), reading(n=2), reading(n=3)))])
-    cps, connectors, times, reading_keys, tids, values, record_ids, seqs = got.meter_values.columns
+    columns = got.meter_values.columns
+    cps, connectors, times, reading_keys, tids, values, record_ids, seqs, refs = columns
     assert (record_ids, seqs) == (["5-0"] * 3, [0, 1, 2])
+    assert (tids, refs) == ([7] * 3, [None] * 3)
     assert json.loads(values[1]) == [
         {"value": "0", "measurand": "Voltage", "phase": "L1", "unit": "V"},
         {"value": "1", "measurand": "Voltage", "phase": "L1", "unit": "V"},
@@ -58,7 +60,7 @@ def test_each_field_numbers_its_rows_from_its_own_place() -> None:
     # A field's rows keep their keys whether it is written with the rest
     # or alone (set apart from a refused neighbour).
     step = rows.FIELD_POSITIONS
-    assert got.meter_values.columns[-1] == [0, step]
+    assert got.meter_values.columns[7] == [0, step]
     assert got.events.columns[1] == [2 * step]
     alone = rows.Rows()
     rows.add(alone, "9-0", fields, only={"1-2"})

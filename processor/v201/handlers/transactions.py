@@ -1,0 +1,122 @@
+"""TransactionEvent, OCPP 2.0.1: a session told as Started, Updated and Ended
+events, each numbered by the station (``seqNo``), which may arrive late,
+twice (a retry under a new message id) or out of order (an offline queue).
+
+Every write is one that gives the same state whatever the order and however
+often it is applied, so no event needs to be recognised as seen:
+
+* the session's facts that one event states once (its EVSE, which only the
+  first event carries, its idToken, start and end) are set where still
+  empty (``HSETNX``): the first word stands;
+* what changes during the session (charging state, last trigger) is kept
+  from the highest ``seqNo`` (``hset_newer``);
+* an ``Ended`` is always applied, and a late ``Updated`` cannot reopen what
+  it ended: nothing clears ``ended_at``.
+
+History is keyed the same way: PostgreSQL keeps one row per (station,
+transactionId, seqNo), and fills the transaction's row only where empty.
+The key expires ``OCPP_CLOSED_TRANSACTION_TTL_S`` after the latest event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+from processor import clock, history, keys
+from processor.handler_common import trusted_time
+from processor.types import Context
+from processor.v201.handlers.common import id_token_info
+from processor.v201.handlers.metering import store_samples
+from processor.v201.messages import (
+    IdTokenInfoType,
+    MeterValueType,
+    TransactionEvent,
+    TransactionEventResponse,
+)
+
+# seqNo as fixed-width text, so the newest-wins comparison is by number.
+_SEQ_WIDTH = 20
+
+
+def _seq(seq_no: int) -> str:
+    return f"{max(seq_no, 0):0{_SEQ_WIDTH}d}"
+
+
+def _register(readings: Sequence[MeterValueType], context: str) -> int | None:
+    """The energy register in Wh among the readings of ``context``
+    (Transaction.Begin, Transaction.End), if the station sent one."""
+    for reading in readings:
+        for sv in reading.sampled_value:
+            measurand = sv.measurand or "Energy.Active.Import.Register"
+            if measurand == "Energy.Active.Import.Register" and sv.context == context:
+                unit = sv.unit_of_measure
+                multiplier = unit.multiplier if unit is not None else 0
+                scale = 3 if unit is not None and unit.unit == "kWh" else 0
+                wh = Decimal(repr(sv.value)).scaleb(multiplier + scale)
+                return int(wh.to_integral_value())
+    return None
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text else None
+
+
+async def transaction_event(ctx: Context, req: TransactionEvent) -> TransactionEventResponse:
+    cp = ctx.charge_point_id
+    info = req.transaction_info
+    key = keys.transaction_v201(cp, info.transaction_id)
+    held = await ctx.state.transaction_v201(cp, info.transaction_id)
+    stamp = clock.stored(trusted_time(ctx, req.timestamp, "TransactionEvent"))
+    evse_id = req.evse.id if req.evse is not None else _int(held.get("evse_id"))
+    connector_id = req.evse.connector_id if req.evse is not None else None
+
+    once: dict[str, str | int] = {}
+    if req.evse is not None:
+        once["evse_id"] = req.evse.id
+        if req.evse.connector_id is not None:
+            once["connector_id"] = req.evse.connector_id
+    if req.id_token is not None:
+        once["id_token"] = req.id_token.id_token
+        once["id_token_type"] = req.id_token.type
+    if info.remote_start_id is not None:
+        once["remote_start_id"] = info.remote_start_id
+    if req.reservation_id is not None:
+        once["reservation_id"] = req.reservation_id
+    if req.event_type == "Started":
+        once["started_at"] = stamp
+    if req.event_type == "Ended":
+        once["ended_at"] = stamp
+        once["stopped_reason"] = info.stopped_reason or "Local"  # absent: Local (E06)
+    for name, value in once.items():
+        ctx.effects.call("HSETNX", key, name, value)
+    current = {"event_type": req.event_type, "trigger_reason": req.trigger_reason,
+               "last_event_at": stamp}  # fmt: skip
+    if info.charging_state is not None:
+        current["charging_state"] = info.charging_state
+    ctx.effects.hset_newer(key, current, timestamp_field="seq_no", timestamp=_seq(req.seq_no))
+    ctx.effects.call("EXPIRE", key, ctx.config.closed_transaction_ttl_s)
+
+    readings = req.meter_value or []
+    if readings:
+        # Before its EVSE is known (its first event still to come), under 0.
+        store_samples(ctx, evse_id or 0, readings, info.transaction_id)
+    context = {"Started": "Transaction.Begin", "Ended": "Transaction.End"}.get(req.event_type)
+    meter = _register(readings, context) if context else None
+
+    token_info: IdTokenInfoType | None = None
+    if req.id_token is not None:
+        record, charging_in = await ctx.state.id_tag(req.id_token.id_token)
+        token_info = id_token_info(ctx, req.id_token, record, charging_in)
+    ctx.effects.record(
+        history.TransactionEvent(
+            cp, info.transaction_id, req.seq_no, req.event_type, req.trigger_reason, stamp,
+            req.offline, req.evse.id if req.evse is not None else None, connector_id,
+            req.id_token.id_token if req.id_token is not None else None,
+            req.id_token.type if req.id_token is not None else None,
+            token_info.status if token_info is not None else None,
+            info.charging_state, info.stopped_reason, info.remote_start_id, req.reservation_id,
+            meter,
+        )
+    )  # fmt: skip
+    return TransactionEventResponse(id_token_info=token_info)
