@@ -87,12 +87,12 @@ from adapters.history_db import History, check_url, shown
 from adapters.rate_limit import FailureLimiter
 from processor import json_depth
 from processor.command_queue import CommandQueue
+from processor.commands import COMMANDS
 from processor.health import Liveness, Readiness, ReadinessCheck, redis_probe
 from processor.logs import setup
 from processor.redis_io import connect, describe
 from processor.settings import LogLevel, RedisUrl, load
 from processor.telemetry import Providers, configured, disabled
-from processor.v16.messages import CENTRAL_INITIATED
 
 log = logging.getLogger("api")
 
@@ -177,8 +177,9 @@ class _CommandOperation(Operation):
 Action = Annotated[
     str,
     PathParameter(
-        description="a central-system-initiated OCPP 1.6 action",
-        schema_extra={"enum": sorted(CENTRAL_INITIATED)},
+        description="an action the central system sends, of the charger's OCPP version"
+        " (1.6 or 2.0.1: the one its BootNotification came in)",
+        schema_extra={"enum": sorted(set().union(*COMMANDS.values()))},
     ),
 ]
 

@@ -33,6 +33,7 @@ from adapters.api_models import (
 from processor import clock, keys
 from processor.command_queue import CommandQueue
 from processor.commands import TERMINAL, CommandRecord, CommandRejected, validate_request
+from processor.protocol_names import OCPP16
 
 MAX_LIMIT = 1000
 MAX_WAIT_S = 60.0
@@ -140,16 +141,15 @@ async def send_command(
             f"timeout must be above 0 and at most {MAX_TIMEOUT_S:g} seconds, got {timeout_s:g}"
         )
     body = body if body.strip() else b"{}"
-    try:
-        validate_request(action, body)
-    except CommandRejected as exc:
-        raise InvalidInput(str(exc)) from None
     if not await charge_point_exists(redis, charge_point_id):
         raise NotFound(f"charge point {charge_point_id!r} is not known")
+    protocol = await charger_protocol(redis, charge_point_id)
     try:
+        validate_request(action, body, protocol)
         record = await queue.send(
-            charge_point_id, action, body, timeout_s=timeout_s, traceparent=traceparent
-        )
+            charge_point_id, action, body, timeout_s=timeout_s, traceparent=traceparent,
+            protocol=protocol,
+        )  # fmt: skip
     except CommandRejected as exc:
         raise InvalidInput(str(exc)) from None
     if wait_s > 0:
@@ -179,6 +179,16 @@ async def wait_for_outcome(
 
 
 # --- charge points -------------------------------------------------------------
+
+
+async def charger_protocol(redis: Redis, charge_point_id: str) -> str:
+    """The OCPP version the charger booted with; 1.6 for one that has not
+    said (on the allow-list but never booted, or booted before versions
+    were recorded)."""
+    protocol: bytes | str | None = await redis.hget(keys.charge_point(charge_point_id), "protocol")
+    if isinstance(protocol, bytes):
+        protocol = protocol.decode()
+    return protocol or OCPP16
 
 
 async def charge_point_exists(redis: Redis, charge_point_id: str) -> bool:

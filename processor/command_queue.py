@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from processor import clock, envelope, keys, trace_context
 from processor.commands import CommandRecord, validate_request
 from processor.lifecycle import Stopper
+from processor.protocol_names import OCPP16
 from processor.redis_io import TRANSIENT, Backoff, script
 from processor.spans import COMMAND_SCOPE, command_counter
 from processor.state import decoded
@@ -62,10 +63,12 @@ class CommandQueue:
         *,
         timeout_s: float = 30.0,
         traceparent: str = "",
+        protocol: str = OCPP16,
     ) -> CommandRecord:
-        """Validate and queue a command; raises CommandRejected if invalid.
-        Returns it as recorded: ``sent`` if the charger's slot was free,
-        else ``queued``.
+        """Validate ``action`` as a command of OCPP version ``protocol`` (the
+        charger's) and queue it; raises CommandRejected if invalid. Returns
+        it as recorded: ``sent`` if the charger's slot was free, else
+        ``queued``.
 
         Traced as a ``send`` span, child of the current span (an API
         request's), else of ``traceparent`` (W3C, e.g. the caller's header);
@@ -73,7 +76,7 @@ class CommandQueue:
         handles the charger's reply, on any replica, links to it. Untraced,
         the record keeps ``traceparent`` as given, and no span is made."""
         if not self._tracing:
-            return await self._send(charge_point_id, action, body, timeout_s, traceparent)
+            return await self._send(charge_point_id, action, body, timeout_s, traceparent, protocol)
         parent = trace.get_current_span().get_span_context()
         context = (
             None
@@ -91,7 +94,9 @@ class CommandQueue:
             sent = span.get_span_context()
             if sent.is_valid:
                 traceparent = trace_context.traceparent(sent)
-            record = await self._send(charge_point_id, action, body, timeout_s, traceparent)
+            record = await self._send(
+                charge_point_id, action, body, timeout_s, traceparent, protocol
+            )
             span.set_attributes(
                 {"messaging.message.id": record.command_id, "ocpp.message_id": record.command_id,
                  "messaging.destination.name": keys.responses(charge_point_id),
@@ -100,9 +105,15 @@ class CommandQueue:
             return record
 
     async def _send(
-        self, charge_point_id: str, action: str, body: bytes, timeout_s: float, traceparent: str
+        self,
+        charge_point_id: str,
+        action: str,
+        body: bytes,
+        timeout_s: float,
+        traceparent: str,
+        protocol: str,
     ) -> CommandRecord:
-        request = validate_request(action, body)
+        request = validate_request(action, body, protocol)
         command_id = str(uuid.uuid4())
         now = datetime.now(UTC)
         now_ms = clock.epoch_ms(now)
@@ -115,6 +126,7 @@ class CommandQueue:
             "created_at_ms": str(now_ms),
             "timeout_ms": str(int(timeout_s * 1000)),
             "traceparent": traceparent,
+            "protocol": protocol,
         }
         deadline_ms = now_ms + int(timeout_s * 1000)
         flat = await self._script(

@@ -19,12 +19,25 @@ import msgspec
 from processor import json_depth, keys
 from processor.effects import Effects
 from processor.envelope import CallError, CallResult
-from processor.errors import from_validation
+from processor.errors import from_validation, spelled
+from processor.protocol_names import OCPP16, OCPP201
 from processor.v16 import messages as m
+from processor.v201 import messages as m201
 
 _encoder = msgspec.json.Encoder()
-_requests = {a: msgspec.json.Decoder(m.REQUESTS[a]) for a in m.CENTRAL_INITIATED}
-_responses = {a: msgspec.json.Decoder(m.RESPONSES[a]) for a in m.CENTRAL_INITIATED}
+# What each version's central system sends, by (version, action).
+_VERSIONS = ((OCPP16, m), (OCPP201, m201))
+_requests = {
+    (v, a): msgspec.json.Decoder(ms.REQUESTS[a])
+    for v, ms in _VERSIONS
+    for a in ms.CENTRAL_INITIATED
+}
+_responses = {
+    (v, a): msgspec.json.Decoder(ms.RESPONSES[a])
+    for v, ms in _VERSIONS
+    for a in ms.CENTRAL_INITIATED
+}
+COMMANDS = {v: frozenset(ms.CENTRAL_INITIATED) for v, ms in _VERSIONS}
 TERMINAL = frozenset({"answered", "failed", "timed_out"})
 
 
@@ -32,11 +45,17 @@ class CommandRejected(ValueError):
     """Raised for a command we will not send: unknown action, bad payload."""
 
 
-def validate_request(action: str, body: bytes) -> bytes:
-    """The canonical JSON of a valid ``action`` request, or CommandRejected."""
-    decoder = _requests.get(action)
+def validate_request(action: str, body: bytes, protocol: str = OCPP16) -> bytes:
+    """The canonical JSON of a valid ``action`` request of OCPP version
+    ``protocol`` (the charger's), or CommandRejected."""
+    decoder = _requests.get((protocol, action))
     if decoder is None:
-        raise CommandRejected(f"{action} is not a command the central system sends")
+        others = [v for v, actions in COMMANDS.items() if v != protocol and action in actions]
+        if others:
+            raise CommandRejected(
+                f"{action} is an {' and '.join(others)} command; the charger speaks {protocol}"
+            )
+        raise CommandRejected(f"{action} is not a command the central system sends ({protocol})")
     if not json_depth.within(body):
         raise CommandRejected(f"{action} request nests deeper than {json_depth.MAX_DEPTH} levels")
     try:
@@ -69,6 +88,12 @@ class CommandRecord:
     def request(self) -> Any:
         return msgspec.json.decode(self.fields.get("request", "null"))
 
+    @property
+    def protocol(self) -> str:
+        """The charger's OCPP version when the command was sent; commands
+        recorded before versions were (all 1.6) say none."""
+        return self.fields.get("protocol") or OCPP16
+
 
 ResultHandler = Callable[[Effects, str, Any, Any], None]
 
@@ -88,11 +113,13 @@ def reply_effects(
         # Kept for the operator as it came, bytes that are not UTF-8 included.
         raw = bytes(frame.payload).decode(errors="replace")
         try:
-            response = _responses[action].decode(frame.payload)
+            response = _responses[(record.protocol, action)].decode(frame.payload)
         except (KeyError, msgspec.DecodeError) as exc:
             error = from_validation(f"{action} confirmation", str(exc))
             state = "failed"
-            fields = {"error_code": error.code, "error_description": error.description,
+            # Spelled as the charger's version spells it.
+            code = spelled(error, record.protocol)
+            fields = {"error_code": code, "error_description": error.description,
                       "result": raw}  # fmt: skip
         else:
             state = "answered"
@@ -100,7 +127,7 @@ def reply_effects(
             status = getattr(response, "status", None)
             if isinstance(status, str):
                 fields["status"] = status
-            handler = RESULT_HANDLERS.get(action)
+            handler = RESULT_HANDLERS.get(action) if record.protocol == OCPP16 else None
             if handler is not None:
                 handler(applied, cp, record.request, response)
     effects.complete_command(record.command_id, cp, now_ms, {"state": state, **fields},
@@ -149,8 +176,8 @@ def _diagnostics(e: Effects, cp: str, request: Any, r: m.GetDiagnosticsResponse)
         e.hset(keys.charge_point(cp), {"diagnostics_file_name": r.file_name})
 
 
-# Results that change what we know of the charger; the rest are recorded on
-# the command only.
+# Results of 1.6 commands that change what we know of the charger; the rest
+# are recorded on the command only.
 RESULT_HANDLERS: dict[str, ResultHandler] = {
     "GetConfiguration": _get_configuration,
     "ChangeConfiguration": _change_configuration,

@@ -15,8 +15,8 @@ becomes when it can be reported to the charger.
     └── InternalFailure              our side failed for good (retries spent)
     Undeliverable                  input we cannot address to any charger: dead-lettered
 
-``code`` is OCPP-J 1.6's spelling; ``processor/protocols.py`` spells each
-error as the charger's version does (2.0.1: ``FormatViolation``,
+``code`` is OCPP-J 1.6's spelling; :func:`spelled` gives each error as the
+charger's version spells it (2.0.1: ``FormatViolation``,
 ``OccurrenceConstraintViolation``, ``MessageTypeNotSupported``,
 ``RpcFrameworkError``).
 """
@@ -24,6 +24,8 @@ error as the charger's version does (2.0.1: ``FormatViolation``,
 from __future__ import annotations
 
 from typing import ClassVar
+
+from processor.protocol_names import OCPP201
 
 
 class OcppError(Exception):
@@ -136,3 +138,26 @@ def from_validation(action: str, message: str) -> OcppError:
         if fragment in message:
             return kind(f"{action}: {message}")
     return FormationViolation(f"{action}: {message}")
+
+
+# OCPP-J 2.0.1, section 4.3: the 1.6 codes, two respelled and two new, by
+# the kind of error (the most specific kind found first).
+_SPELLINGS: dict[str, dict[type[OcppError], str]] = {
+    OCPP201: {
+        FormationViolation: "FormatViolation",
+        OccurrenceConstraintViolation: "OccurrenceConstraintViolation",
+        MessageTypeNotSupported: "MessageTypeNotSupported",
+        MalformedFrame: "RpcFrameworkError",
+    },
+}
+
+
+def spelled(error: OcppError, protocol: str) -> str:
+    """``error``'s OCPP-J code as OCPP version ``protocol`` spells it."""
+    spellings = _SPELLINGS.get(protocol)
+    if spellings:
+        for kind in type(error).__mro__:
+            code = spellings.get(kind)
+            if code is not None:
+                return code
+    return error.code

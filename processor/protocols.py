@@ -13,7 +13,7 @@ route is looked up by version first.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from processor import errors
@@ -34,31 +34,13 @@ class Protocol:
     name: str
     routes: Mapping[str, Route[Any, Any]]
     actions: frozenset[str]
-    # Error kinds this version spells otherwise than ``OcppError.code``
-    # (OCPP-J 1.6's), the most specific kind first found.
-    spellings: Mapping[type[errors.OcppError], str] = field(default_factory=dict)
 
     def error_code(self, error: errors.OcppError) -> str:
-        for kind in type(error).__mro__:
-            code = self.spellings.get(kind)
-            if code is not None:
-                return code
-        return error.code
+        return errors.spelled(error, self.name)
 
 
 V16: Final = Protocol(OCPP16, V16_ROUTES, frozenset(v16_messages.REQUESTS))
-# OCPP-J 2.0.1, section 4.3: the 1.6 codes, two of them respelled, and two new.
-V201: Final = Protocol(
-    OCPP201,
-    V201_ROUTES,
-    frozenset(v201_messages.REQUESTS),
-    {
-        errors.FormationViolation: "FormatViolation",
-        errors.OccurrenceConstraintViolation: "OccurrenceConstraintViolation",
-        errors.MessageTypeNotSupported: "MessageTypeNotSupported",
-        errors.MalformedFrame: "RpcFrameworkError",
-    },
-)
+V201: Final = Protocol(OCPP201, V201_ROUTES, frozenset(v201_messages.REQUESTS))
 ALL: Final = {p.name: p for p in (V16, V201)}
 
 

@@ -34,6 +34,7 @@ from adapters.devstack import Service, free_port, wait_for
 from processor import keys
 from processor.redis_io import connect
 from processor.v16.messages import CENTRAL_INITIATED
+from processor.v201.messages import CENTRAL_INITIATED as CENTRAL_INITIATED_201
 from tests.adapters.history import METER_VALUE, TRANSACTION, at, migrated
 from tests.messages import call
 
@@ -283,6 +284,32 @@ async def test_command_answered_meanwhile_comes_back_with_200(
     assert body["result"] == {"status": "Accepted"}
 
 
+async def test_commands_are_those_of_the_chargers_version(
+    client: AsyncTestClient[Any], redis: Redis, redis_db: str
+) -> None:
+    seed(redis_db)
+    await redis.hset(keys.charge_point("CP2"), "protocol", "ocpp2.0.1")
+    start = {"idToken": {"idToken": "T1", "type": "Central"}, "remoteStartId": 7}
+    resp = await client.post("/v1/charge-points/CP2/commands/RequestStartTransaction",
+                             json=start)  # fmt: skip
+    assert resp.status_code == 202, resp.text
+    [raw] = await redis.lrange(keys.responses("CP2"), 0, -1)
+    assert json.loads(raw)["payload"][2:] == ["RequestStartTransaction", start]
+    fields = await redis.hgetall(keys.command(resp.json()["command_id"]))
+    assert fields[b"protocol"] == b"ocpp2.0.1"
+    # Each version's command refused for the other's charger, saying why.
+    old = await client.post("/v1/charge-points/CP2/commands/RemoteStartTransaction",
+                            json={"idTag": "T1"})  # fmt: skip
+    assert_problem(old, 400, "RemoteStartTransaction is an ocpp1.6 command",
+                   "speaks ocpp2.0.1")  # fmt: skip
+    new = await client.post(f"/v1/charge-points/{CP}/commands/RequestStartTransaction",
+                            json=start)  # fmt: skip
+    assert_problem(new, 400, "RequestStartTransaction is an ocpp2.0.1 command", "speaks ocpp1.6")
+    # A 2.0.1 request's own schema applies: 1.6's Reset type is not 2.0.1's.
+    bad = await client.post("/v1/charge-points/CP2/commands/Reset", json={"type": "Hard"})
+    assert_problem(bad, 400, "invalid Reset", "$.type")
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "fragments"),
     [
@@ -373,7 +400,7 @@ async def test_health_and_openapi(client: AsyncTestClient[Any]) -> None:
     assert {"200", "202", "400", "404"} <= set(send["responses"])
     assert "requestBody" in send
     action = next(p for p in send["parameters"] if p["name"] == "action")
-    assert set(action["schema"]["enum"]) == CENTRAL_INITIATED
+    assert set(action["schema"]["enum"]) == CENTRAL_INITIATED | CENTRAL_INITIATED_201
     assert "Problem" in doc["components"]["schemas"]
 
 

@@ -30,18 +30,22 @@ import websockets
 from hypothesis import given
 from hypothesis import strategies as st
 from ocpp.exceptions import NotSupportedError
+from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call
 from ocpp.v201 import ChargePoint as ChargePoint201
 from ocpp.v201 import call as call201
+from ocpp.v201 import call_result as result201
 from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from adapters.api_queries import send_command
 from adapters.devstack import RedisServer, Service, free_port, listening, wait_for
 from adapters.gateway_auth import Credentials, PathRefused, identity
 from adapters.gateway_inbound import envelope
 from adapters.gateway_outbound import Pump, Session
 from processor import keys
+from processor.command_queue import CommandQueue
 from processor.envelope import Rejected, decode
 from processor.errors import Undeliverable
 from processor.listening import loopback
@@ -123,6 +127,15 @@ def ocpp_connect(
     return websockets.connect(url, subprotocols=[protocol], open_timeout=TIMEOUT, **kwargs)
 
 
+class Station201(ChargePoint201):  # type: ignore[misc]
+    """A 2.0.1 charge point that accepts remote starts."""
+
+    @on("RequestStartTransaction")
+    async def on_request_start(self, id_token: dict[str, Any], remote_start_id: int,
+                               **_: Any) -> Any:  # fmt: skip
+        return result201.RequestStartTransaction(status="Accepted", transaction_id="TX-R")
+
+
 class Recorder:
     """The charger's connection, keeping every frame it sends."""
 
@@ -145,7 +158,7 @@ async def charge_point(
     """An ``ocpp`` ChargePoint of ``protocol`` connected to ``url`` and reading its socket."""
     async with ocpp_connect(url, protocol) as ws:
         recorder = Recorder(ws)
-        kind = ChargePoint201 if protocol == "ocpp2.0.1" else ChargePoint
+        kind = Station201 if protocol == "ocpp2.0.1" else ChargePoint
         cp = kind(cp_id, recorder, response_timeout=TIMEOUT)
 
         async def read() -> None:
@@ -853,6 +866,17 @@ async def test_a_16_and_a_201_charger_are_each_answered_in_their_own_version(
                     call201.NotifyReport(request_id=1, generated_at=wire_now(), seq_no=0),
                     suppress=False,
                 )
+            # A 2.0.1 command through the queue, answered by the station.
+            client = connect(redis_db)
+            start = b'{"idToken":{"idToken":"T1","type":"Central"},"remoteStartId":7}'
+            try:
+                queue = CommandQueue(client)
+                action = "RequestStartTransaction"
+                command = await send_command(client, queue, "CS-201", action, start, wait_s=10)
+            finally:
+                await client.aclose()
+            assert command.state == "answered", command
+            assert command.result == {"status": "Accepted", "transactionId": "TX-R"}
         admin = redis_sync.Redis.from_url(redis_db, decode_responses=True)
         try:
             assert admin.hget(keys.charge_point("CP-16"), "protocol") == "ocpp1.6"

@@ -7,9 +7,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 
+from processor.commands import CommandRecord, reply_effects
 from processor.dispatch import Delivery, Dispatcher, Limits
+from processor.effects import Effects
+from processor.envelope import CallResult
 from processor.protocols import OCPP16, OCPP201, protocols
 from processor.types import HandlerConfig
 from tests.messages import call
@@ -98,3 +102,28 @@ async def test_the_same_action_is_a_different_type_in_each_version() -> None:
     assert wrong[:3] == [4, "m1", "FormatViolation"]
     wrong = await reply(call("CP1", "m1", "BootNotification", v201_boot, OCPP16))
     assert wrong[:3] == [4, "m1", "FormationViolation"]
+
+
+@pytest.mark.parametrize(
+    ("protocol", "action", "reply", "state", "code"),
+    [
+        (OCPP201, "Reset", {"status": "Scheduled"}, "answered", None),
+        (OCPP201, "Reset", {}, "failed", "OccurrenceConstraintViolation"),
+        (OCPP16, "Reset", {}, "failed", "OccurenceConstraintViolation"),
+        # 1.6's Reset answers no "Scheduled".
+        (OCPP16, "Reset", {"status": "Scheduled"}, "failed", "PropertyConstraintViolation"),
+        (OCPP201, "RequestStartTransaction", {"status": "Accepted", "transactionId": "T"},
+         "answered", None),
+    ],
+)  # fmt: skip
+def test_a_commands_reply_is_read_in_the_version_it_was_sent_in(
+    protocol: str, action: str, reply: Any, state: str, code: str | None
+) -> None:
+    record = CommandRecord("c1", "CP1", action, "sent", {"action": action, "protocol": protocol,
+                                                          "charge_point_id": "CP1"})  # fmt: skip
+    effects = Effects()
+    frame = CallResult("c1", msgspec.Raw(json.dumps(reply).encode()))
+    assert reply_effects(effects, record, frame, 0) == state
+    [op] = effects.ops
+    fields = dict(zip(op[4][::2], op[4][1::2], strict=True))
+    assert fields.get("error_code") == code
