@@ -57,36 +57,10 @@ KNOWN = {
     None: {"$ref"},
 }
 
-PRELUDE = '''
-if TYPE_CHECKING:
-    _T = TypeVar("_T")
-    Omittable: TypeAlias = _T | None
-else:
-
-    class Omittable:
-        """A field the payload may leave out: ``None`` when absent, left out
-        again on encoding (``omit_defaults``), but an explicit ``null`` is
-        refused, as the schemas allow none. Type checkers see ``T | None``;
-        msgspec sees only ``T``, so it decodes no ``null`` into ``None``."""
-
-        def __class_getitem__(cls, item: object) -> object:
-            return item
-
-
-# The schemas' "date-time" is RFC 3339, whose timestamps always carry an offset.
-DateTime = Annotated[datetime, msgspec.Meta(tz=True)]
-{strings}
-
-
-class Payload(msgspec.Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
-    """Base of every OCPP payload: camelCase on the wire, and, as the official
-    schemas say (``additionalProperties: false``), no unknown fields."""
-
-
-class ExtensiblePayload(msgspec.Struct, rename="camel", omit_defaults=True):
-    """Base of the one object the schemas leave open (``CustomDataType``):
-    fields it does not know are accepted, and dropped."""
-'''
+# The base Structs and the field types every OCPP version shares; hand-written,
+# and imported by every generated module that uses them.
+SHARED = "processor.payload"
+BASES = {"DateTime", "ExtensiblePayload", "Omittable", "Payload"}
 
 
 def fail(message: str) -> NoReturn:
@@ -311,10 +285,9 @@ class Generator:
         responses = [
             self.struct(f"{a}Response", self.roots[f"{a}Response"], f"{a}Response") for a in actions
         ]
-        prelude = {"Omittable", "DateTime", "Payload", "ExtensiblePayload"}
-        prelude |= {f"String{n}" for n in self.lengths}
         names = [
-            *prelude,
+            *BASES,
+            *(f"String{n}" for n in self.lengths),
             *enums,
             *(s.name for s in datatypes),
             *(s.name for s in requests),
@@ -354,29 +327,22 @@ class Generator:
 
     def datatypes_module(self, structs: list[Struct], enums: set[str]) -> str:
         used = set().union(*(s.uses for s in structs))
-        strings = "\n".join(
+        strings = [
             f"String{n} = Annotated[str, msgspec.Meta(max_length={n})]"
             for n in sorted(self.lengths)
-        )
-        names = [
-            "DateTime",
-            "ExtensiblePayload",
-            "Omittable",
-            "Payload",
-            *(f"String{n}" for n in sorted(self.lengths)),
-            *(s.name for s in structs),
         ]
+        names = [*(f"String{n}" for n in sorted(self.lengths)), *(s.name for s in structs)]
         out = [
             HEADER,
-            '"""The base Structs, the field types every payload shares, and the\n'
-            'object types the schemas define, under their schema names."""\n',
+            '"""The string types the schemas bound, and the object types they\n'
+            'define, under their schema names."""\n',
             "from __future__ import annotations\n",
-            "from datetime import datetime",
-            "from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, TypeVar\n",
+            "from typing import Annotated, Any\n",
             "import msgspec\n",
+            import_from(SHARED, BASES),
             import_from(f"{PACKAGE}.enums", used & enums),
             all_names(names),
-            PRELUDE.replace("{strings}", strings),
+            *strings,
             *("\n\n" + s.source() for s in structs),
         ]
         return "\n".join(out) + "\n"
@@ -385,16 +351,15 @@ class Generator:
         self, doc: str, structs: list[Struct], enums: set[str], datatypes: set[str]
     ) -> str:
         used = set().union(*(s.uses for s in structs))
-        shared = used - enums - datatypes
+        strings = used - enums - datatypes - BASES
         out = [
             HEADER,
             f'"""{doc}"""\n',
             "from __future__ import annotations\n",
             "from typing import Annotated, Any\n",
             "import msgspec\n",
-            import_from(
-                f"{PACKAGE}.datatypes", (used & datatypes) | shared | {"Omittable", "Payload"}
-            ),
+            import_from(SHARED, BASES),
+            import_from(f"{PACKAGE}.datatypes", (used & datatypes) | strings),
             import_from(f"{PACKAGE}.enums", used & enums),
             all_names([s.name for s in structs]),
             *("\n\n" + s.source() for s in structs),

@@ -5,7 +5,8 @@ object types and enumerations they share, under their schema names
 (``IdTokenType``, ``BootReasonEnumType``).
 
     enums      the enumerations, as ``Literal`` aliases
-    datatypes  the base Structs, shared field types and object types
+    datatypes  the bounded string types and the object types (the base
+               Structs and shared field types are processor.payload's)
     requests   the 64 requests
     responses  the 64 responses
 """

@@ -9,6 +9,11 @@ from typing import Annotated, Any
 
 import msgspec
 
+from processor.payload import (
+    DateTime,
+    Omittable,
+    Payload,
+)
 from processor.v201.messages.datatypes import (
     AuthorizationData,
     CertificateHashDataType,
@@ -21,7 +26,6 @@ from processor.v201.messages.datatypes import (
     ClearChargingProfileType,
     ComponentVariableType,
     CustomDataType,
-    DateTime,
     EventDataType,
     EVSEType,
     FirmwareType,
@@ -33,8 +37,6 @@ from processor.v201.messages.datatypes import (
     MonitoringDataType,
     NetworkConnectionProfileType,
     OCSPRequestDataType,
-    Omittable,
-    Payload,
     ReportDataType,
     SetMonitoringDataType,
     SetVariableDataType,

@@ -9,17 +9,19 @@ from typing import Annotated, Any
 
 import msgspec
 
+from processor.payload import (
+    DateTime,
+    Omittable,
+    Payload,
+)
 from processor.v201.messages.datatypes import (
     CertificateHashDataChainType,
     ClearMonitoringResultType,
     CompositeScheduleType,
     CustomDataType,
-    DateTime,
     GetVariableResultType,
     IdTokenInfoType,
     MessageContentType,
-    Omittable,
-    Payload,
     SetMonitoringResultType,
     SetVariableResultType,
     StatusInfoType,
