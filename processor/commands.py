@@ -12,17 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
-from processor import json_depth, keys
+from processor import clock, json_depth, keys
 from processor.effects import Effects
 from processor.envelope import CallError, CallResult
 from processor.errors import from_validation, spelled
 from processor.protocol_names import OCPP16, OCPP201
 from processor.v16 import messages as m
 from processor.v201 import messages as m201
+from processor.v201.device_model import Attribute, record_value
 
 _encoder = msgspec.json.Encoder()
 # What each version's central system sends, by (version, action).
@@ -39,6 +41,9 @@ _responses = {
 }
 COMMANDS = {v: frozenset(ms.CENTRAL_INITIATED) for v, ms in _VERSIONS}
 TERMINAL = frozenset({"answered", "failed", "timed_out"})
+_set_variables_request = msgspec.json.Decoder(m201.SetVariables)
+# How long a 2.0.1 report's progress is kept after it was asked for.
+REPORT_TTL_S = 7 * 86400
 
 
 class CommandRejected(ValueError):
@@ -95,7 +100,8 @@ class CommandRecord:
         return self.fields.get("protocol") or OCPP16
 
 
-ResultHandler = Callable[[Effects, str, Any, Any], None]
+# (effects, the command, its decoded response): what the result changes.
+ResultHandler = Callable[[Effects, "CommandRecord", Any, int], None]
 
 
 def reply_effects(
@@ -127,15 +133,21 @@ def reply_effects(
             status = getattr(response, "status", None)
             if isinstance(status, str):
                 fields["status"] = status
-            handler = RESULT_HANDLERS.get(action) if record.protocol == OCPP16 else None
+            handler = RESULT_HANDLERS.get((record.protocol, action))
             if handler is not None:
-                handler(applied, cp, record.request, response)
+                handler(applied, record, response, now_ms)
     effects.complete_command(record.command_id, cp, now_ms, {"state": state, **fields},
                              applied)  # fmt: skip
+    # What the result told is history even when the reply came too late to
+    # be applied: the station did answer it.
+    effects.records.extend(applied.records)
     return state
 
 
-def _get_configuration(e: Effects, cp: str, request: Any, r: m.GetConfigurationResponse) -> None:
+def _get_configuration(
+    e: Effects, c: CommandRecord, r: m.GetConfigurationResponse, now_ms: int
+) -> None:
+    cp = c.charge_point_id
     config = {k.key: _encoder.encode(k).decode() for k in r.configuration_key or ()}
     if config:
         e.hset(keys.configuration(cp), config)
@@ -146,43 +158,88 @@ def _get_configuration(e: Effects, cp: str, request: Any, r: m.GetConfigurationR
 
 
 def _change_configuration(
-    e: Effects, cp: str, request: Any, r: m.ChangeConfigurationResponse
+    e: Effects, c: CommandRecord, r: m.ChangeConfigurationResponse, now_ms: int
 ) -> None:
+    cp, request = c.charge_point_id, c.request
     if r.status in ("Accepted", "RebootRequired"):
         entry = {"key": request["key"], "value": request["value"], "readonly": False}
         e.hset(keys.configuration(cp), {request["key"]: _encoder.encode(entry)})
 
 
 def _local_list_version(
-    e: Effects, cp: str, request: Any, r: m.GetLocalListVersionResponse
+    e: Effects, c: CommandRecord, r: m.GetLocalListVersionResponse, now_ms: int
 ) -> None:
-    e.hset(keys.charge_point(cp), {"local_list_version": r.list_version})
+    e.hset(keys.charge_point(c.charge_point_id), {"local_list_version": r.list_version})
 
 
-def _send_local_list(e: Effects, cp: str, request: Any, r: m.SendLocalListResponse) -> None:
+def _send_local_list(e: Effects, c: CommandRecord, r: m.SendLocalListResponse, now_ms: int) -> None:
     if r.status == "Accepted":
-        e.hset(keys.charge_point(cp), {"local_list_version": request["listVersion"]})
+        version = c.request["listVersion"]
+        e.hset(keys.charge_point(c.charge_point_id), {"local_list_version": version})
 
 
 def _installed_certificates(
-    e: Effects, cp: str, request: Any, r: m.GetInstalledCertificateIdsResponse
+    e: Effects, c: CommandRecord, r: m.GetInstalledCertificateIdsResponse, now_ms: int
 ) -> None:
     hashes = _encoder.encode(r.certificate_hash_data or [])
-    e.hset(keys.charge_point(cp), {f"certificates:{request['certificateType']}": hashes})
+    kind = c.request["certificateType"]
+    e.hset(keys.charge_point(c.charge_point_id), {f"certificates:{kind}": hashes})
 
 
-def _diagnostics(e: Effects, cp: str, request: Any, r: m.GetDiagnosticsResponse) -> None:
+def _diagnostics(e: Effects, c: CommandRecord, r: m.GetDiagnosticsResponse, now_ms: int) -> None:
     if r.file_name:
-        e.hset(keys.charge_point(cp), {"diagnostics_file_name": r.file_name})
+        e.hset(keys.charge_point(c.charge_point_id), {"diagnostics_file_name": r.file_name})
 
 
-# Results of 1.6 commands that change what we know of the charger; the rest
-# are recorded on the command only.
-RESULT_HANDLERS: dict[str, ResultHandler] = {
-    "GetConfiguration": _get_configuration,
-    "ChangeConfiguration": _change_configuration,
-    "GetLocalListVersion": _local_list_version,
-    "SendLocalList": _send_local_list,
-    "GetInstalledCertificateIds": _installed_certificates,
-    "GetDiagnostics": _diagnostics,
+def _get_variables(e: Effects, c: CommandRecord, r: m201.GetVariablesResponse, now_ms: int) -> None:
+    """Every value the station gave: the device model's current value."""
+    at = clock.stored(datetime.fromtimestamp(now_ms / 1000, UTC))
+    for n, got in enumerate(r.get_variable_result):
+        if got.attribute_status == "Accepted" and got.attribute_value is not None:
+            key = Attribute.of(got.component, got.variable, got.attribute_type)
+            record_value(e, c.charge_point_id, key, got.attribute_value, "GetVariables",
+                         f"command:{c.command_id}", n, at)  # fmt: skip
+
+
+def _set_variables(e: Effects, c: CommandRecord, r: m201.SetVariablesResponse, now_ms: int) -> None:
+    """Every value the station accepted (RebootRequired too: it is set, to
+    take effect after a reboot) becomes the current value, as requested."""
+    asked = _set_variables_request.decode(c.fields.get("request", "{}"))
+    wanted = {
+        Attribute.of(d.component, d.variable, d.attribute_type): d.attribute_value
+        for d in asked.set_variable_data
+    }
+    at = clock.stored(datetime.fromtimestamp(now_ms / 1000, UTC))
+    for n, done in enumerate(r.set_variable_result):
+        key = Attribute.of(done.component, done.variable, done.attribute_type)
+        value = wanted.get(key)
+        if done.attribute_status in ("Accepted", "RebootRequired") and value is not None:
+            record_value(e, c.charge_point_id, key, value, "SetVariables",
+                         f"command:{c.command_id}", n, at)  # fmt: skip
+
+
+def _report_asked(
+    e: Effects, c: CommandRecord, r: m201.GetBaseReportResponse | m201.GetReportResponse,
+    now_ms: int,
+) -> None:  # fmt: skip
+    """A report the station will send in NotifyReport parts, or refused."""
+    key = keys.report(c.charge_point_id, c.request["requestId"])
+    e.hset(key, {"command_id": c.command_id, "action": c.action, "status": r.status,
+                 "asked_at": clock.stored(datetime.fromtimestamp(now_ms / 1000, UTC))})  # fmt: skip
+    e.call("EXPIRE", key, REPORT_TTL_S)
+
+
+# Results that change what we know of the charger, by (version, action);
+# the rest are recorded on the command only.
+RESULT_HANDLERS: dict[tuple[str, str], ResultHandler] = {
+    (OCPP16, "GetConfiguration"): _get_configuration,
+    (OCPP16, "ChangeConfiguration"): _change_configuration,
+    (OCPP16, "GetLocalListVersion"): _local_list_version,
+    (OCPP16, "SendLocalList"): _send_local_list,
+    (OCPP16, "GetInstalledCertificateIds"): _installed_certificates,
+    (OCPP16, "GetDiagnostics"): _diagnostics,
+    (OCPP201, "GetVariables"): _get_variables,
+    (OCPP201, "SetVariables"): _set_variables,
+    (OCPP201, "GetBaseReport"): _report_asked,
+    (OCPP201, "GetReport"): _report_asked,
 }

@@ -89,6 +89,30 @@ class TransactionEvent(_Record, tag="tev"):
     meter: int | None
 
 
+class VariableReported(_Record, tag="var"):
+    """One OCPP 2.0.1 variable attribute as a station reported it
+    (NotifyReport) or a command got or set it (GetVariables,
+    SetVariables). Keyed in history by the station, ``origin`` (the report
+    part, ``report:<requestId>:<seqNo>``, or ``command:<id>``) and its
+    position there: a part sent again is the same rows."""
+
+    charge_point_id: str
+    component: str
+    component_instance: str
+    evse_id: int | None
+    connector_id: int | None
+    variable: str
+    variable_instance: str
+    attribute_type: str
+    value: str | None
+    mutability: str | None
+    characteristics: str | None  # JSON, as the station sent it
+    source: str
+    origin: str
+    position: int
+    reported_at: str
+
+
 class ChargerEvent(_Record, tag="event"):
     """A boot, status change, notification or security event."""
 
@@ -121,6 +145,7 @@ Record = (
     | TransactionStarted
     | TransactionStopped
     | TransactionEvent
+    | VariableReported
     | ChargerEvent
     | Anomaly
     | DeadLetter

@@ -134,6 +134,24 @@ def command_slot(charge_point_id: str) -> str:
     return f"{COMMAND_PREFIX}inflight:{charge_point_id}"
 
 
+def variables(charge_point_id: str) -> str:
+    """An OCPP 2.0.1 station's device model, current values: field a variable
+    attribute (``processor/v201/device_model.py``), value its value."""
+    return f"{CHARGE_POINT_PREFIX}{charge_point_id}:variables"
+
+
+def variable_meta(charge_point_id: str) -> str:
+    """The same fields: each attribute's mutability and its variable's
+    characteristics, as NotifyReport told them (JSON)."""
+    return f"{CHARGE_POINT_PREFIX}{charge_point_id}:variable_meta"
+
+
+def report(charge_point_id: str, request_id: int) -> str:
+    """An OCPP 2.0.1 report (GetBaseReport, GetReport): asked, then filled
+    by NotifyReport parts (``seqNo``, ``tbc``)."""
+    return f"{CHARGE_POINT_PREFIX}{charge_point_id}:report:{request_id}"
+
+
 def configuration(charge_point_id: str) -> str:
     """The charger's configuration as GetConfiguration reported it."""
     return f"{CHARGE_POINT_PREFIX}{charge_point_id}:config"

@@ -89,6 +89,9 @@ class Rows:
     stops: dict[tuple[str, int], tuple[Any, ...]] = field(default_factory=dict)
     # OCPP 2.0.1: each event, and what the batch's events say of each session.
     transaction_events: Columns = field(default_factory=lambda: Columns(10))
+    # OCPP 2.0.1 device models: each value, and the names for the catalogue.
+    variable_values: Columns = field(default_factory=lambda: Columns(15))
+    variable_names: set[tuple[str, str, str, str]] = field(default_factory=set)
     sessions: dict[tuple[str, str], SessionFacts] = field(default_factory=dict)
     events: Columns = field(default_factory=lambda: Columns(7))
     anomalies: Columns = field(default_factory=lambda: Columns(6))
@@ -98,7 +101,7 @@ class Rows:
     def __len__(self) -> int:
         return (len(self.meter_values) + len(self.starts) + len(self.stops) + len(self.events)
                 + len(self.anomalies) + len(self.dead_letters) + len(self.commands)
-                + len(self.transaction_events))  # fmt: skip
+                + len(self.transaction_events) + len(self.variable_values))  # fmt: skip
 
 
 def text(value: str | None) -> str | None:
@@ -191,6 +194,16 @@ def _record(rows: Rows, entry_id: str, seq: int, r: history.Record) -> int:
             key = (text(r.charge_point_id) or "", r.transaction_id)
             rows.stops.setdefault(key, (*key, r.stopped_at, r.meter_stop, text(r.reason),
                                         text(r.id_tag)))  # fmt: skip
+        case history.VariableReported():
+            names = (text(r.component) or "", text(r.component_instance) or "",
+                     text(r.variable) or "", text(r.variable_instance) or "")  # fmt: skip
+            rows.variable_names.add(names)
+            rows.variable_values.add(
+                text(r.charge_point_id), text(r.origin), r.position, names[0], names[1],
+                r.evse_id, r.connector_id, names[2], names[3], text(r.attribute_type),
+                text(r.value), text(r.mutability), text(r.characteristics), text(r.source),
+                r.reported_at,
+            )  # fmt: skip
         case history.ChargerEvent():
             rows.events.add(entry_id, seq, text(r.charge_point_id), text(r.kind), r.occurred_at,
                             r.connector_id, _details(r.details))  # fmt: skip

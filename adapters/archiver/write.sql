@@ -77,6 +77,22 @@ ON CONFLICT (charge_point_id, transaction_id) DO UPDATE SET
     stop_reason = EXCLUDED.stop_reason, stop_id_tag = EXCLUDED.stop_id_tag
 WHERE transactions.stopped_at IS NULL;
 
+-- name: variable_names
+INSERT INTO device_variables (component, component_instance, variable, variable_instance)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+ON CONFLICT DO NOTHING;
+
+-- name: variable_values
+INSERT INTO variable_values (charge_point_id, origin, position, component, component_instance,
+                             evse_id, connector_id, variable, variable_instance, attribute_type,
+                             value, mutability, characteristics, source, reported_at)
+SELECT c, o, p, cn, ci, ev, cr, vn, vi, ty, va, mu, ch::json, so, t::timestamptz
+FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::int[], $7::int[],
+            $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+            $14::text[], $15::text[])
+     AS batch (c, o, p, cn, ci, ev, cr, vn, vi, ty, va, mu, ch, so, t)
+ON CONFLICT DO NOTHING;
+
 -- name: events
 INSERT INTO charger_events (record_id, seq, charge_point_id, kind, occurred_at, connector_id,
                             details)

@@ -35,6 +35,10 @@ async def write(session: Session, rows: Rows) -> None:
     if rows.sessions:
         sessions = (s.row() for s in rows.sessions.values())
         await session.execute(_SQL["sessions"], *_columns(sessions, 14))
+    if rows.variable_values:
+        names = sorted(rows.variable_names)  # sorted: concurrent writers lock in one order
+        await session.execute(_SQL["variable_names"], *_columns(names, 4))
+        await session.execute(_SQL["variable_values"], *rows.variable_values.columns)
     if rows.events:
         await session.execute(_SQL["events"], *rows.events.columns)
     if rows.anomalies:

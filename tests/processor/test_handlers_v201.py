@@ -149,6 +149,16 @@ REQUESTS: dict[str, dict[str, Any]] = {
         "component": COMPONENT, "eventNotificationType": "HardWiredNotification",
         "variable": {"name": "AvailabilityState"}}]},
     "NotifyMonitoringReport": {"requestId": 6, "seqNo": 0, "generatedAt": T},
+    "NotifyReport": {"requestId": 11, "generatedAt": T, "seqNo": 0, "tbc": True, "reportData": [
+        {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"},
+         "variableAttribute": [{"value": "300", "mutability": "ReadWrite", "persistent": True}],
+         "variableCharacteristics": {"dataType": "integer", "unit": "s",
+                                     "supportsMonitoring": False}},
+        {"component": {"name": "Connector", "evse": {"id": 1, "connectorId": 1}},
+         "variable": {"name": "ConnectorType"},
+         "variableAttribute": [{"value": "cType2", "mutability": "ReadOnly"},
+                               {"type": "Target"}]},
+    ]},
     "PublishFirmwareStatusNotification": {"status": "Published", "location": ["http://x"],
                                           "requestId": 8},
     "ReportChargingProfiles": {"requestId": 9, "chargingLimitSource": "CSO",
@@ -195,9 +205,8 @@ async def test_certificate_requests_fail_without_a_pki(action: str) -> None:
     assert answer(await run(action, REQUESTS[action]), action)["status"] == "Failed"
 
 
-def test_every_message_a_station_sends_has_a_handler_but_the_one_still_to_come() -> None:
-    assert set(REQUESTS) == set(ROUTES)
-    assert CHARGER_INITIATED - set(ROUTES) == {"NotifyReport"}
+def test_every_message_a_station_sends_has_a_handler() -> None:
+    assert set(REQUESTS) == set(ROUTES) == CHARGER_INITIATED
 
 
 def tx_event(event_type: str, seq: int, **extra: Any) -> dict[str, Any]:
@@ -259,3 +268,25 @@ async def test_a_later_event_without_its_evse_finds_it_in_hot_state() -> None:
     assert event.meter == 9000 and event.stopped_reason == "EVDisconnected"
     [latest] = [op for op in out.effects.ops if op[0] == "latest"]
     assert latest[1] == keys.meter_latest("CS1", 3)
+
+
+async def test_a_report_part_fills_the_device_model_and_the_reports_progress() -> None:
+    out = await run("NotifyReport", REQUESTS["NotifyReport"])
+    assert answer(out, "NotifyReport") == {}
+    ops = {op[2]: op[3:] for op in out.effects.ops if op[1] == "HSET"}
+    heartbeat = '["OCPPCommCtrlr","",null,null,"HeartbeatInterval","","Actual"]'
+    connector = '["Connector","",1,1,"ConnectorType","","Actual"]'
+    target = '["Connector","",1,1,"ConnectorType","","Target"]'
+    values = dict(zip(*[iter(ops[keys.variables("CS1")])] * 2, strict=True))
+    assert values == {heartbeat: "300", connector: "cType2"}  # the Target has no value
+    meta = dict(zip(*[iter(ops[keys.variable_meta("CS1")])] * 2, strict=True))
+    assert set(meta) == {heartbeat, connector, target}
+    assert json.loads(meta[heartbeat])["characteristics"]["unit"] == "s"
+    assert dict(zip(*[iter(ops[keys.report("CS1", 11)])] * 2, strict=True)) == {
+        "part:0": "2024-01-01T11:59:00.000000Z"}  # tbc: not the last  # fmt: skip
+    reported = [r for r in out.effects.records if isinstance(r, history.VariableReported)]
+    assert [(r.origin, r.position, r.value) for r in reported] == [
+        ("report:11:0", 0, "300"),
+        ("report:11:0", 1, "cType2"),
+        ("report:11:0", 2, None),
+    ]

@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from processor import history, keys
 from processor.commands import CommandRecord, reply_effects
 from processor.dispatch import Delivery, Dispatcher, Limits
 from processor.effects import Effects
@@ -127,3 +128,54 @@ def test_a_commands_reply_is_read_in_the_version_it_was_sent_in(
     [op] = effects.ops
     fields = dict(zip(op[4][::2], op[4][1::2], strict=True))
     assert fields.get("error_code") == code
+
+
+def completed(action: str, request: Any, reply: Any) -> list[list[Any]]:
+    """The writes a 2.0.1 command's result applies (complete_command's ops);
+    its history records must say the same values."""
+    fields = {"action": action, "protocol": OCPP201, "charge_point_id": "CS1",
+              "request": json.dumps(request)}  # fmt: skip
+    record = CommandRecord("c9", "CS1", action, "sent", fields)
+    effects = Effects()
+    frame = CallResult("c9", msgspec.Raw(json.dumps(reply).encode()))
+    assert reply_effects(effects, record, frame, 1_704_110_400_000) == "answered"
+    [op] = effects.ops
+    applied: list[list[Any]] = op[5]
+    told = [(r.value, r.origin) for r in effects.records if isinstance(r, history.VariableReported)]
+    assert told == [(o[4], "command:c9") for o in applied if o[2] == keys.variables("CS1")]
+    return applied
+
+
+HEARTBEAT = {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}
+FIELD = '["OCPPCommCtrlr","",null,null,"HeartbeatInterval","","Actual"]'
+
+
+def test_get_variables_results_become_current_values() -> None:
+    reply = {"getVariableResult": [
+        {"attributeStatus": "Accepted", "attributeValue": "120", **HEARTBEAT},
+        {"attributeStatus": "UnknownVariable", "component": {"name": "X"},
+         "variable": {"name": "Y"}},
+    ]}  # fmt: skip
+    applied = completed("GetVariables", {"getVariableData": [HEARTBEAT]}, reply)
+    assert applied == [["call", "HSET", keys.variables("CS1"), FIELD, "120"]]
+
+
+@pytest.mark.parametrize(("status", "kept"), [("Accepted", True), ("RebootRequired", True),
+                                               ("Rejected", False)])  # fmt: skip
+def test_set_variables_keeps_what_the_station_accepted(status: str, kept: bool) -> None:
+    request = {"setVariableData": [{"attributeValue": "60", **HEARTBEAT}]}
+    applied = completed(
+        "SetVariables", request, {"setVariableResult": [{"attributeStatus": status, **HEARTBEAT}]}
+    )
+    assert applied == ([["call", "HSET", keys.variables("CS1"), FIELD, "60"]] if kept else [])
+
+
+def test_a_report_asked_for_is_recorded_with_the_stations_answer() -> None:
+    applied = completed("GetBaseReport", {"requestId": 11, "reportBase": "FullInventory"},
+                        {"status": "Accepted"})  # fmt: skip
+    hset, expire = applied
+    assert hset[:3] == ["call", "HSET", keys.report("CS1", 11)]
+    assert dict(zip(hset[3::2], hset[4::2], strict=True)) == {
+        "command_id": "c9", "action": "GetBaseReport", "status": "Accepted",
+        "asked_at": "2024-01-01T12:00:00.000000Z"}  # fmt: skip
+    assert expire[:3] == ["call", "EXPIRE", keys.report("CS1", 11)]

@@ -4,11 +4,9 @@ pipeline, state and effects as 1.6's (``processor/v16/handlers``).
 
     core           boot, heartbeat, authorize, connector status, data transfer
     transactions   TransactionEvent: sessions that converge in any order
+    reports        NotifyReport: the device model, in parts
     metering       meter values outside a transaction
     notifications  statuses, events, reports, limits and certificate requests
-
-NotifyReport is typed and validated (``processor/v201/messages``) and
-answered NotSupported until its handler comes (issue 13).
 """
 
 from __future__ import annotations
@@ -26,6 +24,7 @@ from processor.v201.handlers.core import (
     status_notification,
 )
 from processor.v201.handlers.metering import meter_values
+from processor.v201.handlers.reports import notify_report
 from processor.v201.handlers.transactions import transaction_event
 
 ROUTES: dict[str, Route[Any, Any]] = {
@@ -48,6 +47,7 @@ ROUTES: dict[str, Route[Any, Any]] = {
     "NotifyEVChargingSchedule": route(m.NotifyEVChargingSchedule, n.notify_ev_charging_schedule),
     "NotifyEvent": route(m.NotifyEvent, n.notify_event),
     "NotifyMonitoringReport": route(m.NotifyMonitoringReport, n.notify_monitoring_report),
+    "NotifyReport": route(m.NotifyReport, notify_report),
     "PublishFirmwareStatusNotification": route(
         m.PublishFirmwareStatusNotification, n.publish_firmware_status_notification
     ),

@@ -319,3 +319,32 @@ async def test_201_meter_values_name_their_session_by_its_text_id(
     rows = await fetch(database, "SELECT transaction_id, transaction_ref FROM meter_values "
                        "ORDER BY transaction_ref NULLS LAST")  # fmt: skip
     assert [tuple(r) for r in rows] == [(None, "TX-A"), (7, None)]
+
+
+def variable(origin: str, position: int, value: str | None, component: str = "OCPPCommCtrlr",
+             variable: str = "HeartbeatInterval") -> history.VariableReported:  # fmt: skip
+    return history.VariableReported(
+        "CS-1", component, "", None, None, variable, "", "Actual", value, "ReadWrite",
+        '{"dataType":"integer","unit":"s","supportsMonitoring":false}', "NotifyReport", origin,
+        position, T,
+    )  # fmt: skip
+
+
+async def test_device_model_values_are_written_once_and_their_names_catalogued(
+    redis: Redis, database: AsyncpgDatabase
+) -> None:
+    part = [variable("report:1:0", 0, "300"), variable("report:1:0", 1, None, "EVSE", "Power")]
+    archiver = Archiver(redis, database, "test")
+    await archiver.archive(await append(redis, part))
+    # The station sent the part again; another station reports the same names.
+    again = [variable("report:1:0", 0, "300"),
+             history.VariableReported(**{**msgspec.structs.asdict(part[0]),
+                                         "charge_point_id": "CS-2"})]  # fmt: skip
+    await archiver.archive(await append(redis, again))
+    rows = await fetch(database, "SELECT charge_point_id, origin, position, value, "
+                       "characteristics->>'unit' FROM variable_values ORDER BY 1, 3")  # fmt: skip
+    assert [tuple(r) for r in rows] == [
+        ("CS-1", "report:1:0", 0, "300", "s"), ("CS-1", "report:1:0", 1, None, "s"),
+        ("CS-2", "report:1:0", 0, "300", "s")]  # fmt: skip
+    names = await fetch(database, "SELECT component, variable FROM device_variables ORDER BY 1")
+    assert [tuple(r) for r in names] == [("EVSE", "Power"), ("OCPPCommCtrlr", "HeartbeatInterval")]
