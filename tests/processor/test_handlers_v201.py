@@ -209,8 +209,8 @@ def test_every_message_a_station_sends_has_a_handler() -> None:
     assert set(REQUESTS) == set(ROUTES) == CHARGER_INITIATED
 
 
-def tx_event(event_type: str, seq: int, **extra: Any) -> dict[str, Any]:
-    info = {"transactionId": "TX-1", **extra.pop("info", {})}
+def tx_event(event_type: str, seq: int, tid: str = "TX-1", **extra: Any) -> dict[str, Any]:
+    info = {"transactionId": tid, **extra.pop("info", {})}
     return {"eventType": event_type, "timestamp": T, "triggerReason": "Authorized",
             "seqNo": seq, "transactionInfo": info, **extra}  # fmt: skip
 
@@ -251,16 +251,12 @@ async def test_a_started_event_sets_the_sessions_facts_once_and_answers_for_its_
 
 async def test_a_later_event_without_its_evse_finds_it_in_hot_state() -> None:
     state = MemoryState()
-    state.v201[("CS1", "TX-1")] = {"evse_id": "3"}
-    body = tx_event(
-        "Ended",
-        7,
-        meterValue=begin(9000, "Transaction.End"),
-        info={"stoppedReason": "EVDisconnected"},
-    )
+    state.v201[("CS1", "TX-3")] = {"evse_id": "3"}
+    body = tx_event("Ended", 7, "TX-3", meterValue=begin(9000, "Transaction.End"),
+                    info={"stoppedReason": "EVDisconnected"})  # fmt: skip
     out = await run("TransactionEvent", body, state)
     assert answer(out, "TransactionEvent") == {}
-    key = keys.transaction_v201("CS1", "TX-1")
+    key = keys.transaction_v201("CS1", "TX-3")
     once = {op[3]: op[4] for op in out.effects.ops if op[1] == "HSETNX" and op[2] == key}
     assert once == {"ended_at": "2024-01-01T11:59:00.000000Z", "stopped_reason": "EVDisconnected"}
     assert ["call", "EXPIRE", key, "604800"] in out.effects.ops
@@ -290,3 +286,26 @@ async def test_a_report_part_fills_the_device_model_and_the_reports_progress() -
         ("report:11:0", 1, "cType2"),
         ("report:11:0", 2, None),
     ]
+
+
+async def test_an_evse_said_once_is_remembered_within_a_batch_without_reading() -> None:
+    """Started and an Updated in one batch: the Updated's values go to the
+    Started's EVSE though its commit has not happened yet."""
+
+    class Counting(MemoryState):
+        reads = 0
+
+        async def transaction_v201(self, cp: str, tid: str) -> dict[str, str]:
+            Counting.reads += 1
+            return await super().transaction_v201(cp, tid)
+
+    d = Dispatcher(protocols(), Counting(), HandlerConfig(), Limits())
+    started = tx_event("Started", 0, "TX-4", evse={"id": 4, "connectorId": 1})
+    updated = tx_event("Updated", 1, "TX-4", meterValue=begin(2000, "Sample.Periodic"))
+    outs = await d.handle_batch([
+        Delivery(b"1-0", call("CS1", "m1", "TransactionEvent", started, OCPP201)),
+        Delivery(b"2-0", call("CS1", "m2", "TransactionEvent", updated, OCPP201)),
+    ], NOW)  # fmt: skip
+    [latest] = [op for op in outs[1].effects.ops if op[0] == "latest"]
+    assert latest[1] == keys.meter_latest("CS1", 4)
+    assert Counting.reads == 0

@@ -37,6 +37,34 @@ from processor.v201.messages import (
 
 # seqNo as fixed-width text, so the newest-wins comparison is by number.
 _SEQ_WIDTH = 20
+# The EVSE of each transaction seen lately, (station, transactionId) ->
+# EVSE id. Only the first event names it, and it never changes, so any
+# replica may keep it: a later event (in this batch, before the first one's
+# commit, or in the next) finds it here without reading Redis. Bounded; the
+# oldest forgotten first.
+_EVSES: dict[tuple[str, str], int] = {}
+_EVSES_MAX = 100_000
+
+
+def _remember(key: tuple[str, str], evse_id: int) -> None:
+    if key not in _EVSES and len(_EVSES) >= _EVSES_MAX:
+        del _EVSES[next(iter(_EVSES))]
+    _EVSES[key] = evse_id
+
+
+async def _evse_of(ctx: Context, req: TransactionEvent) -> int | None:
+    """The transaction's EVSE: the event's, remembered, or hot state's."""
+    key = (ctx.charge_point_id, req.transaction_info.transaction_id)
+    if req.evse is not None:
+        _remember(key, req.evse.id)
+        return req.evse.id
+    known = _EVSES.get(key)
+    if known is None:
+        held = await ctx.state.transaction_v201(*key)
+        known = _int(held.get("evse_id"))
+        if known is not None:
+            _remember(key, known)
+    return known
 
 
 def _seq(seq_no: int) -> str:
@@ -66,9 +94,7 @@ async def transaction_event(ctx: Context, req: TransactionEvent) -> TransactionE
     cp = ctx.charge_point_id
     info = req.transaction_info
     key = keys.transaction_v201(cp, info.transaction_id)
-    held = await ctx.state.transaction_v201(cp, info.transaction_id)
     stamp = clock.stored(trusted_time(ctx, req.timestamp, "TransactionEvent"))
-    evse_id = req.evse.id if req.evse is not None else _int(held.get("evse_id"))
     connector_id = req.evse.connector_id if req.evse is not None else None
 
     once: dict[str, str | int] = {}
@@ -99,8 +125,13 @@ async def transaction_event(ctx: Context, req: TransactionEvent) -> TransactionE
 
     readings = req.meter_value or []
     if readings:
-        # Before its EVSE is known (its first event still to come), under 0.
+        # The EVSE only matters to where the latest values go: looked up
+        # only then. Before it is known (the first event still to come),
+        # under 0.
+        evse_id = await _evse_of(ctx, req)
         store_samples(ctx, evse_id or 0, readings, info.transaction_id)
+    elif req.evse is not None:
+        _remember((cp, info.transaction_id), req.evse.id)
     context = {"Started": "Transaction.Begin", "Ended": "Transaction.End"}.get(req.event_type)
     meter = _register(readings, context) if context else None
 
