@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,12 +32,16 @@ from processor.errors import (
     from_validation,
 )
 from processor.logs import trace_fields
-from processor.protocols import Protocols
+from processor.protocols import Protocol, Protocols
 from processor.types import Context, HandlerConfig, State
 
 log = logging.getLogger(__name__)
 
 _encoder = msgspec.json.Encoder()
+# How long a charger's registered OCPP version is trusted before it is read
+# again, for envelopes that do not name theirs; how many are held.
+REGISTRATION_TTL_S = 30.0
+_REGISTRATIONS_MAX = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +101,9 @@ class Dispatcher:
     ) -> None:
         self._transient = transient
         self._protocols = protocols
+        # Chargers' registered versions, for envelopes that do not say
+        # (a ws-server without our extension): cp -> (version, read at).
+        self._registered: dict[str, tuple[str | None, float]] = {}
         self._state = state
         self._config = config
         self._limits = limits
@@ -189,9 +197,31 @@ class Dispatcher:
         frame = env.payload
         if not isinstance(frame, Call):
             return True  # a reply: its command is looked up
+        if env.protocol is None and self._cached_registration(env.charge_point_id) is None:
+            return True  # its version is to be read
         protocol = self._protocols.of(env.protocol)
         route = protocol.routes.get(frame.action) if protocol else None
         return route is not None and route.reads_state
+
+    def _cached_registration(self, cp: str) -> tuple[str | None, float] | None:
+        held = self._registered.get(cp)
+        if held is None or time.monotonic() - held[1] > REGISTRATION_TTL_S:
+            return None
+        return held
+
+    async def _protocol_of(self, env: Envelope) -> Protocol | None:
+        """The version ``env`` is in: the one it names, else the charger's
+        registered one (read at most every REGISTRATION_TTL_S), else the
+        default. None for a version we do not speak."""
+        if env.protocol is not None:
+            return self._protocols.of(env.protocol)
+        held = self._cached_registration(env.charge_point_id)
+        if held is None:
+            if len(self._registered) >= _REGISTRATIONS_MAX:
+                self._registered.clear()
+            held = (await self._state.charger_protocol(env.charge_point_id), time.monotonic())
+            self._registered[env.charge_point_id] = held
+        return self._protocols.by_name.get(held[0] or "") or self._protocols.default
 
     def _decode(self, d: Delivery, ts: str) -> Envelope | Outcome:
         if not d.raw:
@@ -242,7 +272,7 @@ class Dispatcher:
                 )
             return out
         out.reply_key = keys.responses(cp)
-        protocol = self._protocols.of(env.protocol)
+        protocol = await self._protocol_of(env)
         # An envelope naming a version we do not speak is told so in the default's words.
         speaks = protocol or self._protocols.default
         try:

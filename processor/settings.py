@@ -109,7 +109,10 @@ class ProcessorSettings(msgspec.Struct, kw_only=True, frozen=True):
     ] = 7 * 86400
     default_protocol: Annotated[
         Literal["ocpp1.6", "ocpp2.0.1"],
-        Meta(description="OCPP version of an envelope that names none (a ws-server without it)"),
+        Meta(
+            description="OCPP version of an envelope that names none, its charger registered"
+            " with none"
+        ),
     ] = "ocpp1.6"
     health_port: HealthPort = 9101
     log_level: LogLevel = "INFO"

@@ -176,6 +176,12 @@ class RedisState:
         fields = await self._hgetall(keys.command(command_id))
         return CommandRecord.from_hash(command_id, fields)
 
+    async def charger_protocol(self, charge_point_id: str) -> str | None:
+        [protocol] = await self._reads.read(
+            ("HGET", keys.charge_point(charge_point_id), "protocol")
+        )
+        return bytes(protocol).decode() if protocol else None
+
     async def is_known_charger(self, charge_point_id: str) -> bool:
         [known] = await self._reads.read(("SISMEMBER", keys.KNOWN_CHARGE_POINTS, charge_point_id))
         return bool(known)

@@ -67,6 +67,11 @@ class State(Protocol):
         """Whether the charger is on the allow-list (known-only policy)."""
         ...
 
+    async def charger_protocol(self, charge_point_id: str) -> str | None:
+        """The OCPP version the charger is registered with (its hash's
+        ``protocol``: its boot's, or an operator's), if any."""
+        ...
+
     async def command(self, command_id: str) -> CommandRecord | None:
         """A command we sent, looked up by its CALL's message id."""
         ...

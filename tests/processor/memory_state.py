@@ -18,6 +18,7 @@ class MemoryState:
         self.known: set[str] = set()
         self.commands: dict[str, CommandRecord] = {}
         self.v201: dict[tuple[str, str], dict[str, str]] = {}
+        self.protocols: dict[str, str] = {}
 
     async def id_tag(self, tag: str) -> tuple[IdTagRecord | None, int | None]:
         return self.tags.get(tag), self.active.get(tag)
@@ -42,6 +43,9 @@ class MemoryState:
 
     async def transaction_v201(self, charge_point_id: str, transaction_id: str) -> dict[str, str]:
         return dict(self.v201.get((charge_point_id, transaction_id), {}))
+
+    async def charger_protocol(self, charge_point_id: str) -> str | None:
+        return self.protocols.get(charge_point_id)
 
     async def is_known_charger(self, charge_point_id: str) -> bool:
         return charge_point_id in self.known

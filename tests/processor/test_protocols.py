@@ -179,3 +179,32 @@ def test_a_report_asked_for_is_recorded_with_the_stations_answer() -> None:
         "command_id": "c9", "action": "GetBaseReport", "status": "Accepted",
         "asked_at": "2024-01-01T12:00:00.000000Z"}  # fmt: skip
     assert expire[:3] == ["call", "EXPIRE", keys.report("CS1", 11)]
+
+
+async def test_an_envelope_without_protocol_is_read_in_the_chargers_registered_version() -> None:
+    """A ws-server without our extension: the version the charger booted
+    with, or an operator set, else the default; read once, then remembered."""
+
+    class Counting(MemoryState):
+        reads = 0
+
+        async def charger_protocol(self, charge_point_id: str) -> str | None:
+            Counting.reads += 1
+            return await super().charger_protocol(charge_point_id)
+
+    state = Counting()
+    state.protocols["CS-NEW"] = OCPP201
+    d = Dispatcher(protocols(), state, HandlerConfig(), Limits())
+    v201_boot = {"chargingStation": {"vendorName": "Acme", "model": "M1"}, "reason": "PowerUp"}
+    v16_boot = {"chargePointVendor": "Acme", "chargePointModel": "M1"}
+    outs = await d.handle_batch([
+        Delivery(b"1-0", call("CS-NEW", "m1", "BootNotification", v201_boot)),
+        Delivery(b"2-0", call("CP-OLD", "m2", "BootNotification", v16_boot)),
+        Delivery(b"3-0", call("CS-NEW", "m3", "Authorize", {})),
+    ], NOW)  # fmt: skip
+    frames = [json.loads(o.reply)["payload"] for o in outs]
+    assert [f[0] for f in frames[:2]] == [3, 3]
+    assert frames[2][2] == "OccurrenceConstraintViolation"  # 2.0.1's spelling
+    assert Counting.reads == 2  # once per charger
+    await d.handle_batch([Delivery(b"4-0", call("CS-NEW", "m4", "Heartbeat", {}))], NOW)
+    assert Counting.reads == 2
