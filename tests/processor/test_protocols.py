@@ -208,3 +208,48 @@ async def test_an_envelope_without_protocol_is_read_in_the_chargers_registered_v
     assert Counting.reads == 2  # once per charger
     await d.handle_batch([Delivery(b"4-0", call("CS-NEW", "m4", "Heartbeat", {}))], NOW)
     assert Counting.reads == 2
+
+
+# OCPP-J 2.0.1's codes (section 4.3), each with a 2.0.1 envelope that
+# deserves it. GenericError is left out: nothing here is without a more
+# precise code.
+BOOT = {"chargingStation": {"vendorName": "Acme", "model": "M1"}, "reason": "PowerUp"}
+V201_FAULTS = [
+    ("FormatViolation", [2, "m1", "Heartbeat", {"extra": 1}], {}),
+    ("OccurrenceConstraintViolation", [2, "m1", "Authorize", {}], {}),
+    ("PropertyConstraintViolation", [2, "m1", "BootNotification", {**BOOT, "reason": "Bored"}],
+     {}),
+    ("PropertyConstraintViolation",
+     [2, "m1", "Authorize", {"idToken": {"idToken": "x" * 37, "type": "Central"}}], {}),
+    ("TypeConstraintViolation", [2, "m1", "StatusNotification", {
+        "timestamp": "2024-01-01T00:00:00Z", "connectorStatus": "Available", "evseId": "one",
+        "connectorId": 1}], {}),
+    ("NotImplemented", [2, "m1", "StartTransaction", {}], {}),
+    ("NotSupported", [2, "m1", "RequestStartTransaction", {}], {}),
+    # The envelope says Authorize, its frame Heartbeat.
+    ("ProtocolError", [2, "m1", "Heartbeat", {}], {"action": "Authorize"}),
+    ("MessageTypeNotSupported", [6, "m1", "Heartbeat", {}], {}),
+    ("RpcFrameworkError", [2, "m1"], {}),
+    ("SecurityError", [2, "m1", "Authorize", {"idToken": {"idToken": "T", "type": "Central"}}],
+     {"registration_policy": "known-only"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("code", "frame", "config"), V201_FAULTS)
+async def test_every_201_error_code_is_provoked_by_what_deserves_it(
+    code: str, frame: Any, config: dict[str, Any]
+) -> None:
+    raw = envelope(frame, OCPP201)
+    config = dict(config)
+    if "action" in config:
+        raw = raw.replace(b'"action": "Heartbeat"', f'"action": "{config.pop("action")}"'.encode())
+    d = Dispatcher(protocols(), MemoryState(), HandlerConfig(**config), Limits())
+    [out] = await d.handle_batch([Delivery(b"1-0", raw)], NOW)
+    assert json.loads(out.reply)["payload"][:3] == [4, "m1", code]
+
+
+async def test_201_internal_error_when_a_message_cannot_be_processed() -> None:
+    d = Dispatcher(protocols(), MemoryState(), HandlerConfig(), Limits(max_deliveries=2))
+    raw = envelope([2, "m1", "Heartbeat", {}], OCPP201)
+    [out] = await d.handle_batch([Delivery(b"1-0", raw, deliveries=3)], NOW)
+    assert json.loads(out.reply)["payload"][:3] == [4, "m1", "InternalError"]
