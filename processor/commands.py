@@ -218,6 +218,20 @@ def _set_variables(e: Effects, c: CommandRecord, r: m201.SetVariablesResponse, n
                          f"command:{c.command_id}", n, at)  # fmt: skip
 
 
+def _local_list_version_201(
+    e: Effects, c: CommandRecord, r: m201.GetLocalListVersionResponse, now_ms: int
+) -> None:
+    e.hset(keys.charge_point(c.charge_point_id), {"local_list_version": r.version_number})
+
+
+def _send_local_list_201(
+    e: Effects, c: CommandRecord, r: m201.SendLocalListResponse, now_ms: int
+) -> None:
+    if r.status == "Accepted":
+        version = c.request["versionNumber"]
+        e.hset(keys.charge_point(c.charge_point_id), {"local_list_version": version})
+
+
 def _report_asked(
     e: Effects, c: CommandRecord, r: m201.GetBaseReportResponse | m201.GetReportResponse,
     now_ms: int,
@@ -240,6 +254,8 @@ RESULT_HANDLERS: dict[tuple[str, str], ResultHandler] = {
     (OCPP16, "GetDiagnostics"): _diagnostics,
     (OCPP201, "GetVariables"): _get_variables,
     (OCPP201, "SetVariables"): _set_variables,
+    (OCPP201, "GetLocalListVersion"): _local_list_version_201,
+    (OCPP201, "SendLocalList"): _send_local_list_201,
     (OCPP201, "GetBaseReport"): _report_asked,
     (OCPP201, "GetReport"): _report_asked,
 }

@@ -253,3 +253,11 @@ async def test_201_internal_error_when_a_message_cannot_be_processed() -> None:
     raw = envelope([2, "m1", "Heartbeat", {}], OCPP201)
     [out] = await d.handle_batch([Delivery(b"1-0", raw, deliveries=3)], NOW)
     assert json.loads(out.reply)["payload"][:3] == [4, "m1", "InternalError"]
+
+
+def test_a_201_local_list_version_is_kept_as_16s() -> None:
+    applied = completed("GetLocalListVersion", {}, {"versionNumber": 7})
+    assert applied == [["call", "HSET", keys.charge_point("CS1"), "local_list_version", "7"]]
+    applied = completed("SendLocalList", {"versionNumber": 8, "updateType": "Full"},
+                        {"status": "Accepted"})  # fmt: skip
+    assert applied == [["call", "HSET", keys.charge_point("CS1"), "local_list_version", "8"]]
