@@ -860,12 +860,9 @@ async def test_a_16_and_a_201_charger_are_each_answered_in_their_own_version(
                                                   timestamp=wire_now()),
                 suppress=False,
             )  # fmt: skip
-            # Typed and validated, its handler still to come: NotSupported.
+            # A CSMS's own action, sent by a station: NotSupported.
             with pytest.raises(NotSupportedError):
-                await new.call(
-                    call201.NotifyReport(request_id=1, generated_at=wire_now(), seq_no=0),
-                    suppress=False,
-                )
+                await new.call(call201.ClearCache(), suppress=False)
             # A 2.0.1 command through the queue, answered by the station.
             client = connect(redis_db)
             start = b'{"idToken":{"idToken":"T1","type":"Central"},"remoteStartId":7}'

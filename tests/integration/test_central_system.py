@@ -309,6 +309,7 @@ def test_boot_notification_registers_the_charger(cs: CentralSystem) -> None:
         "meter_type": "MT",
         "meter_serial_number": "MS-1",
         "registration_status": "Accepted",
+        "protocol": "ocpp1.6",  # the envelope names none: the default
     }
     assert cs.r.smembers(keys.CHARGE_POINTS) == {"CP-BOOT"}
 
