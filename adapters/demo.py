@@ -4,10 +4,12 @@ Starts a private redis-server (unless ``REDIS_URL`` is set) and a private
 PostgreSQL (unless ``DATABASE_URL`` is set), the gateway, the adapter,
 three processors, the archiver and the API; pushes the user's Phase 2
 messages the way the ws-server does and prints the replies; runs a
-simulated fleet of chargers (``ocpp-sim``) through the gateway; reads a
-closed transaction back from PostgreSQL through the API; sends a
-RemoteStartTransaction to a simulated charger through the API and shows its
-answer; prints a summary; then stops everything with SIGTERM.
+simulated fleet of chargers (``ocpp-sim``), half OCPP 1.6 and half 2.0.1,
+through the gateway; reads a closed transaction back from PostgreSQL
+through the API; sends a RemoteStartTransaction to a simulated 1.6 charger
+and a RequestStartTransaction to a simulated 2.0.1 station through the API
+and shows their answers; prints a summary; then stops everything with
+SIGTERM.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from processor.command_queue import CommandQueue
 from processor.redis_io import connect
 
 CP = "TEST-CP-PHASE2"
+# The simulated fleets' versions: half and half, assigned by charger number.
+MIXED = "ocpp1.6=0.5,ocpp2.0.1=0.5"
 
 
 def frame(mid: str, action: str, payload: dict[str, Any]) -> bytes:
@@ -154,40 +158,59 @@ class Api:
 def fleet(client: redis.Redis, url: str, gateway_port: int, api: Api) -> None:
     ws = f"ws://127.0.0.1:{gateway_port}"
     chargers, sessions = 20, 2
-    print(f"\nocpp-sim: {chargers} simulated chargers, {sessions} charging sessions each, "
-          f"through the gateway at {ws}")  # fmt: skip
+    print(f"\nocpp-sim: {chargers} simulated chargers ({MIXED}), {sessions} charging sessions "
+          f"each, through the gateway at {ws}")  # fmt: skip
     sim = subprocess.run(
         [sys.executable, "-m", "adapters.sim", "--url", ws, "--chargers", str(chargers),
-         "--sessions", str(sessions), "--json", "--quiet"],
+         "--sessions", str(sessions), "--protocol", MIXED, "--json", "--quiet"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     summary = json.loads(sim.stdout)
     lat = summary["latency_ms"]
-    print(f"  sessions completed  {summary['sessions_completed']}")
+
+    def each(name: str) -> str:
+        return ", ".join(f"{p} {t[name]}" for p, t in summary["by_protocol"].items())
+
+    print(f"  chargers            {summary['connected']}/{summary['chargers']} connected "
+          f"({each('connected')})")  # fmt: skip
+    print(f"  sessions completed  {summary['sessions_completed']} ({each('sessions_completed')})")
     print(f"  messages            {summary['messages_sent']} at {summary['msgs_per_s']:.0f} msg/s, "
           f"{summary['errors']} errors")  # fmt: skip
     print(f"  latency ms          p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  "
           f"p99 {lat['p99']:.1f}  max {lat['max']:.1f}")  # fmt: skip
     closed = sum(1 for k in client.scan_iter(f"{keys.TXN_PREFIX}*") if _closed(client, k))
-    print(f"  transactions closed in Redis: {closed}")
+    ended = sum(
+        1
+        for k in client.scan_iter(f"{keys.CHARGE_POINT_PREFIX}*:txn:*")
+        if client.hexists(k, "ended_at")
+    )
+    print(f"  transactions closed in Redis: {closed} OCPP 1.6, "
+          f"{ended} OCPP 2.0.1 (TransactionEvent Ended)")  # fmt: skip
     history(client, api, closed)
 
-    print("\nRemoteStartTransaction through the API to a simulated charger that stays online:")
+    print("\nThrough the API to simulated chargers that stay online, DEMO-0001 (OCPP 1.6) "
+          "and DEMO-0002 (OCPP 2.0.1):")  # fmt: skip
     lingering = subprocess.Popen(
-        [sys.executable, "-m", "adapters.sim", "--url", ws, "--chargers", "1", "--prefix", "DEMO",
-         "--sessions", "0", "--linger", "60", "--json", "--quiet"],
+        [sys.executable, "-m", "adapters.sim", "--url", ws, "--chargers", "2", "--prefix", "DEMO",
+         "--protocol", MIXED, "--sessions", "0", "--linger", "60", "--json", "--quiet"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    try:
-        wait_for(lambda: client.sismember(keys.CHARGE_POINTS, "DEMO-0001"), 30, "DEMO-0001")
-        command = api.request(
-            "/v1/charge-points/DEMO-0001/commands/RemoteStartTransaction?wait=10",
-            b'{"idTag": "DEMO-TAG", "connectorId": 1}',
-            timeout=20,
-        )
-        print(f"  POST /v1/charge-points/DEMO-0001/commands/RemoteStartTransaction?wait=10 -> "
-              f"{command['state']}, status {command.get('status')}, "
+    starts = [
+        ("DEMO-0001", "RemoteStartTransaction", b'{"idTag": "DEMO-TAG", "connectorId": 1}'),
+        ("DEMO-0002", "RequestStartTransaction",
+         b'{"idToken": {"idToken": "DEMO-TAG-201", "type": "Central"}, "remoteStartId": 1}'),
+    ]  # fmt: skip
+
+    def start(cp: str, action: str, body: bytes) -> None:
+        wait_for(lambda: client.sismember(keys.CHARGE_POINTS, cp), 30, cp)
+        path = f"/v1/charge-points/{cp}/commands/{action}?wait=10"
+        command = api.request(path, body, timeout=20)
+        print(f"  POST {path} -> {command['state']}, status {command.get('status')}, "
               f"round trip {command.get('round_trip_ms')} ms")  # fmt: skip
+
+    try:
+        for cp, action, body in starts:
+            start(cp, action, body)
     finally:
         lingering.send_signal(signal.SIGTERM)
         lingering.wait(30)

@@ -1,14 +1,20 @@
-"""``ocpp-sim``: a fleet of simulated OCPP 1.6 chargers and a load generator.
+"""``ocpp-sim``: a fleet of simulated OCPP 1.6 and 2.0.1 chargers and a load
+generator.
 
-Each charger is the ``ocpp`` package's v16 ``ChargePoint`` over a real
-WebSocket (``{url}/{prefix}-0001`` with the ``ocpp1.6`` subprotocol). It
-boots (BootNotification, StatusNotification Available, Heartbeat), then runs
-its sessions: Authorize, StartTransaction, StatusNotification Charging,
-``--meter-values`` MeterValues with rising energy, StopTransaction,
-StatusNotification Available. Meanwhile it answers what the central system
-sends it (RemoteStart/StopTransaction, Reset, ChangeConfiguration,
-GetConfiguration, TriggerMessage, ChangeAvailability, UnlockConnector,
-ClearCache, DataTransfer) and carries out what it accepted.
+Each charger is the ``ocpp`` package's ``ChargePoint`` of its version over a
+real WebSocket (``{url}/{prefix}-0001`` with the ``ocpp1.6`` or ``ocpp2.0.1``
+subprotocol; ``--protocol`` says which, or what share of the fleet speaks
+each, assigned by charger number). A 1.6 charger boots (BootNotification,
+StatusNotification Available, Heartbeat), then runs its sessions:
+Authorize, StartTransaction, StatusNotification Charging, ``--meter-values``
+MeterValues with rising energy, StopTransaction, StatusNotification
+Available. Meanwhile it answers what the central system sends it
+(RemoteStart/StopTransaction, Reset, ChangeConfiguration, GetConfiguration,
+TriggerMessage, ChangeAvailability, UnlockConnector, ClearCache,
+DataTransfer) and carries out what it accepted. A 2.0.1 station does the
+same in its version's words (``sim_station``): TransactionEvents Started,
+Updated and Ended for a session, RequestStart/StopTransaction,
+Get/SetVariables.
 
 Every CALL's latency (sent to result) is recorded, and every error: CALLERRORs,
 timeouts, and replies the ``ocpp`` package finds invalid against the official
@@ -35,18 +41,24 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from adapters.sim_charger import CLOSE_TIMEOUT_S, Link, SimCharger, TokenBucket
+from adapters.sim_charger import CLOSE_TIMEOUT_S, Link, SimCharger, Simulated, TokenBucket
 from adapters.sim_settings import SimSettings, parse
+from adapters.sim_station import SimStation
 from adapters.sim_stats import Stats, render
+
+KINDS: dict[str, type[SimCharger] | type[SimStation]] = {
+    kind.protocol: kind for kind in (SimCharger, SimStation)
+}
 
 
 class Fleet:
     def __init__(self, settings: SimSettings) -> None:
         self.settings = settings
-        self.stats = Stats(chargers=settings.chargers)
+        self.protocols = settings.protocols
+        self.stats = Stats.of(self.protocols)
         self.bucket = TokenBucket(settings.rate)
         self.stopping = anyio.Event()
-        self.chargers: list[SimCharger] = []
+        self.chargers: list[Simulated[Any, Any]] = []
 
     def cp_id(self, n: int) -> str:
         return f"{self.settings.prefix}-{n:04d}"
@@ -59,17 +71,24 @@ class Fleet:
 
     async def charger(self, n: int, deadline: float | None) -> None:
         cp_id = self.cp_id(n)
+        kind = KINDS[self.protocols[n - 1]]
         url = f"{self.settings.url.rstrip('/')}/{cp_id}"
         try:
             ws = await websockets.connect(
-                url, subprotocols=[Subprotocol("ocpp1.6")], open_timeout=self.settings.timeout,
+                url, subprotocols=[Subprotocol(kind.protocol)], open_timeout=self.settings.timeout,
                 close_timeout=CLOSE_TIMEOUT_S,
             )  # fmt: skip
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
             self.stats.error("connect", f"{cp_id}: {type(exc).__name__} {exc}")
             return
-        self.stats.connected += 1
-        charger = SimCharger(cp_id, Link(ws), self.settings, self.stats, self.bucket)
+        if ws.subprotocol != kind.protocol:
+            self.stats.error("connect", f"{cp_id}: {kind.protocol} refused ({ws.subprotocol})")
+            await ws.close()
+            return
+        tally = self.stats.tally(kind.protocol)
+        tally.connected += 1
+        tally.reached += 1
+        charger = kind(cp_id, Link(ws), self.settings, self.stats, self.bucket)
         self.chargers.append(charger)
         if self.stopping.is_set():
             charger.stopping.set()
@@ -90,7 +109,7 @@ class Fleet:
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT_S):
                 await ws.close()
-            self.stats.connected -= 1
+            tally.connected -= 1
 
     async def progress(self) -> None:
         tty = sys.stderr.isatty()
@@ -110,7 +129,6 @@ class Fleet:
     async def run(self) -> dict[str, Any]:
         s = self.settings
         deadline = time.monotonic() + s.duration if s.duration > 0 else None
-        connected_peak = 0
         async with anyio.create_task_group() as outer:
             outer.start_soon(self.signals, outer.cancel_scope)
             if not s.quiet:
@@ -118,13 +136,10 @@ class Fleet:
             async with anyio.create_task_group() as fleet:
                 for n in range(1, s.chargers + 1):
                     fleet.start_soon(self.charger, n, deadline)
-            connected_peak = len(self.chargers)
             outer.cancel_scope.cancel()
         if not s.quiet:
             sys.stderr.write(("\r" if sys.stderr.isatty() else "") + self.stats.progress() + "\n")
-        summary = self.stats.summary()
-        summary["connected"] = connected_peak
-        return summary
+        return self.stats.summary()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,16 @@ def test_the_demo_runs_the_whole_stack_and_reads_history_back() -> None:
     assert done.returncode == 0, out + done.stderr
     assert "started a private redis-server" in out and "started a private PostgreSQL" in out
     assert "sessions completed  40" in out and ", 0 errors" in out
+    # Half the fleet speaks OCPP 1.6, half 2.0.1, each through its sessions.
+    assert "sessions completed  40 (ocpp1.6 20, ocpp2.0.1 20)" in out
+    assert "chargers            20/20 connected (ocpp1.6 10, ocpp2.0.1 10)" in out
+    assert "20 OCPP 2.0.1 (TransactionEvent Ended)" in out
+    # A remote start through the API to each version's charger, in its own words.
+    for cp, action in (("DEMO-0001", "RemoteStartTransaction"),
+                       ("DEMO-0002", "RequestStartTransaction")):  # fmt: skip
+        assert (
+            f"/v1/charge-points/{cp}/commands/{action}?wait=10 -> answered, status Accepted" in out
+        )
     closed = int(re.search(r"transactions closed in Redis: (\d+)", out).group(1))  # type: ignore[union-attr]
     # Every closed session reached PostgreSQL and is read back through the API.
     assert f"GET /v1/transactions?active=false -> {closed} closed transactions" in out
