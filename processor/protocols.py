@@ -3,9 +3,11 @@
 Each :class:`Protocol` holds its version's routes (decoder and handler per
 action), every action the version defines (to tell an action we do not
 handle, NotSupported, from one the version does not have, NotImplemented)
-and its spelling of the OCPP-J error codes, which 2.0.1 changed. An
-envelope names its charger's version in ``protocol`` (our gateway sets it);
-one without it is read as the default (``OCPP_DEFAULT_PROTOCOL``). A 1.6
+and its spelling of the OCPP-J error codes, which 2.0.1 changed
+(:func:`processor.errors.spelled`). An envelope names its charger's version
+in ``protocol`` (our gateway sets it); for one without it the dispatcher
+reads the charger's registered version, else takes the default
+(``OCPP_DEFAULT_PROTOCOL``). A 1.6
 and a 2.0.1 message with the same action name are different types: the
 route is looked up by version first.
 """
