@@ -6,6 +6,7 @@ device model reported in parts, then got and set through commands."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ from processor import keys
 from processor.command_queue import CommandQueue
 from processor.redis_io import connect
 from tests.integration.test_archiver import archiver, query, stop_all
+from tests.processor.test_handlers_v201 import REQUESTS
 
 pytestmark = pytest.mark.slow
 
@@ -245,3 +247,43 @@ def test_a_device_model_is_reported_in_parts_then_got_and_set(
         client.close()
     finally:
         stop_all(*services)
+
+
+def snake(value: Any) -> Any:
+    """A payload as the ocpp package's dataclasses take it (snake_case keys;
+    it turns them back into camelCase on the wire)."""
+    if isinstance(value, dict):
+        return {re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", k).lower(): snake(v)
+                for k, v in value.items()}  # fmt: skip
+    if isinstance(value, list):
+        return [snake(v) for v in value]
+    return value
+
+
+async def every_message(port: int) -> dict[str, Any]:
+    answers = {}
+    async with station(port, "CS-ALL") as cs:
+        for action, payload in REQUESTS.items():
+            request = getattr(call201, action)(**snake(payload))
+            answers[action] = await cs.call(request, suppress=False)
+    return answers
+
+
+def test_every_message_a_station_sends_is_answered_valid_by_the_real_stack(redis_db: str) -> None:
+    """Through gateway, adapter and processor, the ocpp package's 2.0.1
+    charge point checks each answer against the official schema itself."""
+    port = free_port()
+    services = [
+        Service("adapters", redis_db),
+        Service("processor", redis_db, env={"OCPP_READ_BLOCK_MS": "200"}),
+        Service("adapters.gateway", redis_db,
+                env={"OCPP_GATEWAY_HOST": "127.0.0.1", "OCPP_GATEWAY_PORT": str(port)}),
+    ]  # fmt: skip
+    try:
+        wait_for(lambda: listening(port), 30, "the gateway to listen")
+        answers = anyio.run(every_message, port)
+    finally:
+        stop_all(*services)
+    assert set(answers) == set(REQUESTS) and len(answers) == 25
+    assert answers["BootNotification"].status == "Accepted"
+    assert answers["Get15118EVCertificate"].status == "Failed"
