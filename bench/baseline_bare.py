@@ -5,7 +5,8 @@ XREADGROUP a batch from ``ocpp:inbound`` (the processors' group, so the
 adapter trims the stream as it does for ours), decode each envelope with
 msgspec (the envelope and the OCPP-J frame; the action's payload is left
 raw: no validation beyond decoding), build a correct CALLRESULT for each
-action, then LPUSH the replies and XACK the whole batch in one pipeline.
+action in the envelope's OCPP version (``protocol``: 1.6 unless it says
+2.0.1), then LPUSH the replies and XACK the whole batch in one pipeline.
 Nothing is atomic, nothing is remembered: a StartTransaction's
 transactionId is a hash of the charger and the payload, so a retry of the
 same start gets the same id without any state. An action it does not know
@@ -31,6 +32,7 @@ import redis
 
 from bench.baseline_process import Stopping, serve
 from processor import clock, keys
+from processor.protocol_names import OCPP201
 
 BATCH: Final = 256  # as the processor's default batch_size
 BLOCK_MS: Final = 1000
@@ -41,6 +43,7 @@ class Inbound(msgspec.Struct):
     charge_point_id: str
     message_id: str
     payload: tuple[int, str, str, msgspec.Raw]
+    protocol: str | None = None  # our gateway's extension: the OCPP version
 
 
 class Outbound(msgspec.Struct):
@@ -54,12 +57,17 @@ class Outbound(msgspec.Struct):
 _decoder: Final = msgspec.json.Decoder(Inbound)
 _encoder: Final = msgspec.json.Encoder()
 _ACCEPTED: Final = {"idTagInfo": {"status": "Accepted"}}
+_ACCEPTED_V201: Final = {"idTokenInfo": {"status": "Accepted"}}
 _EMPTY: Final[dict[str, Any]] = {}
 
 
-def body_for(cp: str, action: str, payload: msgspec.Raw, now: str) -> dict[str, Any] | None:
-    """The CALLRESULT payload answering ``action``, or None if it is not one
-    this consumer knows."""
+def body_for(
+    cp: str, action: str, payload: msgspec.Raw, now: str, protocol: str | None = None
+) -> dict[str, Any] | None:
+    """The CALLRESULT payload answering ``action`` in ``protocol`` (1.6 if
+    None), or None if it is not one this consumer knows."""
+    if protocol == OCPP201:
+        return _body_v201(action, payload, now)
     match action:
         case "Heartbeat":
             return {"currentTime": now}
@@ -75,6 +83,21 @@ def body_for(cp: str, action: str, payload: msgspec.Raw, now: str) -> dict[str, 
     return None
 
 
+def _body_v201(action: str, payload: msgspec.Raw, now: str) -> dict[str, Any] | None:
+    """OCPP 2.0.1's: a TransactionEvent naming an idToken must be told its
+    idTokenInfo, found by a look at the raw payload rather than decoding it."""
+    match action:
+        case "Heartbeat" | "BootNotification":
+            return body_for("", action, payload, now)  # the same shape as 1.6's
+        case "Authorize":
+            return _ACCEPTED_V201
+        case "TransactionEvent":
+            return _ACCEPTED_V201 if b'"idToken"' in bytes(payload) else _EMPTY
+        case "StatusNotification" | "MeterValues":
+            return _EMPTY
+    return None
+
+
 def reply_for(raw: bytes, now: str) -> tuple[str, bytes] | None:
     """(reply list, reply envelope) for one inbound envelope; None for
     anything but a CALL (undecodable input included)."""
@@ -85,7 +108,7 @@ def reply_for(raw: bytes, now: str) -> tuple[str, bytes] | None:
     kind, mid, action, payload = env.payload
     if kind != 2:
         return None
-    body = body_for(env.charge_point_id, action, payload, now)
+    body = body_for(env.charge_point_id, action, payload, now, env.protocol)
     frame: tuple[Any, ...] = (3, mid, body)
     if body is None:
         frame = (4, mid, "NotImplemented", f"{action} is not implemented", _EMPTY)

@@ -44,6 +44,10 @@ end of a phase go on into the next with the id already known.
 
 Every message must get exactly one reply, a CALLRESULT whose payload is
 valid against its action's response Struct (:func:`check_replies`).
+
+The cycle, the spreading, the clocks and the readings are the fleet's
+(:class:`FleetBase`), shared with the same mix in OCPP 2.0.1's terms
+(``bench/fieldmix201.py``); :class:`Fleet` spells them in 1.6's.
 """
 
 from __future__ import annotations
@@ -53,17 +57,20 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Literal, NamedTuple
 
 import msgspec
 
 from processor import clock
 from processor.envelope import Call, Envelope
+from processor.protocol_names import OCPP201
 from processor.v16 import messages as m
 from processor.v16.messages.core import ChargePointStatus
 from processor.v16.messages.metering import MeterValue, ReadingContext, SampledValue
+from processor.v201 import messages as v201
 
-MixName = Literal["field", "heartbeat"]
+# field201 is the field mix in OCPP 2.0.1's terms (bench/fieldmix201.py).
+MixName = Literal["field", "field201", "heartbeat"]
 
 # The field mix per 100 messages (the issue's shape of a fleet in service).
 FIELD_MIX: Final = {
@@ -90,24 +97,35 @@ class Step:
     connector: int = 1
     status: ChargePointStatus = "Available"
     in_session: bool = False
+    # OCPP 2.0.1 only: the EVSE, and the charging state a session's reading
+    # reports (None: charging; a state other than that draws no power).
+    evse: int = 1
+    state: v201.ChargingStateEnumType | None = None
 
 
-def _session_block(idle_meter: bool, suspended: bool) -> list[Step]:
+def session_block(idle_meter: bool, suspended: bool, v201_order: bool = False) -> list[Step]:
+    """One session's steps. In 2.0.1's order (``v201_order``) the EV still
+    plugged in after charging is still in the session (it ends when the EV
+    leaves), and the suspension is also a reading of its own."""
     meters: list[Step] = []
     for n in range(1, 14):
         if suspended and n == 13:
             meters.append(Step("StatusNotification", status="SuspendedEV"))
+            if v201_order:
+                meters.append(Step("MeterValues", in_session=True, state="SuspendedEV"))
         meters.append(Step("MeterValues", in_session=True))
         if n % 3 == 0:
             meters.append(Step("Heartbeat"))
+    idle = [Step("MeterValues", in_session=v201_order, state="EVConnected")] if idle_meter else []
     return [
         Step("StatusNotification", status="Preparing"),
         Step("Authorize"),
         Step("StartTransaction"),
         Step("StatusNotification", status="Charging"),
         *meters,
+        *(idle if v201_order else []),
         Step("StopTransaction"),
-        *([Step("MeterValues")] if idle_meter else []),
+        *([] if v201_order else idle),
         Step("StatusNotification", status="Available"),
     ]
 
@@ -120,10 +138,10 @@ FIELD_BLOCKS: Final = (
         Step("Heartbeat"),
         Step("MeterValues"),
     ],
-    _session_block(idle_meter=True, suspended=False),
-    _session_block(idle_meter=False, suspended=False),
-    _session_block(idle_meter=True, suspended=False),
-    _session_block(idle_meter=False, suspended=True),
+    session_block(idle_meter=True, suspended=False),
+    session_block(idle_meter=False, suspended=False),
+    session_block(idle_meter=True, suspended=False),
+    session_block(idle_meter=False, suspended=True),
 )
 HEARTBEAT_BLOCKS: Final = ([Step("Heartbeat")],)
 
@@ -133,7 +151,12 @@ class Session:
     id_tag: str
     meter_start: int
     started: datetime
+    # 1.6: the id the system assigned; 2.0.1: the station's own (``ref``),
+    # the next event's seqNo and the charging state it last reported.
     transaction_id: int | None = None
+    ref: str = ""
+    seq_no: int = 0
+    state: str | None = None
 
 
 @dataclass(slots=True)
@@ -153,20 +176,40 @@ class Charger:
 
 @dataclass(slots=True)
 class Planned:
-    """One message of a phase: its charger, action and payload (a session's
-    MeterValues and StopTransaction get the transactionId at rendering)."""
+    """One message of a phase: its charger, action and payload (a 1.6
+    session's MeterValues and StopTransaction get the transactionId at
+    rendering); ``kind`` names it more closely than its action where the
+    mix counts it apart (2.0.1's ``TransactionEvent Started``)."""
 
     charger: int
     action: str
     payload: msgspec.Struct
     session: Session | None = None
+    kind: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.kind or self.action
+
+
+class Sample(NamedTuple):
+    """One sampled value before either version spells it: shown with
+    ``digits`` decimals."""
+
+    value: float
+    digits: int
+    measurand: str
+    unit: str
+    phase: str | None = None
+    location: str = "Outlet"
 
 
 @dataclass
 class Phase:
     """The messages of one phase, in sending order, with message ids
     ``{name}{i}``; its opening (the StartTransactions, ids
-    ``{name}o{j}``) must be answered and bound before it is rendered."""
+    ``{name}o{j}``) must be answered and bound before it is rendered.
+    Its envelopes name ``protocol`` if set (the version our gateway adds)."""
 
     name: str
     charge_points: Sequence[str]
@@ -174,6 +217,7 @@ class Phase:
     starts: list[int] = field(default_factory=list)
     # Sessions in progress when the fleet was created: opened, never sent.
     preopened: list[Planned] = field(default_factory=list)
+    protocol: str | None = None
 
     @property
     def _openings(self) -> list[Planned]:
@@ -209,40 +253,49 @@ class Phase:
                     raise ValueError(f"message {i}: its session has no transactionId yet")
                 payload = msgspec.structs.replace(payload, transaction_id=tid)
             out.append(_envelope(self.charge_points[p.charger], f"{self.name}{i}", p.action,
-                                 payload, timestamp))  # fmt: skip
+                                 payload, timestamp, self.protocol))  # fmt: skip
         return out
 
     @property
     def actions(self) -> Counter[str]:
-        return Counter(p.action for p in self.messages)
+        """Messages by label (action, or kind where the mix names one)."""
+        return Counter(p.label for p in self.messages)
 
     @property
     def routes(self) -> list[int]:
         """Each message's charger, by index."""
         return [p.charger for p in self.messages]
 
-    def only(self, name: str, action: str) -> Phase:
-        """This phase's messages of one action, in order, as a phase of its
+    def only(self, name: str, label: str) -> Phase:
+        """This phase's messages of one label, in order, as a phase of its
         own (named ``name``) whose sessions are this one's; bound when it is."""
-        return Phase(name, self.charge_points, [p for p in self.messages if p.action == action])
+        part = [p for p in self.messages if p.label == label]
+        return Phase(name, self.charge_points, part, protocol=self.protocol)
 
 
-class Fleet:
+class FleetBase:
     """The chargers of one run and their state, which carries over from one
-    phase to the next (clocks, registers, open sessions)."""
+    phase to the next (clocks, registers, open sessions): what either
+    version's field mix shares. A subclass spells each step as a message
+    (:meth:`_plan`) and opens a session (:meth:`_start`)."""
+
+    # Whether the central system assigns transactionIds (1.6): then a
+    # session open when the fleet is created is opened by the first phase's
+    # opening; otherwise (2.0.1: the station's own ids) it is simply joined.
+    system_assigns_ids: ClassVar[bool] = True
+    protocol: ClassVar[str | None] = None
+    mix: MixName
 
     def __init__(
         self,
         charge_points: Sequence[str],
-        mix: MixName = "field",
+        blocks: Sequence[list[Step]],
         now: datetime | None = None,
         seed: int = 12,
     ) -> None:
         self.charge_points = list(charge_points)
-        self.mix = mix
         self._random = random.Random(seed)
-        cycle = [s for block in (FIELD_BLOCKS if mix == "field" else HEARTBEAT_BLOCKS)
-                 for s in block]  # fmt: skip
+        cycle = [s for block in blocks for s in block]
         origin = (now or datetime.now(UTC)).replace(microsecond=0) - HISTORY
         self.chargers = []
         self._preopened: list[Planned] = []
@@ -269,7 +322,8 @@ class Fleet:
             at = c.clock - (position - started) * STEP
             c.sessions -= 1
             start = self._start(c, at)
-            self._preopened.append(Planned(c.index, "StartTransaction", start, c.session))
+            if self.system_assigns_ids:
+                self._preopened.append(Planned(c.index, "StartTransaction", start, c.session))
 
     def phase(self, name: str, count: int) -> Phase:
         """Plan the next ``count`` messages, message ``i`` from charger
@@ -282,7 +336,7 @@ class Fleet:
                 starts.append(i)
             messages.append(planned)
         preopened, self._preopened = self._preopened, []
-        return Phase(name, self.charge_points, messages, starts, preopened)
+        return Phase(name, self.charge_points, messages, starts, preopened, self.protocol)
 
     def _next(self, c: Charger) -> Planned:
         step = c.cycle[c.position % len(c.cycle)]
@@ -291,14 +345,66 @@ class Fleet:
         if c.clock > datetime.now(UTC):
             raise ValueError(f"{c.id}'s clock ran past now: plan fewer messages per charger")
         power = 0.0
-        if c.session is not None and step.action != "StopTransaction":
+        if c.session is not None and step.action != "StopTransaction" and step.state is None:
             power = self._random.uniform(0.9, 1.0) * 3 * _VOLTS * _AMPS
             c.register_wh += power * STEP.total_seconds() / 3600
             c.soc = min(100.0, c.soc + 0.4)
-        payload, session = self._payload(c, step, power), c.session
+        planned = self._plan(c, step, power)
         if step.action == "StopTransaction":
             c.session = None
-        elif step.action != "StartTransaction" and not step.in_session:
+        return planned
+
+    def _plan(self, c: Charger, step: Step, power: float) -> Planned:
+        raise NotImplementedError
+
+    def _start(self, c: Charger, at: datetime) -> msgspec.Struct:
+        raise NotImplementedError
+
+    def _open(self, c: Charger, at: datetime) -> Session:
+        # Distinct tags: the opening starts a phase's sessions all at once,
+        # and one tag in two open sessions would be ConcurrentTx.
+        c.session = s = Session(self._next_tag(c), int(c.register_wh), at)
+        c.sessions += 1
+        c.soc = self._random.uniform(15, 60)
+        return s
+
+    @staticmethod
+    def _next_tag(c: Charger) -> str:
+        # Authorize comes before its StartTransaction and names the same tag.
+        return f"T{c.index:05d}S{c.sessions:08d}"
+
+    def _samples(self, c: Charger, power: float) -> list[Sample]:
+        """A reading's seven sampled values: the energy register, active
+        power, the current on L1, L2 and L3, the voltage, the EV's SoC."""
+        volts = [self._random.uniform(225, 235) for _ in range(3)]
+        amps = [power / 3 / v for v in volts]
+        return [
+            Sample(c.register_wh, 0, "Energy.Active.Import.Register", "Wh"),
+            Sample(power, 0, "Power.Active.Import", "W"),
+            *(Sample(a, 2, "Current.Import", "A", phase=ph)
+              for a, ph in zip(amps, ("L1", "L2", "L3"), strict=True)),
+            Sample(volts[0], 1, "Voltage", "V", phase="L1-N"),
+            Sample(c.soc, 0, "SoC", "Percent", location="EV"),
+        ]  # fmt: skip
+
+
+class Fleet(FleetBase):
+    """The 1.6 field mix (or Heartbeats only, ``mix="heartbeat"``)."""
+
+    def __init__(
+        self,
+        charge_points: Sequence[str],
+        mix: MixName = "field",
+        now: datetime | None = None,
+        seed: int = 12,
+    ) -> None:
+        self.mix = mix
+        super().__init__(charge_points, FIELD_BLOCKS if mix == "field" else HEARTBEAT_BLOCKS,
+                         now, seed)  # fmt: skip
+
+    def _plan(self, c: Charger, step: Step, power: float) -> Planned:
+        payload, session = self._payload(c, step, power), c.session
+        if step.action not in ("StartTransaction", "StopTransaction") and not step.in_session:
             session = None
         return Planned(c.index, step.action, payload, session)
 
@@ -330,38 +436,19 @@ class Fleet:
         raise ValueError(f"no payload for {step.action}")
 
     def _start(self, c: Charger, at: datetime) -> m.StartTransaction:
-        # Distinct tags: the opening starts a phase's sessions all at once,
-        # and one tag in two open sessions would be ConcurrentTx.
-        c.session = s = Session(self._next_tag(c), int(c.register_wh), at)
-        c.sessions += 1
-        c.soc = self._random.uniform(15, 60)
+        s = self._open(c, at)
         return m.StartTransaction(
             connector_id=1, id_tag=s.id_tag, meter_start=s.meter_start, timestamp=at
         )
 
-    @staticmethod
-    def _next_tag(c: Charger) -> str:
-        # Authorize comes before its StartTransaction and names the same tag.
-        return f"T{c.index:05d}S{c.sessions:08d}"
-
     def _reading(self, c: Charger, power: float, step: Step) -> MeterValue:
         context: ReadingContext = "Sample.Periodic" if step.in_session else "Sample.Clock"
-        volts = [self._random.uniform(225, 235) for _ in range(3)]
-        amps = [power / 3 / v for v in volts]
-
-        def sv(value: str, measurand: Any, unit: Any, **kw: Any) -> SampledValue:
-            return SampledValue(value=value, context=context, measurand=measurand, unit=unit,
-                                location=kw.pop("location", "Outlet"), **kw)  # fmt: skip
-
         return MeterValue(
             timestamp=c.clock,
             sampled_value=[
-                sv(f"{c.register_wh:.0f}", "Energy.Active.Import.Register", "Wh"),
-                sv(f"{power:.0f}", "Power.Active.Import", "W"),
-                *(sv(f"{a:.2f}", "Current.Import", "A", phase=ph)
-                  for a, ph in zip(amps, ("L1", "L2", "L3"), strict=True)),
-                sv(f"{volts[0]:.1f}", "Voltage", "V", phase="L1-N"),
-                sv(f"{c.soc:.0f}", "SoC", "Percent", location="EV"),
+                SampledValue(value=f"{s.value:.{s.digits}f}", context=context, unit=s.unit,
+                             measurand=s.measurand, phase=s.phase, location=s.location)
+                for s in self._samples(c, power)
             ],
         )  # fmt: skip
 
@@ -369,11 +456,20 @@ class Fleet:
 _encoder: Final = msgspec.json.Encoder()
 
 
-def _envelope(cp: str, mid: str, action: str, payload: msgspec.Struct, timestamp: str) -> bytes:
-    """The envelope the ws-server would write for this CALL."""
+def _envelope(
+    cp: str,
+    mid: str,
+    action: str,
+    payload: msgspec.Struct,
+    timestamp: str,
+    protocol: str | None = None,
+) -> bytes:
+    """The envelope the ws-server would write for this CALL (``protocol``
+    after the contract's fields, as our gateway adds it)."""
     frame = Call(mid, action, msgspec.Raw(_encoder.encode(payload)))
     return _encoder.encode(Envelope(charge_point_id=cp, message_type=2, message_id=mid,
-                                    action=action, payload=frame, timestamp=timestamp))  # fmt: skip
+                                    action=action, payload=frame, timestamp=timestamp,
+                                    protocol=protocol))  # fmt: skip
 
 
 def receipt_time() -> str:
@@ -395,33 +491,57 @@ class _Reply(msgspec.Struct):
 
 
 _reply: Final = msgspec.json.Decoder(_Reply)
-_responses: Final[dict[str, msgspec.json.Decoder[Any]]] = {
-    action: msgspec.json.Decoder(getattr(m, f"{action}Response")) for action in FIELD_MIX
-}
+_responses: Final[dict[tuple[str | None, str], msgspec.json.Decoder[Any]]] = {}
+
+
+def _response(protocol: str | None, action: str) -> msgspec.json.Decoder[Any]:
+    """The decoder of ``action``'s response Struct in ``protocol`` (None: 1.6)."""
+    decoder = _responses.get((protocol, action))
+    if decoder is None:
+        struct = (v201.RESPONSES[action] if protocol == OCPP201
+                  else getattr(m, f"{action}Response"))  # fmt: skip
+        decoder = _responses[protocol, action] = msgspec.json.Decoder(struct)
+    return decoder
+
+
+def _wrong(p: Planned, body: Any) -> str | None:
+    """What is wrong with a valid response for this message in particular."""
+    if p.action == "StartTransaction":
+        expected = p.session.transaction_id if p.session is not None else None
+        if body.transaction_id != expected:
+            return f"transactionId {body.transaction_id}, its opening got {expected}"
+    elif (
+        isinstance(p.payload, v201.TransactionEvent)
+        and p.payload.id_token is not None
+        and body.id_token_info is None
+    ):
+        # "Required when the transactionEventRequest contained an idToken."
+        return "no idTokenInfo for the event's idToken"
+    return None
 
 
 def check_replies(phase: Phase, replies: Sequence[bytes | None]) -> list[str]:
     """What is wrong with a phase's replies (one per message, in message
     order): each must be a CALLRESULT to its message whose payload is valid
-    against the action's response Struct, and a StartTransaction's must
-    carry the transactionId its opening got. Empty when all are right."""
+    against the action's response Struct in the phase's OCPP version, a
+    StartTransaction's must carry the transactionId its opening got and a
+    2.0.1 TransactionEvent's naming an idToken its idTokenInfo. Empty when
+    all are right."""
     problems = []
     for i, (p, raw) in enumerate(zip(phase.messages, replies, strict=True)):
         mid = f"{phase.name}{i}"
         if raw is None:
-            problems.append(f"{mid} ({p.action}): no reply")
+            problems.append(f"{mid} ({p.label}): no reply")
             continue
         try:
             reply = _reply.decode(raw)
             if reply.message_id != mid or reply.payload[1] != mid:
                 raise ValueError(f"answers {reply.message_id!r}")
-            body = _responses[p.action].decode(reply.payload[2])
+            body = _response(phase.protocol, p.action).decode(reply.payload[2])
         except (msgspec.DecodeError, ValueError) as exc:
-            problems.append(f"{mid} ({p.action}): {exc}: {raw[:300]!r}")
+            problems.append(f"{mid} ({p.label}): {exc}: {raw[:300]!r}")
             continue
-        expected = p.session.transaction_id if p.session is not None else None
-        if p.action == "StartTransaction" and body.transaction_id != expected:
-            problems.append(
-                f"{mid}: transactionId {body.transaction_id}, its opening got {expected}"
-            )
+        wrong = _wrong(p, body)
+        if wrong is not None:
+            problems.append(f"{mid} ({p.label}): {wrong}")
     return problems

@@ -28,13 +28,14 @@ import asyncpg
 import redis
 
 from adapters.devstack import PostgresServer, wipe_schema
+from bench.fieldmix import Phase
+from bench.fieldmix201 import ENDED, STARTED, UPDATED
 from bench.procstat import family_cpu_seconds
 from bench.traffic import BenchFailure
 from processor import keys
 from processor.redis_io import group_info
+from processor.v201 import messages as v201
 
-# Sampled values per MeterValues in the field mix (bench/fieldmix.py).
-SAMPLES_PER_METER_VALUES = 7
 HISTORY_DEAD = "ocpp:history:dead"
 
 
@@ -128,22 +129,46 @@ def wait_committed(
 
 @dataclass
 class Sent:
-    """What the client sent over a run: messages by action, and sessions
-    opened (each opening StartTransaction; a phase's own StartTransactions
-    are retries of those and open nothing)."""
+    """What the client sent over a run: messages by label (action, or a
+    2.0.1 TransactionEvent's kind), the meterValues and sampled values they
+    carried, sessions opened (each 1.6 opening StartTransaction; a phase's
+    own StartTransactions are retries of those and open nothing) and the
+    2.0.1 sessions any event named."""
 
     actions: Counter[str] = field(default_factory=Counter)
     opened: int = 0
+    readings: int = 0
+    samples: int = 0
+    readings_v201: int = 0  # of them, in a 2.0.1 session's events
+    sessions_v201: set[tuple[str, str]] = field(default_factory=set)
+
+    def record(self, phase: Phase) -> None:
+        """Count a phase that was sent and answered."""
+        self.actions.update(phase.actions)
+        for p in phase.messages:
+            readings = getattr(p.payload, "meter_value", None) or []
+            self.readings += len(readings)
+            self.samples += sum(len(r.sampled_value) for r in readings)
+            if isinstance(p.payload, v201.TransactionEvent):
+                cp = phase.charge_points[p.charger]
+                self.sessions_v201.add((cp, p.payload.transaction_info.transaction_id))
+                self.readings_v201 += len(readings)
 
     def expected(self) -> dict[str, int]:
         """The rows PostgreSQL must hold for this traffic, by query name."""
         a = self.actions
         return {
-            # A row per meterValue (one a MeterValues here), its samples in it.
-            "meter_values": a["MeterValues"],
-            "sampled values": SAMPLES_PER_METER_VALUES * a["MeterValues"],
+            # A row per meterValue, its samples in it.
+            "meter_values": self.readings,
+            "sampled values": self.samples,
             "transactions": self.opened,
             "transactions stopped": a["StopTransaction"],
+            # A 2.0.1 session's meterValues name it; one row per event.
+            "meter_values with transaction_ref": self.readings_v201,
+            "transaction_events": a[STARTED] + a[UPDATED] + a[ENDED],
+            "transactions_v201": len(self.sessions_v201),
+            "transactions_v201 started, with meter_start": a[STARTED],
+            "transactions_v201 stopped, with meter_stop": a[ENDED],
             "charger_events": a["StatusNotification"] + a["BootNotification"],
             "anomalies": 0,
             "dead_letters": 0,
@@ -156,6 +181,14 @@ _COUNTS = {
     "FROM meter_values",
     "transactions": "SELECT count(*) FROM transactions WHERE started_at IS NOT NULL",
     "transactions stopped": "SELECT count(*) FROM transactions WHERE stopped_at IS NOT NULL",
+    "meter_values with transaction_ref": "SELECT count(*) FROM meter_values "
+    "WHERE transaction_ref IS NOT NULL AND transaction_id IS NULL",
+    "transaction_events": "SELECT count(*) FROM transaction_events",
+    "transactions_v201": "SELECT count(*) FROM transactions_v201",
+    "transactions_v201 started, with meter_start": "SELECT count(*) FROM transactions_v201 "
+    "WHERE started_at IS NOT NULL AND meter_start IS NOT NULL",
+    "transactions_v201 stopped, with meter_stop": "SELECT count(*) FROM transactions_v201 "
+    "WHERE stopped_at IS NOT NULL AND meter_stop IS NOT NULL",
     "charger_events": "SELECT count(*) FROM charger_events",
     "anomalies": "SELECT count(*) FROM anomalies",
     "dead_letters": "SELECT count(*) FROM dead_letters",
