@@ -61,19 +61,33 @@ class SessionFacts:
     transaction_id: str
     facts: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, r: history.TransactionEvent) -> None:
+    @staticmethod
+    def said(r: history.TransactionEvent) -> dict[str, Any]:
+        """What event ``r`` says of its session; empty for most (a periodic
+        Updated says nothing of it, and writes no row)."""
         said = {"evse_id": r.evse_id, "connector_id": r.connector_id,
                 "id_token": text(r.id_token), "id_token_type": r.id_token_type,
                 "id_token_status": r.id_token_status, "remote_start_id": r.remote_start_id,
                 "reservation_id": r.reservation_id}  # fmt: skip
-        if r.event_type == "Started" and "started_at" not in self.facts:
-            said |= {"started_at": r.occurred_at, "meter_start": r.meter}
-        if r.event_type == "Ended" and "stopped_at" not in self.facts:
-            said |= {"stopped_at": r.occurred_at, "meter_stop": r.meter,
-                     "stopped_reason": r.stopped_reason or "Local"}  # fmt: skip
+        facts: dict[str, Any] = {name: v for name, v in said.items() if v is not None}
+        # The start's and the stop's facts go whole, null meters included.
+        if r.event_type == "Started":
+            facts |= {"started_at": r.occurred_at, "meter_start": r.meter}
+        if r.event_type == "Ended":
+            facts |= {"stopped_at": r.occurred_at, "meter_stop": r.meter,
+                      "stopped_reason": r.stopped_reason or "Local"}  # fmt: skip
+        return facts
+
+    def add(self, said: dict[str, Any]) -> None:
+        """Merge what one event said: the first word of each fact stands,
+        the start's and the stop's each whole, from the first event saying it."""
+        if "started_at" in self.facts:
+            said = {k: v for k, v in said.items() if k not in ("started_at", "meter_start")}
+        if "stopped_at" in self.facts:
+            said = {k: v for k, v in said.items()
+                    if k not in ("stopped_at", "meter_stop", "stopped_reason")}  # fmt: skip
         for name, value in said.items():
-            if value is not None or name in ("meter_start", "meter_stop"):
-                self.facts.setdefault(name, value)
+            self.facts.setdefault(name, value)
 
     def row(self) -> tuple[Any, ...]:
         return (self.charge_point_id, self.transaction_id,
@@ -185,7 +199,11 @@ def _record(rows: Rows, entry_id: str, seq: int, r: history.Record) -> int:
             rows.transaction_events.add(cp, tid, r.seq_no, r.event_type, r.trigger_reason,
                                         r.occurred_at, r.offline, r.charging_state,
                                         text(r.id_token), entry_id)  # fmt: skip
-            rows.sessions.setdefault((cp, tid), SessionFacts(cp, tid)).add(r)
+            said = SessionFacts.said(r)
+            # An event that says nothing of the session (a periodic Updated)
+            # writes no row: an all-empty upsert is a third of its cost.
+            if said:
+                rows.sessions.setdefault((cp, tid), SessionFacts(cp, tid)).add(said)
         case history.TransactionStarted():
             key = (text(r.charge_point_id) or "", r.transaction_id)
             rows.starts.setdefault(key, (*key, r.connector_id, text(r.id_tag), r.reservation_id,

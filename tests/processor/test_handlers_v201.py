@@ -309,3 +309,13 @@ async def test_an_evse_said_once_is_remembered_within_a_batch_without_reading() 
     [latest] = [op for op in outs[1].effects.ops if op[0] == "latest"]
     assert latest[1] == keys.meter_latest("CS1", 4)
     assert Counting.reads == 0
+
+
+@pytest.mark.parametrize(("info", "writes"), [({}, False), ({"chargingState": "Charging"}, True)])
+async def test_a_periodic_update_changes_no_session_state(
+    info: dict[str, str], writes: bool
+) -> None:
+    body = tx_event("Updated", 3, "TX-5", info=info, meterValue=begin(5, "Sample.Periodic"))
+    out = await run("TransactionEvent", body)
+    assert any(op[0] == "hset_newer" for op in out.effects.ops) is writes
+    assert ["call", "EXPIRE", keys.transaction_v201("CS1", "TX-5"), "604800"] in out.effects.ops

@@ -58,6 +58,13 @@ def store_samples(
 
 def _scaled(value: float, multiplier: int) -> str:
     """``value`` times ten to ``multiplier``, exactly, as plain decimal text."""
+    if multiplier == 0 and abs(value) < 1e15:
+        # The usual case, 5x quicker: repr is already exact and plain here
+        # (it turns to exponents only from 1e16 or below 1e-4).
+        if value.is_integer():
+            return str(int(value))
+        if abs(value) >= 1e-4:
+            return repr(value)
     text = format(Decimal(repr(value)).scaleb(multiplier), "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
 

@@ -90,13 +90,10 @@ def _int(text: str | None) -> int | None:
     return int(text) if text else None
 
 
-async def transaction_event(ctx: Context, req: TransactionEvent) -> TransactionEventResponse:
-    cp = ctx.charge_point_id
+def _stated_once(req: TransactionEvent, stamp: str) -> dict[str, str | int]:
+    """The session's facts this event states, each set once: the first
+    word stands."""
     info = req.transaction_info
-    key = keys.transaction_v201(cp, info.transaction_id)
-    stamp = clock.stored(trusted_time(ctx, req.timestamp, "TransactionEvent"))
-    connector_id = req.evse.connector_id if req.evse is not None else None
-
     once: dict[str, str | int] = {}
     if req.evse is not None:
         once["evse_id"] = req.evse.id
@@ -114,13 +111,28 @@ async def transaction_event(ctx: Context, req: TransactionEvent) -> TransactionE
     if req.event_type == "Ended":
         once["ended_at"] = stamp
         once["stopped_reason"] = info.stopped_reason or "Local"  # absent: Local (E06)
+    return once
+
+
+async def transaction_event(ctx: Context, req: TransactionEvent) -> TransactionEventResponse:
+    cp = ctx.charge_point_id
+    info = req.transaction_info
+    key = keys.transaction_v201(cp, info.transaction_id)
+    stamp = clock.stored(trusted_time(ctx, req.timestamp, "TransactionEvent"))
+    connector_id = req.evse.connector_id if req.evse is not None else None
+
+    once = _stated_once(req, stamp)
     for name, value in once.items():
         ctx.effects.call("HSETNX", key, name, value)
-    current = {"event_type": req.event_type, "trigger_reason": req.trigger_reason,
-               "last_event_at": stamp}  # fmt: skip
-    if info.charging_state is not None:
-        current["charging_state"] = info.charging_state
-    ctx.effects.hset_newer(key, current, timestamp_field="seq_no", timestamp=_seq(req.seq_no))
+    # The session's state, kept from the highest seqNo that changed it: a
+    # periodic Updated (most of a session's events) changes nothing of it
+    # and costs no write.
+    if req.event_type != "Updated" or info.charging_state is not None:
+        current = {"event_type": req.event_type, "trigger_reason": req.trigger_reason,
+                   "last_event_at": stamp}  # fmt: skip
+        if info.charging_state is not None:
+            current["charging_state"] = info.charging_state
+        ctx.effects.hset_newer(key, current, timestamp_field="seq_no", timestamp=_seq(req.seq_no))
     ctx.effects.call("EXPIRE", key, ctx.config.closed_transaction_ttl_s)
 
     readings = req.meter_value or []

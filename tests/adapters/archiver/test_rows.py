@@ -146,3 +146,32 @@ def test_partitions_past_the_retention() -> None:
     assert expired(names, 6, now) == ["meter_values_2024_01"]
     assert expired(names, 5, now) == ["meter_values_2024_01", "meter_values_2024_06"]
     assert expired(names, 12, now) == []
+
+
+def test_a_201_event_that_says_nothing_of_its_session_writes_no_session_row() -> None:
+    said = history.TransactionEvent(
+        CP,
+        "TX",
+        0,
+        "Started",
+        "Authorized",
+        T,
+        False,
+        1,
+        1,
+        "T1",
+        "ISO14443",
+        "Accepted",
+        None,
+        None,
+        None,
+        None,
+        1000,
+    )
+    periodic = history.TransactionEvent(CP, "TX", 1, "Updated", "MeterValuePeriodic", T, False,
+                                        None, None, None, None, None, None, None, None, None,
+                                        None)  # fmt: skip
+    got = rows.gather([("5-0", entry(periodic))])
+    assert (len(got.transaction_events), len(got.sessions)) == (1, 0)
+    got = rows.gather([("5-0", entry(periodic, said))])
+    assert [s.row()[:4] for s in got.sessions.values()] == [(CP, "TX", 1, 1)]
