@@ -11,11 +11,14 @@ often it is applied, so no event needs to be recognised as seen:
 * what changes during the session (charging state, last trigger) is kept
   from the highest ``seqNo`` (``hset_newer``);
 * an ``Ended`` is always applied, and a late ``Updated`` cannot reopen what
-  it ended: nothing clears ``ended_at``.
+  it ended: nothing clears ``ended_at``;
+* a periodic ``Updated`` (meter values and nothing else, most of a
+  session's events) writes its readings alone, as 1.6's MeterValues does.
 
 History is keyed the same way: PostgreSQL keeps one row per (station,
-transactionId, seqNo), and fills the transaction's row only where empty.
-The key expires ``OCPP_CLOSED_TRANSACTION_TTL_S`` after the latest event.
+transactionId, seqNo) of each event that says something of the session,
+and fills the transaction's row only where empty. The key expires
+``OCPP_CLOSED_TRANSACTION_TTL_S`` after the latest such event.
 """
 
 from __future__ import annotations
@@ -122,18 +125,20 @@ async def transaction_event(ctx: Context, req: TransactionEvent) -> TransactionE
     connector_id = req.evse.connector_id if req.evse is not None else None
 
     once = _stated_once(req, stamp)
-    for name, value in once.items():
-        ctx.effects.call("HSETNX", key, name, value)
-    # The session's state, kept from the highest seqNo that changed it: a
-    # periodic Updated (most of a session's events) changes nothing of it
-    # and costs no write.
-    if req.event_type != "Updated" or info.charging_state is not None:
+    # A periodic Updated (most of a session's events) says nothing of the
+    # session but its meter values: like 1.6's MeterValues, it writes those
+    # alone, and no event row (its readings are keyed by their content).
+    says = bool(once) or req.event_type != "Updated" or info.charging_state is not None
+    if says:
+        for name, value in once.items():
+            ctx.effects.call("HSETNX", key, name, value)
+        # The session's state, kept from the highest seqNo that changed it.
         current = {"event_type": req.event_type, "trigger_reason": req.trigger_reason,
                    "last_event_at": stamp}  # fmt: skip
         if info.charging_state is not None:
             current["charging_state"] = info.charging_state
         ctx.effects.hset_newer(key, current, timestamp_field="seq_no", timestamp=_seq(req.seq_no))
-    ctx.effects.call("EXPIRE", key, ctx.config.closed_transaction_ttl_s)
+        ctx.effects.call("EXPIRE", key, ctx.config.closed_transaction_ttl_s)
 
     readings = req.meter_value or []
     if readings:
@@ -151,6 +156,8 @@ async def transaction_event(ctx: Context, req: TransactionEvent) -> TransactionE
     if req.id_token is not None:
         record, charging_in = await ctx.state.id_tag(req.id_token.id_token)
         token_info = id_token_info(ctx, req.id_token, record, charging_in)
+    if not says:
+        return TransactionEventResponse()
     ctx.effects.record(
         history.TransactionEvent(
             cp, info.transaction_id, req.seq_no, req.event_type, req.trigger_reason, stamp,
