@@ -16,14 +16,23 @@ from processor.v201.messages import MeterValues, MeterValuesResponse, MeterValue
 _values = msgspec.json.Encoder()
 
 
+# The latest-values field of each measurand, phase and location seen. All
+# three are enums (decoding refuses other values): a few hundred at most.
+_names: dict[tuple[str | None, str | None, str | None], str] = {}
+
+
 def latest_name(measurand: str | None, phase: str | None, location: str | None) -> str:
     """``<measurand>[:<phase>][@<location>]`` (1.6's naming: one hot-state
     layout for both versions), the measurand defaulting as OCPP's does."""
-    return (
-        (measurand or "Energy.Active.Import.Register")
-        + (f":{phase}" if phase else "")
-        + (f"@{location}" if location else "")
-    )
+    where = (measurand, phase, location)
+    name = _names.get(where)
+    if name is None:
+        name = _names[where] = (
+            (measurand or "Energy.Active.Import.Register")
+            + (f":{phase}" if phase else "")
+            + (f"@{location}" if location else "")
+        )
+    return name
 
 
 def store_samples(
@@ -49,8 +58,11 @@ def store_samples(
             seen = latest.get(name)
             if seen is None or seen <= stamp:
                 unit = sv.unit_of_measure
-                value = _scaled(sv.value, unit.multiplier if unit is not None else 0)
-                latest[name] = f"{stamp} {unit.unit if unit is not None else 'Wh'} {value}"
+                if unit is None:
+                    latest[name] = f"{stamp} Wh {_scaled(sv.value, 0)}"
+                else:
+                    value = _scaled(sv.value, unit.multiplier)
+                    latest[name] = f"{stamp} {unit.unit} {value}"
         values = _values.encode(reading.sampled_value)
         ctx.effects.record(history.MeterReading(cp, evse_id, transaction_id, stamp, values))
     ctx.effects.latest(keys.meter_latest(cp, evse_id), latest, oldest=oldest, newest=newest)
