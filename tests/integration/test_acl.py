@@ -212,6 +212,14 @@ def test_the_pipeline_runs_under_its_own_users(acl: Acl, tmp_path: Path, postgre
                                                for t in found)  # fmt: skip
 
             wait_for(archived, TIMEOUT, "both sessions archived")
+        # An OCPP 2.0.1 station's session too: its writes (HSETNX among them)
+        # under the same users.
+        station = sim(f"ws://127.0.0.1:{stack.gateway_port}", "--chargers", "1", "--sessions",
+                      "1", "--protocol", "ocpp2.0.1", "--prefix", "ACL201")  # fmt: skip
+        done201 = finish(station, stop=False)
+        assert done201["errors"] == 0 and done201["sessions_completed"] == 1, done201
+        [session] = admin.keys("ocpp:cp:ACL201-0001:txn:*")
+        assert {b"started_at", b"ended_at", b"evse_id"} <= set(admin.hgetall(session))
         # The CLI has the API's rights; the container health check the processor's.
         done = cli(acl.url("ocpp-api"), "charge-point", CP)
         assert done.returncode == 0, done.stderr
