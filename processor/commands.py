@@ -24,7 +24,7 @@ from processor.errors import from_validation, spelled
 from processor.protocol_names import OCPP16, OCPP201
 from processor.v16 import messages as m
 from processor.v201 import messages as m201
-from processor.v201.device_model import Attribute, record_value
+from processor.v201.device_model import REPORT_TTL_S, Attribute, record_value
 
 _encoder = msgspec.json.Encoder()
 # What each version's central system sends, by (version, action).
@@ -42,8 +42,6 @@ _responses = {
 COMMANDS = {v: frozenset(ms.CENTRAL_INITIATED) for v, ms in _VERSIONS}
 TERMINAL = frozenset({"answered", "failed", "timed_out"})
 _set_variables_request = msgspec.json.Decoder(m201.SetVariables)
-# How long a 2.0.1 report's progress is kept after it was asked for.
-REPORT_TTL_S = 7 * 86400
 
 
 class CommandRejected(ValueError):
@@ -238,6 +236,8 @@ def _report_asked(
 ) -> None:  # fmt: skip
     """A report the station will send in NotifyReport parts, or refused."""
     key = keys.report(c.charge_point_id, c.request["requestId"])
+    # A requestId used before names a new report: the old one's parts go.
+    e.call("DEL", key)
     e.hset(key, {"command_id": c.command_id, "action": c.action, "status": r.status,
                  "asked_at": clock.stored(datetime.fromtimestamp(now_ms / 1000, UTC))})  # fmt: skip
     e.call("EXPIRE", key, REPORT_TTL_S)

@@ -199,9 +199,19 @@ class Dispatcher:
             return True  # a reply: its command is looked up
         if env.protocol is None and self._cached_registration(env.charge_point_id) is None:
             return True  # its version is to be read
-        protocol = self._protocols.of(env.protocol)
+        protocol = self._protocols.of(env.protocol) if env.protocol else self._spelling(env)
         route = protocol.routes.get(frame.action) if protocol else None
         return route is not None and route.reads_state
+
+    def _spelling(self, env: Envelope | Rejected) -> Protocol:
+        """The version to answer ``env`` in without reading anything: the
+        one it names (the default for one we do not speak), else its
+        charger's registered one if known, else the default."""
+        if env.protocol is not None:
+            return self._protocols.of(env.protocol) or self._protocols.default
+        held = self._cached_registration(env.charge_point_id)
+        registered = self._protocols.by_name.get(held[0] or "") if held else None
+        return registered or self._protocols.default
 
     def _cached_registration(self, cp: str) -> tuple[str | None, float] | None:
         held = self._registered.get(cp)
@@ -232,7 +242,7 @@ class Dispatcher:
         except Rejected as r:
             if r.is_reply:
                 return Outcome(d.entry_id, dead_reason=r.error.description, raw=d.raw)
-            code = (self._protocols.of(r.protocol) or self._protocols.default).error_code(r.error)
+            code = self._spelling(r).error_code(r.error)
             reply = envelope.encode_error(r.charge_point_id, r.message_id, r.error, ts, code)
             return Outcome(d.entry_id, reply_key=keys.responses(r.charge_point_id), reply=reply,
                            error_code=code)  # fmt: skip
@@ -250,7 +260,7 @@ class Dispatcher:
         if isinstance(env.payload, Call):
             # The charger is waiting for an answer: tell it, don't leave it to time out.
             error = InternalFailure(f"{env.payload.action} could not be processed")
-            code = (self._protocols.of(env.protocol) or self._protocols.default).error_code(error)
+            code = self._spelling(env).error_code(error)
             out.reply_key = keys.responses(env.charge_point_id)
             out.reply = envelope.encode_error(env.charge_point_id, env.message_id, error, ts, code)
             out.error_code = code

@@ -77,7 +77,8 @@ class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
     ``action`` is omitted on encode when absent. ``protocol`` is our
     extension (README, "The contract"): the OCPP version the charger chose
     at its handshake (``ocpp1.6``, ``ocpp2.0.1``), which our gateway sets;
-    a ws-server that does not send it leaves the processor to its default.
+    for a ws-server that does not send it, the processor takes the
+    charger's registered version, else its default.
     """
 
     charge_point_id: str

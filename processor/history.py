@@ -93,7 +93,7 @@ class VariableReported(_Record, tag="var"):
     """One OCPP 2.0.1 variable attribute as a station reported it
     (NotifyReport) or a command got or set it (GetVariables,
     SetVariables). Keyed in history by the station, ``origin`` (the report
-    part, ``report:<requestId>:<seqNo>``, or ``command:<id>``) and its
+    part, ``report:<requestId>:<generatedAt>:<seqNo>``, or ``command:<id>``) and its
     position there: a part sent again is the same rows."""
 
     charge_point_id: str

@@ -140,7 +140,11 @@ def reading_key(transaction_id: int | str | None, sampled_values: bytes) -> int:
 
 
 def _txn(transaction_id: int | str | None) -> bytes:
-    return b"" if transaction_id is None else str(transaction_id).encode()
+    # blake2b takes a key of 64 bytes at most; a 2.0.1 id of 36 characters
+    # may be longer in UTF-8. Shorter ids stay as they are (keys already
+    # written keep theirs).
+    key = b"" if transaction_id is None else str(transaction_id).encode()
+    return key if len(key) <= 64 else hashlib.blake2b(key, digest_size=32).digest()
 
 
 def _entry_time(entry_id: str) -> str:

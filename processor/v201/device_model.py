@@ -28,6 +28,8 @@ from processor.v201.messages import (
 )
 
 _json = msgspec.json.Encoder()
+# How long a report's progress is kept after it was asked for or last added to.
+REPORT_TTL_S = 7 * 86400
 
 
 class Attribute(msgspec.Struct, array_like=True, frozen=True):
@@ -83,8 +85,8 @@ def record_report(
             characteristics = item.variable_characteristics
             described = None if characteristics is None else _json.encode(characteristics).decode()
             effects.record(_reported(cp, key, attribute.value, attribute.mutability, described,
-                                     "NotifyReport", f"report:{request_id}:{seq_no}", position,
-                                     at))  # fmt: skip
+                                     "NotifyReport", f"report:{request_id}:{at}:{seq_no}",
+                                     position, at))  # fmt: skip
             position += 1
     if values:
         effects.hset(keys.variables(cp), values)

@@ -281,10 +281,12 @@ async def test_a_report_part_fills_the_device_model_and_the_reports_progress() -
     assert dict(zip(*[iter(ops[keys.report("CS1", 11)])] * 2, strict=True)) == {
         "part:0": "2024-01-01T11:59:00.000000Z"}  # tbc: not the last  # fmt: skip
     reported = [r for r in out.effects.records if isinstance(r, history.VariableReported)]
+    # Keyed by the part: the request id, when the report was made, seqNo.
+    at = "2024-01-01T11:59:00.000000Z"
     assert [(r.origin, r.position, r.value) for r in reported] == [
-        ("report:11:0", 0, "300"),
-        ("report:11:0", 1, "cType2"),
-        ("report:11:0", 2, None),
+        (f"report:11:{at}:0", 0, "300"),
+        (f"report:11:{at}:0", 1, "cType2"),
+        (f"report:11:{at}:0", 2, None),
     ]
 
 
@@ -315,7 +317,8 @@ async def test_an_evse_said_once_is_remembered_within_a_batch_without_reading() 
 async def test_a_periodic_update_changes_no_session_state(
     info: dict[str, str], writes: bool
 ) -> None:
-    body = tx_event("Updated", 3, "TX-5", info=info, meterValue=begin(5, "Sample.Periodic"))
+    body = tx_event("Updated", 3, "TX-5", info=info, meterValue=begin(5, "Sample.Periodic"),
+                    triggerReason="MeterValuePeriodic")  # fmt: skip
     out = await run("TransactionEvent", body)
     assert any(op[0] == "hset_newer" for op in out.effects.ops) is writes
     expire = ["call", "EXPIRE", keys.transaction_v201("CS1", "TX-5"), "604800"]
@@ -323,3 +326,43 @@ async def test_a_periodic_update_changes_no_session_state(
     # Its readings go to history either way; the event itself only if it says something.
     kinds = sorted(type(r).__name__ for r in out.effects.records)
     assert kinds == (["MeterReading", "TransactionEvent"] if writes else ["MeterReading"])
+
+
+async def test_known_only_opens_no_session_for_a_station_off_the_list() -> None:
+    started = tx_event("Started", 0, "TX-6", evse={"id": 1})
+    out = await run("TransactionEvent", started, registration_policy="known-only")
+    assert json.loads(out.reply)["payload"][2] == "SecurityError" and not out.effects.ops
+    # Its Ended is still taken: refused, it would come again and again.
+    ended = tx_event("Ended", 1, "TX-6")
+    out = await run("TransactionEvent", ended, registration_policy="known-only")
+    assert answer(out, "TransactionEvent") == {}
+
+
+@pytest.mark.parametrize("trigger", ["RemoteStop", "Deauthorized", "EnergyLimitReached"])
+async def test_an_update_for_any_other_reason_is_kept(trigger: str) -> None:
+    body = tx_event("Updated", 4, "TX-7", triggerReason=trigger)
+    out = await run("TransactionEvent", body)
+    assert any(op[0] == "hset_newer" for op in out.effects.ops)
+    [event] = out.effects.records
+    assert isinstance(event, history.TransactionEvent) and event.trigger_reason == trigger
+
+
+async def test_a_multiplier_no_number_should_have_neither_crashes_nor_grows() -> None:
+    huge = [{"timestamp": T, "sampledValue": [
+        {"value": 1.5, "context": "Transaction.Begin",
+         "unitOfMeasure": {"unit": "Wh", "multiplier": 999999}}]}]  # fmt: skip
+    out = await run("TransactionEvent", tx_event("Started", 0, "TX-8", meterValue=huge))
+    answer(out, "TransactionEvent")
+    [latest] = [op for op in out.effects.ops if op[0] == "latest"]
+    assert latest[-1].endswith(" Wh 1.5e999999")
+    event = next(r for r in out.effects.records if isinstance(r, history.TransactionEvent))
+    assert event.meter is None  # no bigint holds it
+
+
+async def test_the_sessions_meter_is_the_total_register_not_a_phases() -> None:
+    readings = [{"timestamp": T, "sampledValue": [
+        {"value": 400.0, "context": "Transaction.Begin", "phase": "L1"},
+        {"value": 1200.0, "context": "Transaction.Begin"}]}]  # fmt: skip
+    out = await run("TransactionEvent", tx_event("Started", 0, "TX-9", meterValue=readings))
+    event = next(r for r in out.effects.records if isinstance(r, history.TransactionEvent))
+    assert event.meter == 1200

@@ -173,7 +173,9 @@ def test_set_variables_keeps_what_the_station_accepted(status: str, kept: bool) 
 def test_a_report_asked_for_is_recorded_with_the_stations_answer() -> None:
     applied = completed("GetBaseReport", {"requestId": 11, "reportBase": "FullInventory"},
                         {"status": "Accepted"})  # fmt: skip
-    hset, expire = applied
+    delete, hset, expire = applied
+    # A requestId used before names a new report: the old one's parts go.
+    assert delete == ["call", "DEL", keys.report("CS1", 11)]
     assert hset[:3] == ["call", "HSET", keys.report("CS1", 11)]
     assert dict(zip(hset[3::2], hset[4::2], strict=True)) == {
         "command_id": "c9", "action": "GetBaseReport", "status": "Accepted",
@@ -261,3 +263,14 @@ def test_a_201_local_list_version_is_kept_as_16s() -> None:
     applied = completed("SendLocalList", {"versionNumber": 8, "updateType": "Full"},
                         {"status": "Accepted"})  # fmt: skip
     assert applied == [["call", "HSET", keys.charge_point("CS1"), "local_list_version", "8"]]
+
+
+async def test_a_registered_201_station_behind_a_plain_ws_server_is_told_in_201s_words() -> None:
+    """Its version read once, even a frame too broken to route gets 2.0.1's code."""
+    state = MemoryState()
+    state.protocols["CS-REG"] = OCPP201
+    d = Dispatcher(protocols(), state, HandlerConfig(), Limits())
+    await d.handle_batch([Delivery(b"1-0", call("CS-REG", "m0", "Heartbeat", {}))], NOW)
+    broken = envelope([2, "m1", "Heartbeat"], None).replace(b'"CP1"', b'"CS-REG"')
+    [out] = await d.handle_batch([Delivery(b"2-0", broken)], NOW)
+    assert json.loads(out.reply)["payload"][:3] == [4, "m1", "RpcFrameworkError"]

@@ -15,7 +15,7 @@ CREATE TABLE device_variables (
     PRIMARY KEY (component, component_instance, variable, variable_instance)
 );
 
--- Keyed by where the value came from (origin: "report:<requestId>:<seqNo>"
+-- Keyed by where the value came from (origin: "report:<requestId>:<generatedAt>:<seqNo>"
 -- for a NotifyReport part, "command:<id>" for a command's result) and its
 -- place there: a part sent again, or a result written twice, is one row.
 CREATE TABLE variable_values (

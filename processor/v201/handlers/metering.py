@@ -68,8 +68,16 @@ def store_samples(
     ctx.effects.latest(keys.meter_latest(cp, evse_id), latest, oldest=oldest, newest=newest)
 
 
+# Multipliers past this stay an exponent in the text: the schema bounds
+# none, and a station's 10^999999 must neither crash nor fill Redis.
+MAX_MULTIPLIER = 30
+
+
 def _scaled(value: float, multiplier: int) -> str:
-    """``value`` times ten to ``multiplier``, exactly, as plain decimal text."""
+    """``value`` times ten to ``multiplier``, exactly, as plain decimal text
+    (``<value>e<multiplier>`` past MAX_MULTIPLIER)."""
+    if abs(multiplier) > MAX_MULTIPLIER:
+        return f"{value!r}e{multiplier}"
     if multiplier == 0 and abs(value) < 1e15:
         # The usual case, 5x quicker: repr is already exact and plain here
         # (it turns to exponents only from 1e16 or below 1e-4).

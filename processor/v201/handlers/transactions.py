@@ -27,10 +27,11 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from processor import clock, history, keys
-from processor.handler_common import trusted_time
+from processor.errors import SecurityViolation
+from processor.handler_common import trusted_time, unknown_under_known_only
 from processor.types import Context
 from processor.v201.handlers.common import id_token_info
-from processor.v201.handlers.metering import store_samples
+from processor.v201.handlers.metering import MAX_MULTIPLIER, store_samples
 from processor.v201.messages import (
     IdTokenInfoType,
     MeterValueType,
@@ -50,7 +51,10 @@ _EVSES_MAX = 100_000
 
 
 def _remember(key: tuple[str, str], evse_id: int) -> None:
-    if key not in _EVSES and len(_EVSES) >= _EVSES_MAX:
+    """Keep the first EVSE said, as hot state does (HSETNX)."""
+    if key in _EVSES:
+        return
+    if len(_EVSES) >= _EVSES_MAX:
         del _EVSES[next(iter(_EVSES))]
     _EVSES[key] = evse_id
 
@@ -60,7 +64,6 @@ async def _evse_of(ctx: Context, req: TransactionEvent) -> int | None:
     key = (ctx.charge_point_id, req.transaction_info.transaction_id)
     if req.evse is not None:
         _remember(key, req.evse.id)
-        return req.evse.id
     known = _EVSES.get(key)
     if known is None:
         held = await ctx.state.transaction_v201(*key)
@@ -74,19 +77,30 @@ def _seq(seq_no: int) -> str:
     return f"{max(seq_no, 0):0{_SEQ_WIDTH}d}"
 
 
+# A register in Wh PostgreSQL's bigint holds (and energy_wh, their difference).
+_MAX_WH = 2**62
+
+
 def _register(readings: Sequence[MeterValueType], context: str) -> int | None:
     """The energy register in Wh among the readings of ``context``
-    (Transaction.Begin, Transaction.End), if the station sent one."""
-    for reading in readings:
-        for sv in reading.sampled_value:
-            measurand = sv.measurand or "Energy.Active.Import.Register"
-            if measurand == "Energy.Active.Import.Register" and sv.context == context:
-                unit = sv.unit_of_measure
-                multiplier = unit.multiplier if unit is not None else 0
-                scale = 3 if unit is not None and unit.unit == "kWh" else 0
-                wh = Decimal(repr(sv.value)).scaleb(multiplier + scale)
-                return int(wh.to_integral_value())
-    return None
+    (Transaction.Begin, Transaction.End), if the station sent one: the
+    total's (no phase) before a phase's. None for one no bigint holds."""
+    found = [
+        sv for reading in readings for sv in reading.sampled_value
+        if (sv.measurand or "Energy.Active.Import.Register") == "Energy.Active.Import.Register"
+        and sv.context == context
+    ]  # fmt: skip
+    if not found:
+        return None
+    sv = min(found, key=lambda x: x.phase is not None)
+    unit = sv.unit_of_measure
+    multiplier = (unit.multiplier if unit is not None else 0) + (
+        3 if unit is not None and unit.unit == "kWh" else 0
+    )
+    if abs(multiplier) > MAX_MULTIPLIER:
+        return None
+    wh = int(Decimal(repr(sv.value)).scaleb(multiplier).to_integral_value())
+    return wh if abs(wh) < _MAX_WH else None
 
 
 def _int(text: str | None) -> int | None:
@@ -120,6 +134,13 @@ def _stated_once(req: TransactionEvent, stamp: str) -> dict[str, str | int]:
 async def transaction_event(ctx: Context, req: TransactionEvent) -> TransactionEventResponse:
     cp = ctx.charge_point_id
     info = req.transaction_info
+    if req.event_type == "Started" and await unknown_under_known_only(ctx):
+        # As 1.6's StartTransaction: no session opens for a station not on
+        # the allow-list. Its later events are still taken (an Ended
+        # refused would be sent again and again).
+        raise SecurityViolation(
+            f"{cp} is not on the allow-list (ocpp:chargers:known); registration policy known-only"
+        )
     key = keys.transaction_v201(cp, info.transaction_id)
     stamp = clock.stored(trusted_time(ctx, req.timestamp, "TransactionEvent"))
     connector_id = req.evse.connector_id if req.evse is not None else None
@@ -128,7 +149,8 @@ async def transaction_event(ctx: Context, req: TransactionEvent) -> TransactionE
     # A periodic Updated (most of a session's events) says nothing of the
     # session but its meter values: like 1.6's MeterValues, it writes those
     # alone, and no event row (its readings are keyed by their content).
-    says = bool(once) or req.event_type != "Updated" or info.charging_state is not None
+    says = (bool(once) or req.event_type != "Updated" or info.charging_state is not None
+            or req.trigger_reason != "MeterValuePeriodic")  # fmt: skip
     if says:
         for name, value in once.items():
             ctx.effects.call("HSETNX", key, name, value)

@@ -175,3 +175,10 @@ def test_a_201_event_that_says_nothing_of_its_session_writes_no_session_row() ->
     assert (len(got.transaction_events), len(got.sessions)) == (1, 0)
     got = rows.gather([("5-0", entry(periodic, said))])
     assert [s.row()[:4] for s in got.sessions.values()] == [(CP, "TX", 1, 1)]
+
+
+def test_a_transaction_id_longer_than_blake2s_key_is_still_keyed() -> None:
+    """36 characters may be 108 bytes of UTF-8: blake2b takes keys of 64."""
+    long_id = "ж" * 36
+    assert rows.reading_key(long_id, b"[]") != rows.reading_key("ж" * 35, b"[]")
+    assert rows.reading_key(7, b"[]") == rows.reading_key("7", b"[]")  # short keys as before
