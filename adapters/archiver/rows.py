@@ -46,9 +46,13 @@ class Columns:
 
 
 # transactions_v201's columns after its key, as write.sql lists them.
-SESSION_COLUMNS = ("evse_id", "connector_id", "id_token", "id_token_type", "id_token_status",
-                   "remote_start_id", "reservation_id", "started_at", "meter_start", "stopped_at",
-                   "meter_stop", "stopped_reason")  # fmt: skip
+SESSION_COLUMNS = ("evse_id", "connector_id", "evse_seq", "id_token", "id_token_type",
+                   "id_token_status", "id_token_seq", "remote_start_id", "reservation_id",
+                   "started_at", "meter_start", "stopped_at", "meter_stop",
+                   "stopped_reason")  # fmt: skip
+# Facts kept from the lowest seqNo naming them, by the field holding it.
+_EARLIEST = {"evse_seq": ("evse_id", "connector_id"),
+             "id_token_seq": ("id_token", "id_token_type", "id_token_status")}  # fmt: skip
 
 
 @dataclass
@@ -65,11 +69,16 @@ class SessionFacts:
     def said(r: history.TransactionEvent) -> dict[str, Any]:
         """What event ``r`` says of its session; empty for most (a periodic
         Updated says nothing of it, and writes no row)."""
-        said = {"evse_id": r.evse_id, "connector_id": r.connector_id,
-                "id_token": text(r.id_token), "id_token_type": r.id_token_type,
-                "id_token_status": r.id_token_status, "remote_start_id": r.remote_start_id,
-                "reservation_id": r.reservation_id}  # fmt: skip
-        facts: dict[str, Any] = {name: v for name, v in said.items() if v is not None}
+        facts: dict[str, Any] = {}
+        if r.evse_id is not None:
+            facts |= {"evse_id": r.evse_id, "connector_id": r.connector_id, "evse_seq": r.seq_no}
+        if r.id_token is not None:
+            facts |= {"id_token": text(r.id_token), "id_token_type": r.id_token_type,
+                      "id_token_status": r.id_token_status, "id_token_seq": r.seq_no}  # fmt: skip
+        if r.remote_start_id is not None:
+            facts["remote_start_id"] = r.remote_start_id
+        if r.reservation_id is not None:
+            facts["reservation_id"] = r.reservation_id
         # The start's and the stop's facts go whole, null meters included.
         if r.event_type == "Started":
             facts |= {"started_at": r.occurred_at, "meter_start": r.meter}
@@ -79,8 +88,17 @@ class SessionFacts:
         return facts
 
     def add(self, said: dict[str, Any]) -> None:
-        """Merge what one event said: the first word of each fact stands,
-        the start's and the stop's each whole, from the first event saying it."""
+        """Merge what one event said as the database does: the EVSE's and
+        the token's facts from the lowest seqNo, the start's and the stop's
+        whole from the first event saying them, the rest the first word."""
+        said = dict(said)
+        for seq_field, names in _EARLIEST.items():
+            if seq_field not in said:
+                continue
+            held = self.facts.get(seq_field)
+            facts = {name: said.pop(name) for name in (seq_field, *names)}
+            if held is None or facts[seq_field] < held:
+                self.facts.update(facts)
         if "started_at" in self.facts:
             said = {k: v for k, v in said.items() if k not in ("started_at", "meter_start")}
         if "stopped_at" in self.facts:

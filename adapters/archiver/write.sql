@@ -25,23 +25,35 @@ FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::te
 ON CONFLICT DO NOTHING;
 
 -- name: sessions
--- What the batch's events say of each 2.0.1 session fills its row where
--- still empty; the start's and the stop's facts each go whole, once.
+-- What the batch's events say of each 2.0.1 session: its EVSE and its
+-- token from the lowest seqNo naming them, its start and its stop each
+-- whole and once, the rest where still empty.
 INSERT INTO transactions_v201 AS s (charge_point_id, transaction_id, evse_id, connector_id,
-                                    id_token, id_token_type, id_token_status, remote_start_id,
-                                    reservation_id, started_at, meter_start, stopped_at,
-                                    meter_stop, stopped_reason)
-SELECT c, x, ev, n, i, it, st, rs, rv, ta::timestamptz, ms, tb::timestamptz, mt, sr
-FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::text[], $7::text[],
-            $8::int[], $9::int[], $10::text[], $11::bigint[], $12::text[], $13::bigint[],
-            $14::text[])
-     AS batch (c, x, ev, n, i, it, st, rs, rv, ta, ms, tb, mt, sr)
+                                    evse_seq, id_token, id_token_type, id_token_status,
+                                    id_token_seq, remote_start_id, reservation_id, started_at,
+                                    meter_start, stopped_at, meter_stop, stopped_reason)
+SELECT c, x, ev, n, es, i, it, st, ts, rs, rv, ta::timestamptz, ms, tb::timestamptz, mt, sr
+FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::bigint[], $6::text[], $7::text[],
+            $8::text[], $9::bigint[], $10::int[], $11::int[], $12::text[], $13::bigint[],
+            $14::text[], $15::bigint[], $16::text[])
+     AS batch (c, x, ev, n, es, i, it, st, ts, rs, rv, ta, ms, tb, mt, sr)
 ON CONFLICT (charge_point_id, transaction_id) DO UPDATE SET
-    evse_id = coalesce(s.evse_id, EXCLUDED.evse_id),
-    connector_id = coalesce(s.connector_id, EXCLUDED.connector_id),
-    id_token = coalesce(s.id_token, EXCLUDED.id_token),
-    id_token_type = coalesce(s.id_token_type, EXCLUDED.id_token_type),
-    id_token_status = coalesce(s.id_token_status, EXCLUDED.id_token_status),
+    -- Every SET sees the row as it was: a group's condition holds for all its
+    -- columns. (A null new seq loses; a null held one means nothing held.)
+    evse_id = CASE WHEN EXCLUDED.evse_seq < s.evse_seq OR s.evse_seq IS NULL
+        THEN EXCLUDED.evse_id ELSE s.evse_id END,
+    connector_id = CASE WHEN EXCLUDED.evse_seq < s.evse_seq OR s.evse_seq IS NULL
+        THEN EXCLUDED.connector_id ELSE s.connector_id END,
+    evse_seq = CASE WHEN EXCLUDED.evse_seq < s.evse_seq OR s.evse_seq IS NULL
+        THEN EXCLUDED.evse_seq ELSE s.evse_seq END,
+    id_token = CASE WHEN EXCLUDED.id_token_seq < s.id_token_seq OR s.id_token_seq IS NULL
+        THEN EXCLUDED.id_token ELSE s.id_token END,
+    id_token_type = CASE WHEN EXCLUDED.id_token_seq < s.id_token_seq OR s.id_token_seq IS NULL
+        THEN EXCLUDED.id_token_type ELSE s.id_token_type END,
+    id_token_status = CASE WHEN EXCLUDED.id_token_seq < s.id_token_seq OR s.id_token_seq IS NULL
+        THEN EXCLUDED.id_token_status ELSE s.id_token_status END,
+    id_token_seq = CASE WHEN EXCLUDED.id_token_seq < s.id_token_seq OR s.id_token_seq IS NULL
+        THEN EXCLUDED.id_token_seq ELSE s.id_token_seq END,
     remote_start_id = coalesce(s.remote_start_id, EXCLUDED.remote_start_id),
     reservation_id = coalesce(s.reservation_id, EXCLUDED.reservation_id),
     started_at = coalesce(s.started_at, EXCLUDED.started_at),

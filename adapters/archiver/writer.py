@@ -34,7 +34,7 @@ async def write(session: Session, rows: Rows) -> None:
         await session.execute(_SQL["transaction_events"], *rows.transaction_events.columns)
     if rows.sessions:
         sessions = (s.row() for s in rows.sessions.values())
-        await session.execute(_SQL["sessions"], *_columns(sessions, 14))
+        await session.execute(_SQL["sessions"], *_columns(sessions, 16))
     if rows.variable_values:
         names = sorted(rows.variable_names)  # sorted: concurrent writers lock in one order
         await session.execute(_SQL["variable_names"], *_columns(names, 4))

@@ -111,8 +111,9 @@ def event(tid: str, seq: int) -> call201.TransactionEvent:
             {"value": 1000.0 if seq == 0 else 5.0, "context": ("Transaction.Begin", "", "",
                                                              "Transaction.End")[seq],
              "unit_of_measure": {"unit": "Wh" if seq == 0 else "kWh"}}]}]  # fmt: skip
-    if seq == 3:
+    if seq == 3:  # stopped with another card: the session's stays TOKEN-1
         info["stopped_reason"] = "EVDisconnected"
+        extra["id_token"] = {"id_token": "TOKEN-2", "type": "ISO14443"}
     return call201.TransactionEvent(
         event_type=kind, timestamp=at, trigger_reason="Authorized", seq_no=seq,
         transaction_info=info, offline=seq == 2, **extra,
@@ -178,7 +179,7 @@ def test_transaction_events_converge_to_one_session_in_postgresql(
             held = client.hgetall(keys.transaction_v201(name, tid))
             assert held["event_type"] == "Ended" and held["charging_state"] == "Idle"
             assert held["ended_at"] and held["stopped_reason"] == "EVDisconnected"
-            assert held["evse_id"] == "1"
+            assert held["evse_id"] == "1" and held["id_token"] == "TOKEN-1"
             assert 0 < client.ttl(keys.transaction_v201(name, tid)) <= 7 * 86400
         client.close()
     finally:

@@ -233,15 +233,13 @@ async def test_a_started_event_sets_the_sessions_facts_once_and_answers_for_its_
     assert answer(out, "TransactionEvent") == {"idTokenInfo": {"status": "Blocked"}}
     key = keys.transaction_v201("CS1", "TX-1")
     once = {op[3]: op[4] for op in out.effects.ops if op[1] == "HSETNX" and op[2] == key}
-    assert once == {
-        "evse_id": "2",
-        "connector_id": "1",
-        "id_token": "T1",
-        "id_token_type": "ISO14443",
-        "started_at": "2024-01-01T11:59:00.000000Z",
-    }
-    [newer] = [op for op in out.effects.ops if op[0] == "hset_newer"]
-    assert newer[1:4] == [key, "seq_no", "0" * 20]
+    assert once == {"started_at": "2024-01-01T11:59:00.000000Z"}
+    newer = {op[2]: (op[3], op[4:]) for op in out.effects.ops if op[0] == "hset_newer"}
+    # The EVSE and the token: the lowest seqNo wins (its stamp the highest).
+    assert newer["evse_seq"] == ("9" * 20, ["evse_id", "2", "connector_id", "1"])
+    assert newer["id_token_seq"] == ("9" * 20, ["id_token", "T1", "id_token_type", "ISO14443"])
+    # The session's state: the highest seqNo wins.
+    assert newer["seq_no"][0] == "0" * 20
     reading, event = sorted(out.effects.records, key=lambda r: type(r).__name__)
     assert isinstance(event, history.TransactionEvent) and event.meter == 1250
     assert (event.evse_id, event.id_token_status) == (2, "Blocked")

@@ -8,16 +8,20 @@
 -- message id) or out of order (an offline queue). Each event is one row of
 -- transaction_events, keyed by (station, transactionId, seqNo): written
 -- twice, it is there once. The session's row takes what each event says of
--- it where still empty: the first word stands, an Ended is always applied,
--- and nothing a later Updated says reopens it.
+-- it: its start and end where still empty, its EVSE and idToken from the
+-- lowest seqNo naming them (evse_seq, id_token_seq), whatever order the
+-- events are archived in; an Ended is always applied, and nothing a later
+-- Updated says reopens it.
 CREATE TABLE transactions_v201 (
     charge_point_id text NOT NULL,
     transaction_id text NOT NULL,
     evse_id integer,
     connector_id integer,
+    evse_seq bigint,  -- the seqNo of the event that named the EVSE
     id_token text,
     id_token_type text,
     id_token_status text,  -- what we answered for the token (Accepted, Blocked, ...)
+    id_token_seq bigint,  -- the seqNo of the event that named the token
     remote_start_id integer,
     reservation_id integer,
     started_at timestamptz,

@@ -5,9 +5,11 @@ twice (a retry under a new message id) or out of order (an offline queue).
 Every write is one that gives the same state whatever the order and however
 often it is applied, so no event needs to be recognised as seen:
 
-* the session's facts that one event states once (its EVSE, which only the
-  first event carries, its idToken, start and end) are set where still
-  empty (``HSETNX``): the first word stands;
+* the session's start and end are set where still empty (``HSETNX``);
+  its EVSE (which only the first event should carry) and its idToken are
+  kept from the lowest ``seqNo`` that names them, so a StopAuthorized
+  Ended with another card, however early it comes, does not replace the
+  card that started it;
 * what changes during the session (charging state, last trigger) is kept
   from the highest ``seqNo`` (``hset_newer``);
 * an ``Ended`` is always applied, and a late ``Updated`` cannot reopen what
@@ -73,8 +75,16 @@ async def _evse_of(ctx: Context, req: TransactionEvent) -> int | None:
     return known
 
 
+_SEQ_MAX = 10**_SEQ_WIDTH - 1
+
+
 def _seq(seq_no: int) -> str:
-    return f"{max(seq_no, 0):0{_SEQ_WIDTH}d}"
+    return f"{min(max(seq_no, 0), _SEQ_MAX):0{_SEQ_WIDTH}d}"
+
+
+def _earlier_wins(seq_no: int) -> str:
+    """seqNo as a newest-wins stamp that the lowest seqNo beats."""
+    return _seq(_SEQ_MAX - min(max(seq_no, 0), _SEQ_MAX))
 
 
 # A register in Wh PostgreSQL's bigint holds (and energy_wh, their difference).
@@ -108,17 +118,10 @@ def _int(text: str | None) -> int | None:
 
 
 def _stated_once(req: TransactionEvent, stamp: str) -> dict[str, str | int]:
-    """The session's facts this event states, each set once: the first
-    word stands."""
+    """The session's facts this event states that are set once (HSETNX):
+    its start, its end, and ids a station gives once."""
     info = req.transaction_info
     once: dict[str, str | int] = {}
-    if req.evse is not None:
-        once["evse_id"] = req.evse.id
-        if req.evse.connector_id is not None:
-            once["connector_id"] = req.evse.connector_id
-    if req.id_token is not None:
-        once["id_token"] = req.id_token.id_token
-        once["id_token_type"] = req.id_token.type
     if info.remote_start_id is not None:
         once["remote_start_id"] = info.remote_start_id
     if req.reservation_id is not None:
@@ -129,6 +132,26 @@ def _stated_once(req: TransactionEvent, stamp: str) -> dict[str, str | int]:
         once["ended_at"] = stamp
         once["stopped_reason"] = info.stopped_reason or "Local"  # absent: Local (E06)
     return once
+
+
+def _earliest(req: TransactionEvent) -> list[tuple[str, dict[str, str | int]]]:
+    """Facts a later event may state otherwise (an EVSE, an idToken: a
+    StopAuthorized Ended names the card that stopped the session): the
+    session keeps what the lowest seqNo said, whatever order they come
+    in. As (the field holding that seqNo, the facts)."""
+    out: list[tuple[str, dict[str, str | int]]] = []
+    if req.evse is not None:
+        evse: dict[str, str | int] = {"evse_id": req.evse.id}
+        if req.evse.connector_id is not None:
+            evse["connector_id"] = req.evse.connector_id
+        out.append(("evse_seq", evse))
+    if req.id_token is not None:
+        token: dict[str, str | int] = {
+            "id_token": req.id_token.id_token,
+            "id_token_type": req.id_token.type,
+        }
+        out.append(("id_token_seq", token))
+    return out
 
 
 async def transaction_event(ctx: Context, req: TransactionEvent) -> TransactionEventResponse:
@@ -146,14 +169,19 @@ async def transaction_event(ctx: Context, req: TransactionEvent) -> TransactionE
     connector_id = req.evse.connector_id if req.evse is not None else None
 
     once = _stated_once(req, stamp)
+    earliest = _earliest(req)
     # A periodic Updated (most of a session's events) says nothing of the
     # session but its meter values: like 1.6's MeterValues, it writes those
     # alone, and no event row (its readings are keyed by their content).
-    says = (bool(once) or req.event_type != "Updated" or info.charging_state is not None
+    says = (bool(once) or bool(earliest) or req.event_type != "Updated"
+            or info.charging_state is not None
             or req.trigger_reason != "MeterValuePeriodic")  # fmt: skip
     if says:
         for name, value in once.items():
             ctx.effects.call("HSETNX", key, name, value)
+        for seq_field, facts in earliest:
+            ctx.effects.hset_newer(key, facts, timestamp_field=seq_field,
+                                   timestamp=_earlier_wins(req.seq_no))  # fmt: skip
         # The session's state, kept from the highest seqNo that changed it.
         current = {"event_type": req.event_type, "trigger_reason": req.trigger_reason,
                    "last_event_at": stamp}  # fmt: skip

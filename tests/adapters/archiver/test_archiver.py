@@ -277,7 +277,16 @@ def session201(tid: str) -> list[history.TransactionEvent]:
         event201(tid, 0, "Started", 1000, evse_id=1, connector_id=1, id_token="T1"),
         event201(tid, 1, "Updated", charging_state="Charging"),
         event201(tid, 2, "Updated", offline=True, charging_state="SuspendedEV"),
-        event201(tid, 3, "Ended", 5000, stopped_reason="EVDisconnected", charging_state="Idle"),
+        # Stopped with another card (StopAuthorized): the session's stays T1.
+        event201(
+            tid,
+            3,
+            "Ended",
+            5000,
+            stopped_reason="EVDisconnected",
+            id_token="T2",
+            charging_state="Idle",
+        ),  # fmt: skip
     ]
 
 
