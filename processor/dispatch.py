@@ -103,7 +103,9 @@ class Dispatcher:
         self._protocols = protocols
         # Chargers' registered versions, for envelopes that do not say
         # (a ws-server without our extension): cp -> (version, read at).
-        self._registered: dict[str, tuple[str | None, float]] = {}
+        self._registered: dict[str, tuple[Protocol, float]] = {}
+        # When the batch in hand began (time.monotonic): what ages them.
+        self._batch_clock = 0.0
         self._state = state
         self._config = config
         self._limits = limits
@@ -127,6 +129,7 @@ class Dispatcher:
         handled meanwhile. What it raises aborts the batch.
         """
         ts = clock.wire(now)
+        self._batch_clock = time.monotonic()
         outcomes: dict[bytes, Outcome] = {}
         by_charger: dict[str, Group] = {}
         order: list[bytes] = []
@@ -197,9 +200,12 @@ class Dispatcher:
         frame = env.payload
         if not isinstance(frame, Call):
             return True  # a reply: its command is looked up
-        if env.protocol is None and self._cached_registration(env.charge_point_id) is None:
-            return True  # its version is to be read
-        protocol = self._protocols.of(env.protocol) if env.protocol else self._spelling(env)
+        if env.protocol is not None:
+            protocol = self._protocols.of(env.protocol)
+        else:
+            protocol = self._registered_version(env.charge_point_id)
+            if protocol is None:
+                return True  # its version is to be read
         route = protocol.routes.get(frame.action) if protocol else None
         return route is not None and route.reads_state
 
@@ -209,29 +215,24 @@ class Dispatcher:
         charger's registered one if known, else the default."""
         if env.protocol is not None:
             return self._protocols.of(env.protocol) or self._protocols.default
-        held = self._cached_registration(env.charge_point_id)
-        registered = self._protocols.by_name.get(held[0] or "") if held else None
-        return registered or self._protocols.default
+        return self._registered_version(env.charge_point_id) or self._protocols.default
 
-    def _cached_registration(self, cp: str) -> tuple[str | None, float] | None:
+    def _registered_version(self, cp: str) -> Protocol | None:
+        """The charger's registered version (the default if it has none),
+        as last read, if that was within REGISTRATION_TTL_S of this batch."""
         held = self._registered.get(cp)
-        if held is None or time.monotonic() - held[1] > REGISTRATION_TTL_S:
+        if held is None or self._batch_clock - held[1] > REGISTRATION_TTL_S:
             return None
-        return held
+        return held[0]
 
-    async def _protocol_of(self, env: Envelope) -> Protocol | None:
-        """The version ``env`` is in: the one it names, else the charger's
-        registered one (read at most every REGISTRATION_TTL_S), else the
-        default. None for a version we do not speak."""
-        if env.protocol is not None:
-            return self._protocols.of(env.protocol)
-        held = self._cached_registration(env.charge_point_id)
-        if held is None:
-            if len(self._registered) >= _REGISTRATIONS_MAX:
-                self._registered.clear()
-            held = (await self._state.charger_protocol(env.charge_point_id), time.monotonic())
-            self._registered[env.charge_point_id] = held
-        return self._protocols.by_name.get(held[0] or "") or self._protocols.default
+    async def _read_registration(self, cp: str) -> Protocol:
+        """The charger's registered version, read, else the default."""
+        if len(self._registered) >= _REGISTRATIONS_MAX:
+            self._registered.clear()
+        name = await self._state.charger_protocol(cp)
+        protocol = self._protocols.by_name.get(name or "") or self._protocols.default
+        self._registered[cp] = (protocol, time.monotonic())
+        return protocol
 
     def _decode(self, d: Delivery, ts: str) -> Envelope | Outcome:
         if not d.raw:
@@ -282,7 +283,12 @@ class Dispatcher:
                 )
             return out
         out.reply_key = keys.responses(cp)
-        protocol = await self._protocol_of(env)
+        # The version it names (None: one we do not speak), else its
+        # charger's registered one: known, or read once now.
+        if env.protocol is not None:
+            protocol = self._protocols.of(env.protocol)
+        else:
+            protocol = self._registered_version(cp) or await self._read_registration(cp)
         # An envelope naming a version we do not speak is told so in the default's words.
         speaks = protocol or self._protocols.default
         try:
