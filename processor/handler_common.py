@@ -65,3 +65,10 @@ def latest_status(
         timestamp=clock.stored(ctx.received_at),
     )
     event(ctx, action, {"status": status, "request_id": "" if request_id is None else request_id})
+
+
+def security_event(ctx: Context, kind: str, timestamp: datetime, tech_info: str | None) -> None:
+    """A security event (both versions send the same three fields), at the
+    time the charger says, unless its clock is too far ahead."""
+    when = trusted_time(ctx, timestamp, "SecurityEventNotification")
+    event(ctx, "SecurityEventNotification", {"type": kind, "tech_info": tech_info or ""}, when)

@@ -94,6 +94,24 @@ async def station(port: int, name: str) -> AsyncIterator[Station]:
             tg.cancel_scope.cancel()
 
 
+def stack(redis_db: str, postgres_db: str | None = None) -> tuple[int, list[Service]]:
+    """Gateway, adapter and processor (and an archiver with ``postgres_db``),
+    once the gateway listens: its port, and the services to stop."""
+    port = free_port()
+    services = [Service("adapters", redis_db),
+                Service("processor", redis_db, env={"OCPP_READ_BLOCK_MS": "200"}),
+                Service("adapters.gateway", redis_db, env={
+                    "OCPP_GATEWAY_HOST": "127.0.0.1", "OCPP_GATEWAY_PORT": str(port)})]  # fmt: skip
+    if postgres_db is not None:
+        services.append(archiver(redis_db, postgres_db))
+    try:
+        wait_for(lambda: listening(port), 30, "the gateway to listen")
+    except BaseException:
+        stop_all(*services)
+        raise
+    return port, services
+
+
 def event(tid: str, seq: int) -> call201.TransactionEvent:
     """Event ``seq`` of a session: Started (seq 0, its EVSE, token and
     begin reading), Updated (1, 2; 2 queued offline), Ended (3)."""
@@ -137,16 +155,8 @@ async def exchange(port: int) -> None:
 def test_transaction_events_converge_to_one_session_in_postgresql(
     redis_db: str, postgres_db: str
 ) -> None:
-    port = free_port()
-    services = [
-        Service("adapters", redis_db),
-        Service("processor", redis_db, env={"OCPP_READ_BLOCK_MS": "200"}),
-        archiver(redis_db, postgres_db),
-        Service("adapters.gateway", redis_db,
-                env={"OCPP_GATEWAY_HOST": "127.0.0.1", "OCPP_GATEWAY_PORT": str(port)}),
-    ]  # fmt: skip
+    port, services = stack(redis_db, postgres_db)
     try:
-        wait_for(lambda: listening(port), 30, "the gateway to listen")
         anyio.run(exchange, port)
         query_rows = (
             "SELECT charge_point_id, evse_id, connector_id, id_token, id_token_status, "
@@ -215,16 +225,8 @@ async def device_model(port: int, redis_url: str) -> list[Any]:
 def test_a_device_model_is_reported_in_parts_then_got_and_set(
     redis_db: str, postgres_db: str
 ) -> None:
-    port = free_port()
-    services = [
-        Service("adapters", redis_db),
-        Service("processor", redis_db, env={"OCPP_READ_BLOCK_MS": "200"}),
-        archiver(redis_db, postgres_db),
-        Service("adapters.gateway", redis_db,
-                env={"OCPP_GATEWAY_HOST": "127.0.0.1", "OCPP_GATEWAY_PORT": str(port)}),
-    ]  # fmt: skip
+    port, services = stack(redis_db, postgres_db)
     try:
-        wait_for(lambda: listening(port), 30, "the gateway to listen")
         outcomes = anyio.run(device_model, port, redis_db)
         assert [(c.action, c.state, c.status) for c in outcomes] == [
             ("GetBaseReport", "answered", "Accepted"), ("GetVariables", "answered", None),
@@ -273,15 +275,8 @@ async def every_message(port: int) -> dict[str, Any]:
 def test_every_message_a_station_sends_is_answered_valid_by_the_real_stack(redis_db: str) -> None:
     """Through gateway, adapter and processor, the ocpp package's 2.0.1
     charge point checks each answer against the official schema itself."""
-    port = free_port()
-    services = [
-        Service("adapters", redis_db),
-        Service("processor", redis_db, env={"OCPP_READ_BLOCK_MS": "200"}),
-        Service("adapters.gateway", redis_db,
-                env={"OCPP_GATEWAY_HOST": "127.0.0.1", "OCPP_GATEWAY_PORT": str(port)}),
-    ]  # fmt: skip
+    port, services = stack(redis_db)
     try:
-        wait_for(lambda: listening(port), 30, "the gateway to listen")
         answers = anyio.run(every_message, port)
     finally:
         stop_all(*services)

@@ -4,7 +4,7 @@ log uploads, security events, and certificate signing requests."""
 from __future__ import annotations
 
 from processor import clock, keys
-from processor.handler_common import event, latest_status, trusted_time
+from processor.handler_common import event, latest_status, security_event
 from processor.types import Context
 from processor.v16.messages import (
     DiagnosticsStatusNotification,
@@ -55,9 +55,7 @@ async def log_status_notification(
 async def security_event_notification(
     ctx: Context, req: SecurityEventNotification
 ) -> SecurityEventNotificationResponse:
-    when = trusted_time(ctx, req.timestamp, "SecurityEventNotification")
-    event(ctx, "SecurityEventNotification", {"type": req.type, "tech_info": req.tech_info or ""},
-          when)  # fmt: skip
+    security_event(ctx, req.type, req.timestamp, req.tech_info)
     return SecurityEventNotificationResponse()
 
 

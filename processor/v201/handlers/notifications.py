@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from processor import clock, keys
-from processor.handler_common import event, latest_status, trusted_time
+from processor.handler_common import event, latest_status, security_event, trusted_time
 from processor.types import Context
 from processor.v201.messages import (
     ClearedChargingLimit,
@@ -82,9 +82,7 @@ async def publish_firmware_status_notification(
 async def security_event_notification(
     ctx: Context, req: SecurityEventNotification
 ) -> SecurityEventNotificationResponse:
-    when = trusted_time(ctx, req.timestamp, "SecurityEventNotification")
-    event(ctx, "SecurityEventNotification", {"type": req.type, "tech_info": req.tech_info or ""},
-          when)  # fmt: skip
+    security_event(ctx, req.type, req.timestamp, req.tech_info)
     return SecurityEventNotificationResponse()
 
 
