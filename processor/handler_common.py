@@ -3,11 +3,12 @@ distrusting charger clocks, and recording a charger's events in its history."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 
 from processor import clock, history, keys
-from processor.types import Context
+from processor.errors import SecurityViolation
+from processor.types import Context, IdTagRecord
 
 
 async def unknown_under_known_only(ctx: Context) -> bool:
@@ -16,6 +17,85 @@ async def unknown_under_known_only(ctx: Context) -> bool:
     return ctx.config.registration_policy == "known-only" and not (
         await ctx.state.is_known_charger(ctx.charge_point_id)
     )
+
+
+async def refuse_unknown_under_known_only(ctx: Context) -> None:
+    """Raise SecurityError if the known-only policy is on and this charger
+    is not on the allow-list: it may not charge, nor learn which cards are
+    valid."""
+    if await unknown_under_known_only(ctx):
+        raise SecurityViolation(
+            f"{ctx.charge_point_id} is not on the allow-list (ocpp:chargers:known); "
+            "registration policy known-only"
+        )
+
+
+async def register_boot(ctx: Context, fields: dict[str, str]) -> str:
+    """Record a boot (``fields``: what the charger said of itself) on the
+    charger's hash, in the set of chargers and in its history; returns the
+    registration status to answer, Accepted unless the known-only policy
+    is on and the charger is not on the allow-list."""
+    status = "Accepted"
+    if await unknown_under_known_only(ctx):
+        status = ctx.config.unknown_charger_status
+    fields["registration_status"] = status
+    fields["last_boot"] = fields["last_seen"] = clock.stored(ctx.now)
+    ctx.effects.hset(keys.charge_point(ctx.charge_point_id), fields)
+    ctx.effects.sadd(keys.CHARGE_POINTS, ctx.charge_point_id)
+    event(ctx, "BootNotification", {k: v for k, v in fields.items() if k != "last_seen"}, ctx.now)
+    return status
+
+
+def heartbeat_time(ctx: Context) -> datetime:
+    """Note the charger was seen; the time to answer a Heartbeat with."""
+    ctx.effects.hset(keys.charge_point(ctx.charge_point_id), {"last_seen": clock.stored(ctx.now)})
+    return ctx.now.replace(microsecond=0)
+
+
+def list_status(
+    ctx: Context,
+    record: IdTagRecord | None,
+    charging_in: int | None,
+    statuses: Collection[str],
+    this_transaction: int = 0,
+) -> tuple[str, datetime | None]:
+    """What the authorization list says of a card, in both versions:
+    (status, expiry). Its entry's status (one ``statuses`` does not hold
+    refuses it: an entry an operator wrote by hand may hold anything),
+    Expired if past its expiry date, ConcurrentTx if it is charging in
+    another transaction (unless allowed); the configured status if it is
+    not on the list."""
+    if record is None:
+        status: str = ctx.config.unknown_id_tag_status
+        expiry = None
+    else:
+        status = record.status if record.status in statuses else "Invalid"
+        expiry = clock.parse(record.expiry_date)
+    if status == "Accepted" and expiry is not None and expiry <= ctx.now:
+        status = "Expired"
+    concurrent = charging_in is not None and charging_in != this_transaction
+    if status == "Accepted" and concurrent and not ctx.config.allow_concurrent_tx:
+        status = "ConcurrentTx"
+    return status, expiry
+
+
+# The latest-values field of each measurand, phase and location seen. All
+# three are enums (decoding refuses other values): a few hundred at most.
+LATEST_NAMES: dict[tuple[str | None, str | None, str | None], str] = {}
+
+
+def latest_name(where: tuple[str | None, str | None, str | None]) -> str:
+    """``<measurand>[:<phase>][@<location>]``, the measurand defaulting as
+    OCPP's does: one hot-state layout for both versions. Hot loops look in
+    LATEST_NAMES first."""
+    measurand, phase, location = where
+    name = (
+        (measurand or "Energy.Active.Import.Register")
+        + (f":{phase}" if phase else "")
+        + (f"@{location}" if location else "")
+    )
+    LATEST_NAMES[where] = name
+    return name
 
 
 def trusted_time(ctx: Context, timestamp: datetime, what: str) -> datetime:

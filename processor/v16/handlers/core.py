@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import msgspec
 
 from processor import clock, keys
-from processor.errors import SecurityViolation
-from processor.handler_common import event, trusted_time, unknown_under_known_only
+from processor.handler_common import (
+    event,
+    heartbeat_time,
+    refuse_unknown_under_known_only,
+    register_boot,
+    trusted_time,
+)
 from processor.protocol_names import OCPP16
 from processor.types import Context
 from processor.v16.handlers.common import id_tag_info
@@ -28,18 +35,9 @@ from processor.v16.messages.core import RegistrationStatus
 async def boot_notification(ctx: Context, req: BootNotification) -> BootNotificationResponse:
     """Register or update the charger; accept it unless the known-only policy
     is on and it is not on the allow-list."""
-    status: RegistrationStatus = "Accepted"
-    if await unknown_under_known_only(ctx):
-        status = ctx.config.unknown_charger_status
-    fields: dict[str, str] = {
-        k: v for k, v in msgspec.structs.asdict(req).items() if isinstance(v, str)
-    }
-    fields["registration_status"] = status
+    fields = {k: v for k, v in msgspec.structs.asdict(req).items() if isinstance(v, str)}
     fields["protocol"] = OCPP16
-    fields["last_boot"] = fields["last_seen"] = clock.stored(ctx.now)
-    ctx.effects.hset(keys.charge_point(ctx.charge_point_id), fields)
-    ctx.effects.sadd(keys.CHARGE_POINTS, ctx.charge_point_id)
-    event(ctx, "BootNotification", {k: v for k, v in fields.items() if k != "last_seen"}, ctx.now)
+    status = cast(RegistrationStatus, await register_boot(ctx, fields))
     # Pending and Rejected carry the interval too: it is when to boot again.
     return BootNotificationResponse(
         status=status,
@@ -49,18 +47,13 @@ async def boot_notification(ctx: Context, req: BootNotification) -> BootNotifica
 
 
 async def heartbeat(ctx: Context, req: Heartbeat) -> HeartbeatResponse:
-    ctx.effects.hset(keys.charge_point(ctx.charge_point_id), {"last_seen": clock.stored(ctx.now)})
-    return HeartbeatResponse(current_time=ctx.now.replace(microsecond=0))
+    return HeartbeatResponse(current_time=heartbeat_time(ctx))
 
 
 async def authorize(ctx: Context, req: Authorize) -> AuthorizeResponse:
     """The idTag's status. Under known-only, a charger not on the allow-list
     is refused: it may not charge, nor learn which cards are valid."""
-    if await unknown_under_known_only(ctx):
-        raise SecurityViolation(
-            f"{ctx.charge_point_id} is not on the allow-list (ocpp:chargers:known); "
-            "registration policy known-only"
-        )
+    await refuse_unknown_under_known_only(ctx)
     record, charging_in = await ctx.state.id_tag(req.id_tag)
     return AuthorizeResponse(id_tag_info=id_tag_info(ctx, record, charging_in))
 

@@ -18,8 +18,12 @@ from datetime import datetime
 import msgspec
 
 from processor import clock, history, keys
-from processor.errors import SecurityViolation
-from processor.handler_common import trusted_time, unknown_under_known_only
+from processor.handler_common import (
+    LATEST_NAMES,
+    latest_name,
+    refuse_unknown_under_known_only,
+    trusted_time,
+)
 from processor.types import Context
 from processor.v16.handlers.common import id_tag_info
 from processor.v16.messages import (
@@ -46,11 +50,7 @@ async def start_transaction(ctx: Context, req: StartTransaction) -> StartTransac
     allow-list is refused with a SecurityError before anything is reserved:
     a Pending or Rejected boot alone does not stop a charger from sending
     StartTransaction, and an open transaction is what would be billed."""
-    if await unknown_under_known_only(ctx):
-        raise SecurityViolation(
-            f"{ctx.charge_point_id} is not on the allow-list (ocpp:chargers:known); "
-            "registration policy known-only"
-        )
+    await refuse_unknown_under_known_only(ctx)
     started = trusted_time(ctx, req.timestamp, "StartTransaction")
     # Keyed on what the charger sent, not on the clamped time, so a retry
     # maps to the same transaction whatever our clock said in between.
@@ -189,24 +189,6 @@ async def meter_values(ctx: Context, req: MeterValues) -> MeterValuesResponse:
     return MeterValuesResponse()
 
 
-# The latest-values field of each measurand, phase and location seen. All
-# three are enums (decoding refuses other values): a few hundred at most.
-_latest_names: dict[tuple[str | None, str | None, str | None], str] = {}
-
-
-def _latest_name(where: tuple[str | None, str | None, str | None]) -> str:
-    """``<measurand>[:<phase>][@<location>]``, the measurand defaulting as
-    OCPP's does."""
-    measurand, phase, location = where
-    name = (
-        (measurand or "Energy.Active.Import.Register")
-        + (f":{phase}" if phase else "")
-        + (f"@{location}" if location else "")
-    )
-    _latest_names[where] = name
-    return name
-
-
 def _store_samples(
     ctx: Context,
     connector_id: int,
@@ -227,7 +209,7 @@ def _store_samples(
         head = stamp + " "
         for sv in reading.sampled_value:
             where = (sv.measurand, sv.phase, sv.location)
-            name = _latest_names.get(where) or _latest_name(where)
+            name = LATEST_NAMES.get(where) or latest_name(where)
             seen = latest.get(name)
             # Stamps are fixed-width: the newest reading's value wins.
             if seen is None or seen <= stamp:

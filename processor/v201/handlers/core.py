@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import msgspec
 
 from processor import clock, keys
-from processor.errors import SecurityViolation
-from processor.handler_common import event, trusted_time, unknown_under_known_only
+from processor.handler_common import (
+    event,
+    heartbeat_time,
+    refuse_unknown_under_known_only,
+    register_boot,
+    trusted_time,
+)
 from processor.protocol_names import OCPP201
 from processor.types import Context
 from processor.v16 import messages as v16
@@ -32,9 +39,6 @@ async def boot_notification(ctx: Context, req: BootNotification) -> BootNotifica
     """Register or update the charging station, under the field names 1.6's
     boot uses for the same facts (the API shows either alike); accept it
     unless the known-only policy is on and it is not on the allow-list."""
-    status: RegistrationStatusEnumType = "Accepted"
-    if await unknown_under_known_only(ctx):
-        status = ctx.config.unknown_charger_status
     station = req.charging_station
     facts = {
         "charge_point_vendor": station.vendor_name,
@@ -45,11 +49,8 @@ async def boot_notification(ctx: Context, req: BootNotification) -> BootNotifica
         "imsi": station.modem.imsi if station.modem else None,
     }
     fields = {k: v for k, v in facts.items() if v is not None}
-    fields |= {"boot_reason": req.reason, "protocol": OCPP201, "registration_status": status}
-    fields["last_boot"] = fields["last_seen"] = clock.stored(ctx.now)
-    ctx.effects.hset(keys.charge_point(ctx.charge_point_id), fields)
-    ctx.effects.sadd(keys.CHARGE_POINTS, ctx.charge_point_id)
-    event(ctx, "BootNotification", {k: v for k, v in fields.items() if k != "last_seen"}, ctx.now)
+    fields |= {"boot_reason": req.reason, "protocol": OCPP201}
+    status = cast(RegistrationStatusEnumType, await register_boot(ctx, fields))
     # Pending and Rejected carry the interval too: it is when to boot again.
     return BootNotificationResponse(
         current_time=ctx.now.replace(microsecond=0),
@@ -59,19 +60,14 @@ async def boot_notification(ctx: Context, req: BootNotification) -> BootNotifica
 
 
 async def heartbeat(ctx: Context, req: Heartbeat) -> HeartbeatResponse:
-    ctx.effects.hset(keys.charge_point(ctx.charge_point_id), {"last_seen": clock.stored(ctx.now)})
-    return HeartbeatResponse(current_time=ctx.now.replace(microsecond=0))
+    return HeartbeatResponse(current_time=heartbeat_time(ctx))
 
 
 async def authorize(ctx: Context, req: Authorize) -> AuthorizeResponse:
     """The idToken's status, from the authorization list 1.6's idTags share.
     Under known-only, a station not on the allow-list is refused: it may
     not charge, nor learn which tokens are valid."""
-    if await unknown_under_known_only(ctx):
-        raise SecurityViolation(
-            f"{ctx.charge_point_id} is not on the allow-list (ocpp:chargers:known); "
-            "registration policy known-only"
-        )
+    await refuse_unknown_under_known_only(ctx)
     record, charging_in = await ctx.state.id_tag(req.id_token.id_token)
     return AuthorizeResponse(id_token_info=id_token_info(ctx, req.id_token, record, charging_in))
 

@@ -9,30 +9,11 @@ from decimal import Decimal
 import msgspec
 
 from processor import clock, history, keys
-from processor.handler_common import trusted_time
+from processor.handler_common import LATEST_NAMES, latest_name, trusted_time
 from processor.types import Context
 from processor.v201.messages import MeterValues, MeterValuesResponse, MeterValueType
 
 _values = msgspec.json.Encoder()
-
-
-# The latest-values field of each measurand, phase and location seen. All
-# three are enums (decoding refuses other values): a few hundred at most.
-_names: dict[tuple[str | None, str | None, str | None], str] = {}
-
-
-def latest_name(measurand: str | None, phase: str | None, location: str | None) -> str:
-    """``<measurand>[:<phase>][@<location>]`` (1.6's naming: one hot-state
-    layout for both versions), the measurand defaulting as OCPP's does."""
-    where = (measurand, phase, location)
-    name = _names.get(where)
-    if name is None:
-        name = _names[where] = (
-            (measurand or "Energy.Active.Import.Register")
-            + (f":{phase}" if phase else "")
-            + (f"@{location}" if location else "")
-        )
-    return name
 
 
 def store_samples(
@@ -54,7 +35,8 @@ def store_samples(
         oldest = min(oldest, stamp) if oldest else stamp
         newest = max(newest, stamp)
         for sv in reading.sampled_value:
-            name = latest_name(sv.measurand, sv.phase, sv.location)
+            where = (sv.measurand, sv.phase, sv.location)
+            name = LATEST_NAMES.get(where) or latest_name(where)
             seen = latest.get(name)
             if seen is None or seen <= stamp:
                 unit = sv.unit_of_measure

@@ -29,8 +29,10 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from processor import clock, history, keys
-from processor.errors import SecurityViolation
-from processor.handler_common import trusted_time, unknown_under_known_only
+from processor.handler_common import (
+    refuse_unknown_under_known_only,
+    trusted_time,
+)
 from processor.types import Context
 from processor.v201.handlers.common import id_token_info
 from processor.v201.handlers.metering import MAX_MULTIPLIER, store_samples
@@ -157,13 +159,11 @@ def _earliest(req: TransactionEvent) -> list[tuple[str, dict[str, str | int]]]:
 async def transaction_event(ctx: Context, req: TransactionEvent) -> TransactionEventResponse:
     cp = ctx.charge_point_id
     info = req.transaction_info
-    if req.event_type == "Started" and await unknown_under_known_only(ctx):
+    if req.event_type == "Started":
         # As 1.6's StartTransaction: no session opens for a station not on
         # the allow-list. Its later events are still taken (an Ended
         # refused would be sent again and again).
-        raise SecurityViolation(
-            f"{cp} is not on the allow-list (ocpp:chargers:known); registration policy known-only"
-        )
+        await refuse_unknown_under_known_only(ctx)
     key = keys.transaction_v201(cp, info.transaction_id)
     stamp = clock.stored(trusted_time(ctx, req.timestamp, "TransactionEvent"))
     connector_id = req.evse.connector_id if req.evse is not None else None
