@@ -26,7 +26,7 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 from urllib.parse import parse_qsl, urlencode
 
 import anyio
@@ -73,6 +73,8 @@ from adapters.api_models import (
     IdTagBody,
     TransactionDetail,
     TransactionList,
+    TransactionV201Detail,
+    TransactionV201List,
 )
 from adapters.api_problems import (
     EXCEPTION_HANDLERS,
@@ -245,6 +247,18 @@ def _time(description: str, name: str | None = None) -> Any:
     )  # fmt: skip
 
 
+# The filters both versions' transaction listings take.
+ChargerFilter = Annotated[
+    str | None, QueryParameter(required=False, description="only this charger's")
+]
+Active = Annotated[
+    bool | None,
+    QueryParameter(required=False, description="true: only running; false: only finished"),
+]
+StartedFrom = Annotated[str | None, _time("only those started at or after this")]
+StartedTo = Annotated[str | None, _time("only those started before this")]
+
+
 @get("/commands", responses={**INVALID, **UNAUTHORIZED, **UNAVAILABLE})
 async def list_commands(
     state: State,
@@ -275,13 +289,19 @@ CSV = "text/csv"
 class _TransactionsOperation(Operation):
     """The listing also answers in CSV (``Accept: text/csv``)."""
 
+    columns: ClassVar[Sequence[str]] = h.CSV_COLUMNS
+
     def __post_init__(self) -> None:
         ok = (self.responses or {}).get("200")
         if ok is not None and not isinstance(ok, Reference) and ok.content is not None:
             ok.content[CSV] = OpenAPIMediaType(
                 schema=Schema(type=OpenAPIType.STRING, description="a header row, then one "
-                              f"row per transaction: {', '.join(h.CSV_COLUMNS)}")
+                              f"row per transaction: {', '.join(self.columns)}")
             )  # fmt: skip
+
+
+class _SessionsOperation(_TransactionsOperation):
+    columns = h.SESSION_CSV_COLUMNS
 
 
 def _next_page(request: Request[Any, Any, Any], before: int) -> str:
@@ -303,18 +323,13 @@ def _next_page(request: Request[Any, Any, Any], before: int) -> str:
 async def list_transactions(
     state: State,
     request: Request[Any, Any, Any],
-    charge_point_id: Annotated[
-        str | None, QueryParameter(required=False, description="only this charger's")
-    ] = None,
+    charge_point_id: ChargerFilter = None,
     id_tag: Annotated[
         str | None, QueryParameter(required=False, description="only those started with this idTag")
     ] = None,
-    active: Annotated[
-        bool | None,
-        QueryParameter(required=False, description="true: only running; false: only finished"),
-    ] = None,
-    started_from: Annotated[str | None, _time("only those started at or after this")] = None,
-    started_to: Annotated[str | None, _time("only those started before this")] = None,
+    active: Active = None,
+    started_from: StartedFrom = None,
+    started_to: StartedTo = None,
     limit: Limit = 100,
     before: Annotated[
         int | None,
@@ -340,6 +355,49 @@ async def list_transactions(
 async def get_transaction(state: State, transaction_id: FromPath[int]) -> TransactionDetail:
     """A transaction and its meter values, in time order."""
     return await h.get_transaction(_history(state), _redis(state), transaction_id)
+
+
+@get(
+    "/v201/transactions",
+    responses={**INVALID, **UNAUTHORIZED, **UNAVAILABLE},
+    operation_class=_SessionsOperation,
+)
+async def list_sessions(
+    state: State,
+    request: Request[Any, Any, Any],
+    charge_point_id: ChargerFilter = None,
+    id_token: Annotated[
+        str | None, QueryParameter(required=False, description="only those with this idToken")
+    ] = None,
+    active: Active = None,
+    started_from: StartedFrom = None,
+    started_to: StartedTo = None,
+    limit: Limit = 100,
+    before: Cursor = None,
+) -> Response[TransactionV201List]:
+    """OCPP 2.0.1 sessions from the history, latest started first; CSV with
+    ``Accept: text/csv``. (1.6 transactions are at ``/v1/transactions``:
+    their ids are ours and numeric, 2.0.1's the station's text.)"""
+    page = await h.list_sessions(
+        _history(state), charge_point_id=charge_point_id, id_token=id_token, active=active,
+        started_from=h.parse_time("started_from", started_from),
+        started_to=h.parse_time("started_to", started_to), limit=limit, before=before,
+    )  # fmt: skip
+    if request.accept.best_match([MediaType.JSON, CSV], MediaType.JSON) == CSV:
+        text: Any = h.sessions_csv(page.transactions)
+        return Response(text, media_type=CSV)
+    return Response(page)
+
+
+@get(
+    "/v201/transactions/{charge_point_id:str}/{transaction_id:str}",
+    responses={**NOT_FOUND, **UNAVAILABLE},
+)
+async def get_session(
+    state: State, charge_point_id: FromPath[str], transaction_id: FromPath[str]
+) -> TransactionV201Detail:
+    """An OCPP 2.0.1 session: its events in seqNo order, its meter values in time order."""
+    return await h.get_session(_history(state), _redis(state), charge_point_id, transaction_id)
 
 
 @get(
@@ -429,6 +487,8 @@ V1_HANDLERS = [
     get_charge_point,
     list_transactions,
     get_transaction,
+    list_sessions,
+    get_session,
     list_events,
     get_id_tag,
     put_id_tag,

@@ -37,10 +37,14 @@ from adapters.api_models import (
     MeterValue,
     Transaction,
     TransactionDetail,
+    TransactionEventRecord,
     TransactionList,
+    TransactionV201,
+    TransactionV201Detail,
+    TransactionV201List,
 )
 from adapters.history_db import History, Row
-from processor import clock
+from processor import clock, keys
 from processor.command_queue import CommandQueue
 
 # A transaction's meter values in one answer, at most; more is flagged
@@ -120,6 +124,34 @@ _TRANSACTION_COLUMNS = """charge_point_id, transaction_id, connector_id, id_tag,
     energy_wh"""
 
 
+def _transaction_filters(
+    limit: int,
+    charge_point_id: str | None,
+    card: tuple[str, str | None],
+    active: bool | None,
+    started_from: datetime | None,
+    started_to: datetime | None,
+) -> _Where:
+    """The filters both versions' transactions take; ``card`` is the
+    column naming the card (1.6's idTag, 2.0.1's idToken) and its value."""
+    check_limit(limit)
+    check_time("started_from", started_from)
+    check_time("started_to", started_to)
+    where = _Where()
+    if charge_point_id is not None:
+        where.add("charge_point_id = {}", charge_point_id)
+    column, value = card
+    if value is not None:
+        where.add(f"{column} = {{}}", value)
+    if active is not None:
+        where.add("stopped_at IS NULL" if active else "stopped_at IS NOT NULL")
+    if started_from is not None:
+        where.add("started_at >= {}", started_from)
+    if started_to is not None:
+        where.add("started_at < {}", started_to)
+    return where
+
+
 def transactions_query(
     *,
     charge_point_id: str | None = None,
@@ -133,22 +165,10 @@ def transactions_query(
     """SQL and arguments for a page of transactions, newest (highest id)
     first, one row more than ``limit`` to tell whether there is more.
     ``started_from`` is inclusive, ``started_to`` exclusive."""
-    check_limit(limit)
     if before is not None and before < 1:
         raise q.InvalidInput(f"before must be a transaction id (1 or more), got {before}")
-    check_time("started_from", started_from)
-    check_time("started_to", started_to)
-    where = _Where()
-    if charge_point_id is not None:
-        where.add("charge_point_id = {}", charge_point_id)
-    if id_tag is not None:
-        where.add("id_tag = {}", id_tag)
-    if active is not None:
-        where.add("stopped_at IS NULL" if active else "stopped_at IS NOT NULL")
-    if started_from is not None:
-        where.add("started_at >= {}", started_from)
-    if started_to is not None:
-        where.add("started_at < {}", started_to)
+    where = _transaction_filters(limit, charge_point_id, ("id_tag", id_tag), active,
+                                 started_from, started_to)  # fmt: skip
     if before is not None:
         where.add("transaction_id < {}", before)
     sql = (
@@ -326,6 +346,132 @@ def command_page(rows: Sequence[Row], limit: int) -> CommandList:
     return CommandList(commands=[command_from_row(r) for r in rows[:limit]], next_before=cursor)
 
 
+# --- OCPP 2.0.1 sessions --------------------------------------------------------
+
+_SESSION_COLUMNS = """charge_point_id, transaction_id, evse_id, connector_id, id_token,
+    id_token_type, id_token_status, remote_start_id, reservation_id, started_at, meter_start,
+    stopped_at, meter_stop, stopped_reason, energy_wh"""
+# Latest started first, then by key; a session whose Started has not come
+# (only later events have, so far) has no start and comes last.
+_SESSION_ORDER = "started_at DESC NULLS LAST, charge_point_id DESC, transaction_id DESC"
+
+
+def encode_session_cursor(started_at: datetime | None, cp: str, transaction_id: str) -> str:
+    raw = msgspec.json.encode([_text(started_at), cp, transaction_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_session_cursor(cursor: str) -> tuple[datetime | None, str, str]:
+    bad = q.InvalidInput(f"before is not a cursor this API gave out: {cursor!r}")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, cp, tid = msgspec.json.decode(raw, type=tuple[str | None, str, str])
+        when = datetime.fromisoformat(at) if at is not None else None
+    except (binascii.Error, ValueError, msgspec.DecodeError):
+        raise bad from None
+    if when is not None and when.tzinfo is None:
+        raise bad
+    return when, cp, tid
+
+
+def sessions_query(
+    *,
+    charge_point_id: str | None = None,
+    id_token: str | None = None,
+    active: bool | None = None,
+    started_from: datetime | None = None,
+    started_to: datetime | None = None,
+    limit: int = 100,
+    before: str | None = None,
+) -> tuple[str, list[object]]:
+    """SQL and arguments for a page of 2.0.1 sessions in :data:`_SESSION_ORDER`,
+    one row more than ``limit`` to tell whether there is more."""
+    where = _transaction_filters(limit, charge_point_id, ("id_token", id_token), active,
+                                 started_from, started_to)  # fmt: skip
+    if before is not None:
+        at, cp, tid = decode_session_cursor(before)
+        if at is None:  # within the sessions without a start
+            where.add(
+                "started_at IS NULL AND (charge_point_id, transaction_id) < ({}, {})", cp, tid
+            )
+        else:
+            t = where.arg(at)
+            where.add(f"(started_at < {t} OR started_at IS NULL OR (started_at = {t}"
+                      " AND (charge_point_id, transaction_id) < ({}, {})))", cp, tid)  # fmt: skip
+    sql = (
+        f"SELECT {_SESSION_COLUMNS} FROM transactions_v201 {where.sql()}"
+        f" ORDER BY {_SESSION_ORDER} LIMIT {where.arg(limit + 1)}"
+    )
+    return sql, where.args
+
+
+def session_fields(row: Row) -> dict[str, Any]:
+    return {
+        "charge_point_id": row["charge_point_id"],
+        "transaction_id": row["transaction_id"],
+        "active": row["stopped_at"] is None,
+        "evse_id": row["evse_id"],
+        "connector_id": row["connector_id"],
+        "id_token": row["id_token"],
+        "id_token_type": row["id_token_type"],
+        "id_token_status": row["id_token_status"],
+        "remote_start_id": row["remote_start_id"],
+        "reservation_id": row["reservation_id"],
+        "start_timestamp": _text(row["started_at"]),
+        "meter_start": row["meter_start"],
+        "stop_timestamp": _text(row["stopped_at"]),
+        "meter_stop": row["meter_stop"],
+        "stopped_reason": row["stopped_reason"],
+        "energy_wh": row["energy_wh"],
+    }
+
+
+def session_page(rows: Sequence[Row], limit: int) -> TransactionV201List:
+    found = [TransactionV201(**session_fields(r)) for r in rows[:limit]]
+    last = rows[limit - 1] if len(rows) > limit else None
+    cursor = (
+        encode_session_cursor(last["started_at"], last["charge_point_id"], last["transaction_id"])
+        if last is not None
+        else None
+    )
+    return TransactionV201List(transactions=found, next_before=cursor)
+
+
+SESSION_BY_KEY = (
+    f"SELECT {_SESSION_COLUMNS} FROM transactions_v201"
+    " WHERE charge_point_id = $1 AND transaction_id = $2"
+)
+SESSION_EVENTS = """SELECT seq_no, event_type, trigger_reason, occurred_at, offline,
+    charging_state, id_token FROM transaction_events
+    WHERE charge_point_id = $1 AND transaction_id = $2 ORDER BY seq_no"""
+SESSION_METER_VALUES = METER_VALUES.replace(
+    "m.transaction_id = $1 AND m.charge_point_id = $2",
+    "m.transaction_ref = $1 AND m.charge_point_id = $2",
+)
+
+
+def session_event(row: Row) -> TransactionEventRecord:
+    return TransactionEventRecord(
+        seq_no=row["seq_no"], event_type=row["event_type"], trigger_reason=row["trigger_reason"],
+        occurred_at=clock.stored(row["occurred_at"]), offline=row["offline"],
+        charging_state=row["charging_state"], id_token=row["id_token"],
+    )  # fmt: skip
+
+
+def live_session(cp: str, transaction_id: str, t: dict[str, str]) -> TransactionV201Detail:
+    """A session as hot state holds it (its ``ocpp:cp:{id}:txn:{tid}``
+    hash), before the archiver has written it."""
+    return TransactionV201Detail(
+        charge_point_id=cp, transaction_id=transaction_id, active="ended_at" not in t,
+        evse_id=q.int_or_none(t.get("evse_id")), connector_id=q.int_or_none(t.get("connector_id")),
+        id_token=t.get("id_token"), id_token_type=t.get("id_token_type"),
+        remote_start_id=q.int_or_none(t.get("remote_start_id")),
+        reservation_id=q.int_or_none(t.get("reservation_id")),
+        start_timestamp=t.get("started_at"), stop_timestamp=t.get("ended_at"),
+        stopped_reason=t.get("stopped_reason"), archived=False,
+    )  # fmt: skip
+
+
 CSV_COLUMNS = ("transaction_id", "charge_point_id", "connector_id", "id_tag", "id_tag_status",
                "reservation_id", "active", "start_timestamp", "meter_start", "stop_timestamp",
                "meter_stop", "stop_reason", "stop_id_tag", "energy_wh", "energy_kwh")  # fmt: skip
@@ -342,17 +488,32 @@ def _cell(value: Any) -> Any:
     return "" if value is None else value
 
 
-def transactions_csv(transactions: Sequence[Transaction]) -> str:
+SESSION_CSV_COLUMNS = ("charge_point_id", "transaction_id", "evse_id", "connector_id",
+                       "id_token", "id_token_type", "id_token_status", "remote_start_id",
+                       "reservation_id", "active", "start_timestamp", "meter_start",
+                       "stop_timestamp", "meter_stop", "stopped_reason", "energy_wh",
+                       "energy_kwh")  # fmt: skip
+
+
+def _csv(columns: Sequence[str], rows: Sequence[Transaction | TransactionV201]) -> str:
     """A header row, then one row per transaction; energy in Wh and in kWh
     (exact, three decimals); empty cells for nulls."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    for t in transactions:
+    writer.writerow(columns)
+    for t in rows:
         kwh = format(Decimal(t.energy_wh).scaleb(-3), "f") if t.energy_wh is not None else None
         row = msgspec.structs.asdict(t) | {"energy_kwh": kwh}
-        writer.writerow([_cell(row[c]) for c in CSV_COLUMNS])
+        writer.writerow([_cell(row[c]) for c in columns])
     return out.getvalue()
+
+
+def transactions_csv(transactions: Sequence[Transaction]) -> str:
+    return _csv(CSV_COLUMNS, transactions)
+
+
+def sessions_csv(sessions: Sequence[TransactionV201]) -> str:
+    return _csv(SESSION_CSV_COLUMNS, sessions)
 
 
 # --- the reads ---------------------------------------------------------------
@@ -392,6 +553,50 @@ async def get_transaction(history: History, redis: Redis, transaction_id: int) -
     )
     return TransactionDetail(
         **fields,
+        meter_values=[meter_value(v) for v in values[:MAX_METER_VALUES]],
+        meter_values_truncated=len(values) > MAX_METER_VALUES,
+    )
+
+
+async def list_sessions(
+    history: History,
+    *,
+    charge_point_id: str | None = None,
+    id_token: str | None = None,
+    active: bool | None = None,
+    started_from: datetime | None = None,
+    started_to: datetime | None = None,
+    limit: int = 100,
+    before: str | None = None,
+) -> TransactionV201List:
+    """OCPP 2.0.1 sessions, latest started first, filtered."""
+    sql, args = sessions_query(
+        charge_point_id=charge_point_id, id_token=id_token, active=active,
+        started_from=started_from, started_to=started_to, limit=limit, before=before,
+    )  # fmt: skip
+    return session_page(await history.fetch(sql, *args), limit)
+
+
+async def get_session(
+    history: History, redis: Redis, charge_point_id: str, transaction_id: str
+) -> TransactionV201Detail:
+    """A 2.0.1 session with its events and meter values from the history;
+    one the archiver has not written yet, from Redis without them."""
+    rows = await history.fetch(SESSION_BY_KEY, charge_point_id, transaction_id)
+    if not rows:
+        raw: dict[bytes, bytes] = await redis.hgetall(  # type: ignore[assignment]
+            keys.transaction_v201(charge_point_id, transaction_id)
+        )
+        if not raw:
+            raise q.NotFound(f"charger {charge_point_id!r} has no transaction {transaction_id!r}")
+        return live_session(charge_point_id, transaction_id, q.text_fields(raw))
+    events = await history.fetch(SESSION_EVENTS, charge_point_id, transaction_id)
+    values = await history.fetch(
+        SESSION_METER_VALUES, transaction_id, charge_point_id, MAX_METER_VALUES + 1
+    )
+    return TransactionV201Detail(
+        **session_fields(rows[0]),
+        events=[session_event(e) for e in events],
         meter_values=[meter_value(v) for v in values[:MAX_METER_VALUES]],
         meter_values_truncated=len(values) > MAX_METER_VALUES,
     )

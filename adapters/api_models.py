@@ -169,6 +169,61 @@ class TransactionList(msgspec.Struct, kw_only=True):
     next_before: int | None = None
 
 
+class TransactionV201(msgspec.Struct, kw_only=True):
+    """An OCPP 2.0.1 session: its id is the station's text, unique per
+    station, so a session is named by both. ``energy_wh`` is the
+    Transaction.End register less the Transaction.Begin one, when both came."""
+
+    charge_point_id: str
+    transaction_id: str
+    active: bool
+    evse_id: int | None = None
+    connector_id: int | None = None
+    id_token: str | None = None
+    id_token_type: str | None = None
+    id_token_status: str | None = None
+    remote_start_id: int | None = None
+    reservation_id: int | None = None
+    start_timestamp: str | None = None
+    meter_start: int | None = None
+    stop_timestamp: str | None = None
+    meter_stop: int | None = None
+    stopped_reason: str | None = None
+    energy_wh: int | None = None
+
+
+class TransactionEventRecord(msgspec.Struct, kw_only=True):
+    """One TransactionEvent of a session, as the station numbered it."""
+
+    seq_no: int
+    event_type: str
+    trigger_reason: str
+    occurred_at: str
+    offline: bool
+    charging_state: str | None = None
+    id_token: str | None = None
+
+
+class TransactionV201Detail(TransactionV201, kw_only=True):
+    """A session with its events in seqNo order and its meter values in
+    time order, from the history; one the archiver has not written yet is
+    read from Redis, with neither (``archived`` false)."""
+
+    archived: bool = True
+    events: list[TransactionEventRecord] = []
+    meter_values: list[MeterValue] = []
+    meter_values_truncated: bool = False
+
+
+class TransactionV201List(msgspec.Struct, kw_only=True):
+    """Latest started first (sessions whose Started has not come yet last).
+    ``next_before``, set when there are more, is the ``before`` to pass to
+    get the next page."""
+
+    transactions: list[TransactionV201]
+    next_before: str | None = None
+
+
 class ChargerEvent(msgspec.Struct, kw_only=True):
     """A boot, a status change, a notification, a security event: ``kind``
     says which, ``details`` holds what the charger sent for it.

@@ -62,11 +62,11 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _text(fields: Mapping[bytes, bytes]) -> dict[str, str]:
+def text_fields(fields: Mapping[bytes, bytes]) -> dict[str, str]:
     return {_s(k): _s(v) for k, v in fields.items()}
 
 
-def _int(value: str | None) -> int | None:
+def int_or_none(value: str | None) -> int | None:
     try:
         return int(value) if value else None
     except ValueError:
@@ -94,7 +94,7 @@ def command_view(record: CommandRecord) -> Command:
     f = record.fields
     late = None
     if "late_at_ms" in f:
-        late = LateReply(at_ms=_int(f["late_at_ms"]), state=f.get("late_state"),
+        late = LateReply(at_ms=int_or_none(f["late_at_ms"]), state=f.get("late_state"),
                          result=_json(f.get("late_result")), status=f.get("late_status"),
                          error_code=f.get("late_error_code"),
                          error_description=f.get("late_error_description"))  # fmt: skip
@@ -108,11 +108,11 @@ def command_view(record: CommandRecord) -> Command:
         status=f.get("status"),
         error_code=f.get("error_code"),
         error_description=f.get("error_description"),
-        timeout_ms=_int(f.get("timeout_ms")),
-        created_at_ms=_int(f.get("created_at_ms")),
-        sent_at_ms=_int(f.get("sent_at_ms")),
-        completed_at_ms=_int(f.get("completed_at_ms")),
-        round_trip_ms=_int(f.get("round_trip_ms")),
+        timeout_ms=int_or_none(f.get("timeout_ms")),
+        created_at_ms=int_or_none(f.get("created_at_ms")),
+        sent_at_ms=int_or_none(f.get("sent_at_ms")),
+        completed_at_ms=int_or_none(f.get("completed_at_ms")),
+        round_trip_ms=int_or_none(f.get("round_trip_ms")),
         late_reply=late,
     )
 
@@ -237,17 +237,18 @@ async def get_charge_point(redis: Redis, charge_point_id: str) -> ChargePoint:
         pipe.hgetall(keys.configuration(charge_point_id))
         pipe.sismember(keys.CHARGE_POINTS, charge_point_id)
         raw_info, raw_connectors, raw_config, booted = await pipe.execute()
-    info = _text(raw_info)
+    info = text_fields(raw_info)
     if not info and not booted:
         raise NotFound(f"charge point {charge_point_id!r} is not known")
-    connector_ids = sorted(n for n in (_int(c.decode()) for c in raw_connectors) if n is not None)
+    numbers = (int_or_none(c.decode()) for c in raw_connectors)
+    connector_ids = sorted(n for n in numbers if n is not None)
     async with redis.pipeline(transaction=False) as pipe:
         for n in connector_ids:
             pipe.hgetall(keys.connector(charge_point_id, n))
         hashes: list[dict[bytes, bytes]] = await pipe.execute()
     connectors = []
     for n, raw in zip(connector_ids, hashes, strict=True):
-        c = _text(raw)
+        c = text_fields(raw)
         connectors.append(
             Connector(
                 connector_id=n,
@@ -257,10 +258,10 @@ async def get_charge_point(redis: Redis, charge_point_id: str) -> ChargePoint:
                 vendor_id=_opt(c.get("vendor_id")),
                 vendor_error_code=_opt(c.get("vendor_error_code")),
                 status_timestamp=_opt(c.get("status_timestamp")),
-                transaction_id=_int(c.get("transaction_id")),
+                transaction_id=int_or_none(c.get("transaction_id")),
             )  # fmt: skip
         )
-    config = _text(raw_config)
+    config = text_fields(raw_config)
     return ChargePoint(
         charge_point_id=charge_point_id,
         **{name: info[name] for name in _BOOT_FIELDS if name in info},
@@ -279,18 +280,18 @@ def _transaction(transaction_id: int, t: dict[str, str], active: bool) -> dict[s
     return {
         "transaction_id": transaction_id,
         "charge_point_id": t.get("charge_point_id"),
-        "connector_id": _int(t.get("connector_id")),
+        "connector_id": int_or_none(t.get("connector_id")),
         "id_tag": t.get("id_tag"),
         "active": active,
-        "meter_start": _int(t.get("meter_start")),
+        "meter_start": int_or_none(t.get("meter_start")),
         "start_timestamp": t.get("start_timestamp"),
-        "reservation_id": _int(t.get("reservation_id")),
+        "reservation_id": int_or_none(t.get("reservation_id")),
         "id_tag_status": t.get("id_tag_status"),
-        "meter_stop": _int(t.get("meter_stop")),
+        "meter_stop": int_or_none(t.get("meter_stop")),
         "stop_timestamp": t.get("stop_timestamp"),
         "stop_reason": t.get("stop_reason"),
         "stop_id_tag": t.get("stop_id_tag"),
-        "energy_wh": _int(t.get("energy_wh")),
+        "energy_wh": int_or_none(t.get("energy_wh")),
     }
 
 
@@ -302,7 +303,7 @@ async def live_transaction(redis: Redis, transaction_id: int) -> TransactionDeta
         pipe.hgetall(keys.transaction(transaction_id))
         pipe.sismember(keys.ACTIVE_TRANSACTIONS, str(transaction_id))
         raw, active = await pipe.execute()
-    t = _text(raw)
+    t = text_fields(raw)
     if not t:
         return None
     return TransactionDetail(**_transaction(transaction_id, t, bool(active)), archived=False)
@@ -335,12 +336,13 @@ async def get_id_tag(redis: Redis, tag: str) -> IdTag:
         pipe.hgetall(keys.id_tag(tag))
         pipe.get(keys.id_tag_active(tag))
         raw, active = await pipe.execute()
-    fields = _text(raw)
+    fields = text_fields(raw)
     if "status" not in fields:
         raise NotFound(f"idTag {tag!r} is not in the authorization list")
     return IdTag(id_tag=tag, status=fields["status"], expiry_date=_opt(fields.get("expiry_date")),
                  parent_id_tag=_opt(fields.get("parent_id_tag")),
-                 active_transaction_id=_int(active.decode() if active else None))  # fmt: skip
+                 active_transaction_id=int_or_none(active.decode() if active else None),
+                 )  # fmt: skip
 
 
 async def put_id_tag(redis: Redis, tag: str, body: IdTagBody) -> tuple[IdTag, bool]:

@@ -13,6 +13,7 @@ and 1 otherwise (Docker reserves 2).
     ocpp-cli charge-point CP42
     ocpp-cli transactions --charge-point CP42 --active
     ocpp-cli transactions --started-from 2024-01-01T00:00:00Z --csv > january.csv
+    ocpp-cli v201-transactions --charge-point CP201 --active
     ocpp-cli events CP42 --kind status
     ocpp-cli id-tag put RFID123 Accepted --expiry-date 2030-01-01T00:00:00Z
     ocpp-cli instances
@@ -92,6 +93,19 @@ def _paging(s: argparse.ArgumentParser, metavar: str, kind: type, text: str) -> 
     s.add_argument("--before", type=kind, metavar=metavar, help=f"{text} (paging)")
 
 
+def _transaction_filters(s: argparse.ArgumentParser) -> None:
+    """The filters both versions' transaction listings take."""
+    state = s.add_mutually_exclusive_group()
+    state.add_argument("--active", action="store_const", const=True, dest="active",
+                       help="only running ones")  # fmt: skip
+    state.add_argument("--finished", action="store_const", const=False, dest="active",
+                       help="only finished ones")  # fmt: skip
+    s.add_argument("--started-from", type=_time, metavar="RFC3339",
+                   help="only those started at or after this")  # fmt: skip
+    s.add_argument("--started-to", type=_time, metavar="RFC3339",
+                   help="only those started before this")  # fmt: skip
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ocpp-cli",
@@ -143,21 +157,29 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("transactions", help="transactions from the history, newest first")
     s.add_argument("--charge-point", metavar="ID", help="only this charger's")
     s.add_argument("--id-tag", metavar="TAG", help="only those started with this idTag")
-    state = s.add_mutually_exclusive_group()
-    state.add_argument("--active", action="store_const", const=True, dest="active",
-                       help="only running ones")  # fmt: skip
-    state.add_argument("--finished", action="store_const", const=False, dest="active",
-                       help="only finished ones")  # fmt: skip
-    s.add_argument("--started-from", type=_time, metavar="RFC3339",
-                   help="only those started at or after this")  # fmt: skip
-    s.add_argument("--started-to", type=_time, metavar="RFC3339",
-                   help="only those started before this")  # fmt: skip
+    _transaction_filters(s)
     _paging(s, "ID", int, "only ids below this")
     s.add_argument("--csv", action="store_true",
                    help="CSV (a header row, one row per transaction) instead of JSON")  # fmt: skip
 
     s = sub.add_parser("transaction", help="a transaction and its meter values")
     s.add_argument("transaction_id", metavar="ID", type=int)
+
+    s = sub.add_parser(
+        "v201-transactions", help="OCPP 2.0.1 sessions from the history, latest started first"
+    )
+    s.add_argument("--charge-point", metavar="ID", help="only this charger's")
+    s.add_argument("--id-token", metavar="TOKEN", help="only those with this idToken")
+    _transaction_filters(s)
+    _paging(s, "CURSOR", str, "next_before of the previous page")
+    s.add_argument("--csv", action="store_true",
+                   help="CSV (a header row, one row per session) instead of JSON")  # fmt: skip
+
+    s = sub.add_parser(
+        "v201-transaction", help="an OCPP 2.0.1 session, its events and meter values"
+    )
+    s.add_argument("charge_point_id", metavar="ID")
+    s.add_argument("transaction_id", metavar="TRANSACTION")
 
     s = sub.add_parser("probe", help="exit 0 if URL answers 2xx, else 1 (a health check)")
     s.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:9101/readyz")
@@ -198,7 +220,7 @@ class Csv:
     """Output that is CSV text, not JSON; ``next_before`` when there is more."""
 
     text: str
-    next_before: int | None
+    next_before: int | str | None
 
 
 Action = Callable[[Clients, argparse.Namespace], Awaitable[Any]]
@@ -251,6 +273,14 @@ async def _transactions(c: Clients, a: argparse.Namespace) -> Any:
     return Csv(h.transactions_csv(page.transactions), page.next_before) if a.csv else page
 
 
+async def _sessions(c: Clients, a: argparse.Namespace) -> Any:
+    page = await h.list_sessions(
+        c.history, charge_point_id=a.charge_point, id_token=a.id_token, active=a.active,
+        started_from=a.started_from, started_to=a.started_to, limit=a.limit, before=a.before,
+    )  # fmt: skip
+    return Csv(h.sessions_csv(page.transactions), page.next_before) if a.csv else page
+
+
 ACTIONS: dict[str, Action] = {
     "health": _health,
     "instances": _instances,
@@ -263,6 +293,10 @@ ACTIONS: dict[str, Action] = {
     "charge-point": lambda c, a: q.get_charge_point(c.redis, a.charge_point_id),
     "transactions": _transactions,
     "transaction": lambda c, a: h.get_transaction(c.history, c.redis, a.transaction_id),
+    "v201-transactions": _sessions,
+    "v201-transaction": lambda c, a: h.get_session(
+        c.history, c.redis, a.charge_point_id, a.transaction_id
+    ),
     "events": lambda c, a: h.list_events(
         c.history,
         a.charge_point_id,
@@ -275,7 +309,8 @@ ACTIONS: dict[str, Action] = {
     "id-tag": _id_tag,
 }
 # The commands that read PostgreSQL; the others never connect to it.
-HISTORY = frozenset({"command", "commands", "transactions", "transaction", "events"})
+HISTORY = frozenset({"command", "commands", "transactions", "transaction", "events",
+                     "v201-transactions", "v201-transaction"})  # fmt: skip
 
 
 # A health check runs every few seconds: it exports nothing (nor does probe).

@@ -81,6 +81,43 @@ COMMANDS = [
 ]  # fmt: skip
 
 
+SESSION = """INSERT INTO transactions_v201 (charge_point_id, transaction_id, evse_id, connector_id,
+    id_token, id_token_type, id_token_status, started_at, meter_start, stopped_at, meter_stop,
+    stopped_reason) VALUES ($1, $2, $3, 1, $4, 'ISO14443', 'Accepted', $5, $6, $7, $8, $9)"""
+SESSION_EVENT = """INSERT INTO transaction_events (charge_point_id, transaction_id, seq_no,
+    event_type, trigger_reason, occurred_at, offline, charging_state, id_token, record_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, '1706781600000-0')"""
+SESSION_METER_VALUE = """INSERT INTO meter_values (record_id, seq, sampled_at, charge_point_id,
+    connector_id, transaction_ref, sampled_values, reading_key) VALUES ($1, 0, $2, $3, 1, $4,
+    json_build_array(json_build_object('value', $5::text, 'measurand', $6::text)), hashtext($5))"""
+# OCPP 2.0.1 sessions: the station's text ids, unique per station only
+# ("tx-a" on two), one whose Started has not come yet (no start).
+SESSIONS = [
+    ("CP201", "tx-a", 1, "TOK1", at("2024-02-01T10:00:00Z"), 1000, at("2024-02-01T11:00:00Z"),
+     8500, "EVDisconnected"),
+    ("CP201", "tx-b", 2, "TOK2", at("2024-02-02T10:00:00Z"), 0, None, None, None),
+    ("CP202", "tx-a", 1, "TOK1", at("2024-02-02T10:00:00Z"), 0, None, None, None),
+    ("CP201", "tx-c", None, None, None, None, None, None, None),
+]  # fmt: skip
+# tx-a on CP201, told backwards as an offline queue would.
+SESSION_EVENTS = [
+    ("CP201", "tx-a", 2, "Ended", "EVCommunicationLost", at("2024-02-01T11:00:00Z"), True,
+     "Idle", None),
+    ("CP201", "tx-a", 1, "Updated", "ChargingStateChanged", at("2024-02-01T10:01:00Z"), True,
+     "Charging", None),
+    ("CP201", "tx-a", 0, "Started", "Authorized", at("2024-02-01T10:00:00Z"), False,
+     "EVConnected", "TOK1"),
+]  # fmt: skip
+SESSION_METER_VALUES = [
+    ("1706785200000-0", at("2024-02-01T11:00:00Z"), "CP201", "tx-a", "8500",
+     "Energy.Active.Import.Register"),
+    ("1706781600000-0", at("2024-02-01T10:00:00Z"), "CP201", "tx-a", "1000",
+     "Energy.Active.Import.Register"),
+    ("1706781600000-1", at("2024-02-01T10:00:00Z"), "CP202", "tx-a", "0",
+     "Energy.Active.Import.Register"),
+]  # fmt: skip
+
+
 async def migrated(url: str) -> None:
     """The schema ``ocpp-archiver migrate`` creates."""
     database = await connect(url)
@@ -100,6 +137,9 @@ async def write_history(url: str) -> None:
         await connection.executemany(METER_VALUE, METER_VALUES)
         await connection.executemany(EVENT, EVENTS)
         await connection.executemany(COMMAND, COMMANDS)
+        await connection.executemany(SESSION, SESSIONS)
+        await connection.executemany(SESSION_EVENT, SESSION_EVENTS)
+        await connection.executemany(SESSION_METER_VALUE, SESSION_METER_VALUES)
     finally:
         await connection.close()
 

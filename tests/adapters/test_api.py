@@ -394,7 +394,8 @@ async def test_health_and_openapi(client: AsyncTestClient[Any]) -> None:
         "/v1/commands", "/v1/charge-points", "/v1/charge-points/{charge_point_id}",
         "/v1/charge-points/{charge_point_id}/events", "/v1/transactions",
         "/v1/transactions/{transaction_id}", "/v1/id-tags/{id_tag}", "/healthz", "/livez",
-        "/readyz",
+        "/readyz", "/v1/v201/transactions",
+        "/v1/v201/transactions/{charge_point_id}/{transaction_id}",
     }  # fmt: skip
     send = doc["paths"]["/v1/charge-points/{charge_point_id}/commands/{action}"]["post"]
     assert {"200", "202", "400", "404"} <= set(send["responses"])

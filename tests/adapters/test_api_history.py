@@ -188,6 +188,85 @@ async def test_closed_transactions_outlive_redis(client: Client, redis_db: str) 
     assert len((await client.get("/v1/transactions/3")).json()["meter_values"]) == 3
 
 
+async def sessions(client: Client, query: str) -> tuple[list[tuple[str, str]], str | None]:
+    resp = await client.get(f"/v1/v201/transactions{query}")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    found = [(t["charge_point_id"], t["transaction_id"]) for t in body["transactions"]]
+    return found, body["next_before"]
+
+
+ALL_SESSIONS = [("CP202", "tx-a"), ("CP201", "tx-b"), ("CP201", "tx-a"), ("CP201", "tx-c")]
+
+
+async def test_v201_sessions_latest_started_first_and_filtered(client: Client) -> None:
+    # A start shared by two sessions orders them by key; none, last.
+    assert await sessions(client, "") == (ALL_SESSIONS, None)
+    assert await sessions(client, "?active=false") == ([("CP201", "tx-a")], None)
+    assert await sessions(client, "?charge_point_id=CP201&active=true") == (
+        [("CP201", "tx-b"), ("CP201", "tx-c")], None)  # fmt: skip
+    assert await sessions(client, "?id_token=TOK1") == (
+        [("CP202", "tx-a"), ("CP201", "tx-a")], None)  # fmt: skip
+    assert await sessions(client, "?started_from=2024-02-02T00:00:00Z") == (ALL_SESSIONS[:2], None)
+    assert await sessions(client, "?started_to=2024-02-02T00:00:00Z") == ([("CP201", "tx-a")], None)
+    # 1.6's listing is 1.6's alone.
+    assert await page(client, "?charge_point_id=CP201") == ([], None)
+
+
+async def test_v201_sessions_page_through_ties_and_sessions_without_a_start(
+    client: Client,
+) -> None:
+    for limit in (1, 2, 3):
+        seen: list[tuple[str, str]] = []
+        found, cursor = await sessions(client, f"?limit={limit}")
+        seen += found
+        while cursor is not None:
+            found, cursor = await sessions(client, f"?limit={limit}&before={cursor}")
+            seen += found
+        assert seen == ALL_SESSIONS, limit
+    assert_problem(await client.get("/v1/v201/transactions?before=nonsense"), 400, "cursor")
+
+
+async def test_v201_sessions_as_csv(client: Client) -> None:
+    resp = await client.get("/v1/v201/transactions?active=false", headers={"accept": "text/csv"})
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(resp.text)))
+    assert [(r["charge_point_id"], r["transaction_id"], r["energy_wh"], r["energy_kwh"],
+             r["active"], r["stopped_reason"]) for r in rows] == [
+        ("CP201", "tx-a", "7500", "7.500", "false", "EVDisconnected")]  # fmt: skip
+
+
+async def test_v201_session_with_its_events_and_meter_values(client: Client) -> None:
+    detail = (await client.get("/v1/v201/transactions/CP201/tx-a")).json()
+    assert detail["energy_wh"] == 7500 and detail["active"] is False
+    assert detail["evse_id"] == 1 and detail["id_token"] == "TOK1"
+    assert [(e["seq_no"], e["event_type"], e["offline"]) for e in detail["events"]] == [
+        (0, "Started", False), (1, "Updated", True), (2, "Ended", True)]  # fmt: skip
+    assert [(v["sampled_at"], v["value"]) for v in detail["meter_values"]] == [
+        ("2024-02-01T10:00:00.000000Z", "1000"),
+        ("2024-02-01T11:00:00.000000Z", "8500"),
+    ]
+    # The same id on another station is another session.
+    other = (await client.get("/v1/v201/transactions/CP202/tx-a")).json()
+    assert other["active"] is True and [v["value"] for v in other["meter_values"]] == ["0"]
+    assert other["events"] == []
+
+
+async def test_v201_session_not_archived_yet_comes_from_redis(
+    client: Client, redis_db: str
+) -> None:
+    with redis_sync.Redis.from_url(redis_db) as r:
+        r.hset(keys.transaction_v201("CP203", "tx-z"), mapping={
+            "started_at": "2024-02-03T10:00:00.000000Z", "evse_id": "2", "connector_id": "1",
+            "id_token": "TOK9", "id_token_type": "Central", "event_type": "Updated",
+        })  # fmt: skip
+    live = (await client.get("/v1/v201/transactions/CP203/tx-z")).json()
+    assert live["archived"] is False and live["active"] is True
+    assert (live["evse_id"], live["id_token"], live["start_timestamp"]) == (
+        2, "TOK9", "2024-02-03T10:00:00.000000Z")  # fmt: skip
+    assert_problem(await client.get("/v1/v201/transactions/CP203/nope"), 404, "nope")
+
+
 async def test_charger_events_newest_first(client: Client) -> None:
     resp = await client.get(f"/v1/charge-points/{CP}/events")
     assert resp.status_code == 200, resp.text

@@ -120,6 +120,24 @@ def test_transactions_as_csv(redis_db: str, pg: str) -> None:
     assert [r["transaction_id"] for r in csv.DictReader(io.StringIO(done.stdout))] == ["1"]
 
 
+def test_v201_transactions(redis_db: str, r: redis_sync.Redis, pg: str) -> None:
+    def keys_of(*args: str) -> list[tuple[str, str]]:
+        found = ok(redis_db, "--database-url", pg, "v201-transactions", *args)
+        return [(t["charge_point_id"], t["transaction_id"]) for t in found["transactions"]]
+
+    assert keys_of("--finished") == [("CP201", "tx-a")]
+    assert keys_of("--charge-point", "CP202", "--id-token", "TOK1") == [("CP202", "tx-a")]
+    done = cli(redis_db, "--database-url", pg, "v201-transactions", "--limit", "1", "--csv")
+    assert done.returncode == 0, done.stderr
+    assert [r["transaction_id"] for r in csv.DictReader(io.StringIO(done.stdout))] == ["tx-a"]
+    cursor = done.stderr.split("--before ")[1].strip()
+    assert keys_of("--limit", "1", "--before", cursor) == [("CP201", "tx-b")]
+    session = ok(redis_db, "--database-url", pg, "v201-transaction", "CP201", "tx-a")
+    assert session["energy_wh"] == 7500 and len(session["events"]) == 3
+    fails(redis_db, 1, "--database-url", pg, "v201-transaction", "CP201", "nope", says="nope")
+    fails(redis_db, 2, "--database-url", pg, "v201-transactions", "--before", "x", says="cursor")
+
+
 def test_events_and_commands(redis_db: str, pg: str) -> None:
     events = ok(redis_db, "--database-url", pg, "events", CP, "--limit", "3")
     assert [e["kind"] for e in events["events"]] == ["status", "status", "status"]
