@@ -93,7 +93,7 @@ from processor.commands import COMMANDS
 from processor.health import Liveness, Readiness, ReadinessCheck, redis_probe
 from processor.logs import setup
 from processor.redis_io import connect, describe
-from processor.settings import LogLevel, RedisUrl, load
+from processor.settings import DefaultProtocol, LogLevel, RedisUrl, load
 from processor.telemetry import Providers, configured, disabled
 
 log = logging.getLogger("api")
@@ -131,6 +131,7 @@ class ApiSettings(msgspec.Struct, kw_only=True, frozen=True):
     command_retention_s: Annotated[
         int, Meta(ge=1, description="how long a command's record is kept")
     ] = 7 * 86400
+    default_protocol: DefaultProtocol = "ocpp1.6"
     log_level: LogLevel = "INFO"
 
 
@@ -525,7 +526,7 @@ def create_app(
         app.state.redis = redis
         app.state.queue = CommandQueue(
             redis, reply_ttl_s=settings.reply_ttl_s, retention_s=settings.command_retention_s,
-            tracer_provider=telemetry.tracer_provider,
+            tracer_provider=telemetry.tracer_provider, default_protocol=settings.default_protocol,
         )  # fmt: skip
         app.state.readiness = ReadinessCheck(redis_probe(redis))
         try:

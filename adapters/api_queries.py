@@ -143,7 +143,7 @@ async def send_command(
     body = body if body.strip() else b"{}"
     if not await charge_point_exists(redis, charge_point_id):
         raise NotFound(f"charge point {charge_point_id!r} is not known")
-    protocol = await charger_protocol(redis, charge_point_id)
+    protocol = await charger_protocol(redis, charge_point_id, queue.default_protocol)
     try:
         validate_request(action, body, protocol)
         record = await queue.send(
@@ -181,14 +181,14 @@ async def wait_for_outcome(
 # --- charge points -------------------------------------------------------------
 
 
-async def charger_protocol(redis: Redis, charge_point_id: str) -> str:
-    """The OCPP version the charger booted with; 1.6 for one that has not
-    said (on the allow-list but never booted, or booted before versions
-    were recorded)."""
+async def charger_protocol(redis: Redis, charge_point_id: str, default: str = OCPP16) -> str:
+    """The OCPP version the charger booted with; ``default``
+    (``OCPP_DEFAULT_PROTOCOL``) for one that has not said (on the
+    allow-list but never booted, or booted before versions were recorded)."""
     protocol: bytes | str | None = await redis.hget(keys.charge_point(charge_point_id), "protocol")
     if isinstance(protocol, bytes):
         protocol = protocol.decode()
-    return protocol or OCPP16
+    return protocol or default
 
 
 async def charge_point_exists(redis: Redis, charge_point_id: str) -> bool:

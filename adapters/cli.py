@@ -47,7 +47,7 @@ from processor import instances, keys
 from processor.command_queue import CommandQueue
 from processor.logs import setup
 from processor.redis_io import connect, describe, group_exists
-from processor.settings import RedisUrl, env_name
+from processor.settings import DefaultProtocol, RedisUrl, env_name
 from processor.telemetry import Providers, configured, disabled
 from processor.trace_context import tracing
 
@@ -61,6 +61,7 @@ class CliSettings(msgspec.Struct, kw_only=True, frozen=True):
     database_url: str = ""
     reply_ttl_s: Annotated[int, Meta(ge=1)] = 300
     command_retention_s: Annotated[int, Meta(ge=1)] = 7 * 86400
+    default_protocol: DefaultProtocol = "ocpp1.6"
 
 
 def _settings(
@@ -331,7 +332,7 @@ async def run(
     try:
         queue = CommandQueue(
             redis, reply_ttl_s=settings.reply_ttl_s, retention_s=settings.command_retention_s,
-            tracer_provider=telemetry.tracer_provider,
+            tracer_provider=telemetry.tracer_provider, default_protocol=settings.default_protocol,
         )  # fmt: skip
         await history.open()
         with _span(telemetry.tracer_provider, f"ocpp-cli {args.command}"):

@@ -45,8 +45,11 @@ class CommandQueue:
         reply_ttl_s: int = 300,
         retention_s: int = 7 * 86400,
         tracer_provider: trace.TracerProvider | None = None,
+        default_protocol: str = OCPP16,
     ):
         self._redis = redis
+        # The version of a charger that has not registered one.
+        self.default_protocol = default_protocol
         # Each entry point passes its own; the global one serves embedders.
         provider = tracer_provider or trace.get_tracer_provider()
         self._tracer = provider.get_tracer(COMMAND_SCOPE)

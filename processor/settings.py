@@ -32,6 +32,18 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+# The processors read an envelope that names no version in it, and the API
+# and CLI validate a command to a charger that has not said which it speaks
+# (on the allow-list, never booted), in this one: set it alike for all.
+DefaultProtocol = Annotated[
+    Literal["ocpp1.6", "ocpp2.0.1"],
+    Meta(
+        description="OCPP version of a charger that has registered none (and of an envelope"
+        " that names none)"
+    ),
+]
+
+
 class ProcessorSettings(msgspec.Struct, kw_only=True, frozen=True):
     redis_url: RedisUrl = "redis://localhost:6379/0"
     heartbeat_interval: Annotated[
@@ -107,13 +119,7 @@ class ProcessorSettings(msgspec.Struct, kw_only=True, frozen=True):
     command_retention_s: Annotated[
         int, Meta(ge=1, description="how long a command's record is kept")
     ] = 7 * 86400
-    default_protocol: Annotated[
-        Literal["ocpp1.6", "ocpp2.0.1"],
-        Meta(
-            description="OCPP version of an envelope that names none, its charger registered"
-            " with none"
-        ),
-    ] = "ocpp1.6"
+    default_protocol: DefaultProtocol = "ocpp1.6"
     health_port: HealthPort = 9101
     log_level: LogLevel = "INFO"
 

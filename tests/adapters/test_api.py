@@ -310,6 +310,27 @@ async def test_commands_are_those_of_the_chargers_version(
     assert_problem(bad, 400, "invalid Reset", "$.type")
 
 
+async def test_a_charger_that_never_booted_takes_commands_of_the_default_version(
+    redis: Redis, redis_db: str
+) -> None:
+    """On the allow-list, no boot yet: OCPP_DEFAULT_PROTOCOL says which
+    commands it takes, as it says how the processors read its messages."""
+    await redis.sadd(keys.KNOWN_CHARGE_POINTS, "NEW")
+    start = {"idToken": {"idToken": "T1", "type": "Central"}, "remoteStartId": 7}
+    path = "/v1/charge-points/NEW/commands/RequestStartTransaction"
+    async with AsyncTestClient(app=create_app(ApiSettings(redis_url=redis_db))) as c16:
+        assert_problem(await c16.post(path, json=start), 400, "speaks ocpp1.6")
+    settings = ApiSettings(redis_url=redis_db, default_protocol="ocpp2.0.1")
+    async with AsyncTestClient(app=create_app(settings)) as c201:
+        resp = await c201.post(path, json=start)
+        assert resp.status_code == 202, resp.text
+        fields = await redis.hgetall(keys.command(resp.json()["command_id"]))
+        assert fields[b"protocol"] == b"ocpp2.0.1"
+        old = await c201.post("/v1/charge-points/NEW/commands/RemoteStartTransaction",
+                              json={"idTag": "T1"})  # fmt: skip
+        assert_problem(old, 400, "speaks ocpp2.0.1")
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "fragments"),
     [
