@@ -71,13 +71,14 @@ class SessionFacts:
         Updated says nothing of it, and writes no row)."""
         facts: dict[str, Any] = {}
         if r.evse_id is not None:
-            facts |= {"evse_id": r.evse_id, "connector_id": r.connector_id, "evse_seq": r.seq_no}
+            facts |= {"evse_id": int4(r.evse_id), "connector_id": int4(r.connector_id),
+                      "evse_seq": r.seq_no}  # fmt: skip
         if r.id_token is not None:
             facts |= {"id_token": text(r.id_token), "id_token_type": r.id_token_type,
                       "id_token_status": r.id_token_status, "id_token_seq": r.seq_no}  # fmt: skip
-        if r.remote_start_id is not None:
+        if int4(r.remote_start_id) is not None:
             facts["remote_start_id"] = r.remote_start_id
-        if r.reservation_id is not None:
+        if int4(r.reservation_id) is not None:
             facts["reservation_id"] = r.reservation_id
         # The start's and the stop's facts go whole, null meters included.
         if r.event_type == "Started":
@@ -142,6 +143,19 @@ def text(value: str | None) -> str | None:
     if value is not None and "\x00" in value:
         return value.replace("\x00", "\ufffd")
     return value
+
+
+# An id a station sends as any JSON integer, kept in an integer column:
+# past int4 the column cannot hold it and would refuse the whole message's
+# history. Where the id only describes the row (an EVSE, a reservation, a
+# remote start), the row is kept without it (hot state in Redis has it
+# while it keeps the session). Where it keys the row (1.6's transactionId,
+# a meter value's connector), the message is set aside whole instead.
+_INT4 = range(-(2**31), 2**31)
+
+
+def int4(value: int | None) -> int | None:
+    return value if value is not None and value in _INT4 else None
 
 
 def _details(fields: Mapping[str, str]) -> str:
@@ -228,8 +242,9 @@ def _record(rows: Rows, entry_id: str, seq: int, r: history.Record) -> int:
                 rows.sessions.setdefault((cp, tid), SessionFacts(cp, tid)).add(said)
         case history.TransactionStarted():
             key = (text(r.charge_point_id) or "", r.transaction_id)
-            rows.starts.setdefault(key, (*key, r.connector_id, text(r.id_tag), r.reservation_id,
-                                         r.started_at, r.meter_start, r.id_tag_status))  # fmt: skip
+            rows.starts.setdefault(key, (*key, int4(r.connector_id), text(r.id_tag),
+                                         int4(r.reservation_id), r.started_at, r.meter_start,
+                                         r.id_tag_status))  # fmt: skip
         case history.TransactionStopped():
             key = (text(r.charge_point_id) or "", r.transaction_id)
             rows.stops.setdefault(key, (*key, r.stopped_at, r.meter_stop, text(r.reason),
@@ -240,13 +255,13 @@ def _record(rows: Rows, entry_id: str, seq: int, r: history.Record) -> int:
             rows.variable_names.add(names)
             rows.variable_values.add(
                 text(r.charge_point_id), text(r.origin), r.position, names[0], names[1],
-                r.evse_id, r.connector_id, names[2], names[3], text(r.attribute_type),
+                int4(r.evse_id), int4(r.connector_id), names[2], names[3], text(r.attribute_type),
                 text(r.value), text(r.mutability), text(r.characteristics), text(r.source),
                 r.reported_at,
             )  # fmt: skip
         case history.ChargerEvent():
             rows.events.add(entry_id, seq, text(r.charge_point_id), text(r.kind), r.occurred_at,
-                            r.connector_id, _details(r.details))  # fmt: skip
+                            int4(r.connector_id), _details(r.details))  # fmt: skip
         case history.Anomaly():
             rows.anomalies.add(entry_id, seq, text(r.charge_point_id), text(r.kind),
                                r.occurred_at, _details(r.details))  # fmt: skip

@@ -146,6 +146,28 @@ async def test_an_entry_postgresql_refuses_is_set_aside_and_the_rest_written(
     assert (await redis.xpending(keys.HISTORY, keys.ARCHIVERS))["pending"] == 0
 
 
+async def test_an_id_past_int4_that_only_describes_a_row_is_left_out_of_it(
+    redis: Redis, database: AsyncpgDatabase
+) -> None:
+    """A 2.0.1 station may number an EVSE or a remote start past
+    PostgreSQL's integer: its session is still archived, without them."""
+    big = 2**40
+    started = history.TransactionEvent(
+        "CS-1", "TX-big", 0, "Started", "RemoteStart", T, False, evse_id=big, connector_id=1,
+        id_token="T1", id_token_type="Central", id_token_status="Accepted", charging_state=None,
+        stopped_reason=None, remote_start_id=big, reservation_id=big, meter=1000,
+    )  # fmt: skip
+    status = history.ChargerEvent("CS-1", "status", T, big, {"connectorStatus": "Occupied"})
+    archiver = Archiver(redis, database, "test")
+    await archiver.archive(await append(redis, [started, status]))
+    [row] = await fetch(database, "SELECT evse_id, connector_id, remote_start_id, reservation_id,"
+                                  " id_token, meter_start FROM transactions_v201")  # fmt: skip
+    assert tuple(row) == (None, 1, None, None, "T1", 1000)
+    [event] = await fetch(database, "SELECT kind, connector_id FROM charger_events")
+    assert tuple(event) == ("status", None)
+    assert archiver.set_aside == 0 and await redis.xlen(HISTORY_DEAD) == 0
+
+
 async def test_the_retention_drops_whole_old_months(
     database: AsyncpgDatabase, postgres_db: str
 ) -> None:
