@@ -102,6 +102,14 @@ class Effects:
             op += pair
         self.ops.append(op)
 
+    def newest_fields(self, key: str, times: str, at: str, fields: Mapping[str, str]) -> None:
+        """Per field of ``fields``, newest wins: HSET it on ``key``, and
+        ``at`` under the same field on ``times``, unless ``times`` holds a
+        later time for it. ``at`` is :func:`processor.clock.stored` text;
+        an equal time is written again (a redelivery writes what it wrote)."""
+        if fields:
+            self.ops.append(["newest_fields", key, times, at, *_flatten(fields)])
+
     def hset_once(
         self, key: str, fields: Mapping[str, Arg], *, marker: str, fallback: str, kind: str
     ) -> None:

@@ -140,6 +140,12 @@ def variables(charge_point_id: str) -> str:
     return f"{CHARGE_POINT_PREFIX}{charge_point_id}:variables"
 
 
+def variable_times(charge_point_id: str) -> str:
+    """The same fields: when each value was true (the report's generatedAt,
+    the command's answer), so that an older word never overwrites a newer."""
+    return f"{CHARGE_POINT_PREFIX}{charge_point_id}:variable_times"
+
+
 def variable_meta(charge_point_id: str) -> str:
     """The same fields: each attribute's mutability and its variable's
     characteristics, as NotifyReport told them (JSON)."""

@@ -110,6 +110,33 @@ local function latest(b, o, e)
   return redis.pcall('HSET', key, unpack(set))
 end
 
+local function newest_fields(b, o, e)
+  -- key, times key, time, then field, value pairs: each field written (its
+  -- value on key, the time on times) unless times holds a later one for it.
+  -- For a device model, where a report generated before a SetVariables may
+  -- be processed after it. Timestamps are fixed-width UTC text.
+  local key, times, at = b[o + 1], b[o + 2], b[o + 3]
+  local names = {}
+  for i = o + 4, e, 2 do
+    names[#names + 1] = b[i]
+  end
+  local held = redis.call('HMGET', times, unpack(names))
+  local values, stamps = {}, {}
+  for n, name in ipairs(names) do
+    if not held[n] or held[n] <= at then
+      values[#values + 1] = name
+      values[#values + 1] = b[o + 2 * n + 3]
+      stamps[#stamps + 1] = name
+      stamps[#stamps + 1] = at
+    end
+  end
+  if #values == 0 then
+    return 0
+  end
+  redis.pcall('HSET', times, unpack(stamps))
+  return redis.pcall('HSET', key, unpack(values))
+end
+
 local function hset_once(b, o, e)
   -- key, marker field, fallback, kind, field/value pairs: write the pairs
   -- and the marker if the marker is absent; if it is present, an identical
@@ -179,7 +206,7 @@ end
 
 local conditional = {
   hset_if = hset_if, hset_newer = hset_newer, hset_once = hset_once, unset_if = unset_if,
-  latest = latest,
+  latest = latest, newest_fields = newest_fields,
   complete_command = complete_command,
 }
 

@@ -3,10 +3,14 @@ connector, if any) holding variables, each with up to four attributes
 (Actual, Target, MinSet, MaxSet). Pure: how a variable attribute is named in
 hot state and what a report, a GetVariables or a SetVariables result writes.
 
-Hot state keeps each station's current values (``ocpp:cp:{cp}:variables``)
-and what NotifyReport said of each attribute's mutability and its
-variable's characteristics (``:variable_meta``), under the same field: the
-attribute's identity as a JSON array, unambiguous whatever the names hold.
+Hot state keeps each station's current values (``ocpp:cp:{cp}:variables``),
+the newest word winning: each with the time it was true
+(``:variable_times``: a report's generatedAt, a command's answer), so that
+a report generated before a SetVariables but processed after it does not
+undo it. And what NotifyReport said of each attribute's mutability and its
+variable's characteristics (``:variable_meta``). All three under the same
+field: the attribute's identity as a JSON array, unambiguous whatever the
+names hold.
 History keeps every value reported, got or set
 (``history.VariableReported``); PostgreSQL the catalogue of component and
 variable names all stations share.
@@ -88,8 +92,7 @@ def record_report(
                                      "NotifyReport", f"report:{request_id}:{at}:{seq_no}",
                                      position, at))  # fmt: skip
             position += 1
-    if values:
-        effects.hset(keys.variables(cp), values)
+    effects.newest_fields(keys.variables(cp), keys.variable_times(cp), at, values)
     if metas:
         effects.hset(keys.variable_meta(cp), metas)
 
@@ -99,7 +102,7 @@ def record_value(
     position: int, at: str,
 ) -> None:  # fmt: skip
     """A value got or set through a command: hot state and history."""
-    effects.hset(keys.variables(cp), {key.field: value})
+    effects.newest_fields(keys.variables(cp), keys.variable_times(cp), at, {key.field: value})
     effects.record(_reported(cp, key, value, None, None, source, origin, position, at))
 
 

@@ -49,6 +49,27 @@ async def test_newest_wins_whatever_the_order(redis: Redis) -> None:
     assert await redis.hget("conn", "status") == b"Charging"  # same time: first kept
 
 
+def told(at: str, **values: str) -> Effects:
+    e = Effects()
+    e.newest_fields("vars", "vars:at", at, values)
+    return e
+
+
+async def test_a_device_model_keeps_the_newest_word_per_variable(redis: Redis) -> None:
+    """A report generated at 10:00, a SetVariables answered at 11:00, then a
+    late part of the 10:00 report: the set value stays; the report's other
+    variables are still taken."""
+    t10, t11, t12 = (f"2024-01-01T1{h}:00:00.000000Z" for h in (0, 1, 2))
+    await commit_each(redis, told(t10, Interval="300", Mode="A"), told(t11, Interval="60"),
+                      told(t10, Interval="900", Other="x"))  # fmt: skip
+    assert await redis.hgetall("vars") == {b"Interval": b"60", b"Mode": b"A", b"Other": b"x"}
+    assert await redis.hgetall("vars:at") == {b"Interval": t11.encode(), b"Mode": t10.encode(),
+                                              b"Other": t10.encode()}  # fmt: skip
+    # A later word wins; the same time again is written again (a redelivery).
+    await commit_each(redis, told(t12, Interval="120"), told(t10, Mode="B"))
+    assert await redis.hmget("vars", ["Interval", "Mode"]) == [b"120", b"B"]
+
+
 async def test_unset_if_clears_only_its_own_marker(redis: Redis) -> None:
     await redis.set("marker", "7")
     await redis.hset("conn", "transaction_id", "8")

@@ -271,7 +271,13 @@ async def test_a_report_part_fills_the_device_model_and_the_reports_progress() -
     heartbeat = '["OCPPCommCtrlr","",null,null,"HeartbeatInterval","","Actual"]'
     connector = '["Connector","",1,1,"ConnectorType","","Actual"]'
     target = '["Connector","",1,1,"ConnectorType","","Target"]'
-    values = dict(zip(*[iter(ops[keys.variables("CS1")])] * 2, strict=True))
+    [newest] = [op for op in out.effects.ops if op[0] == "newest_fields"]
+    assert newest[1:4] == [
+        keys.variables("CS1"),
+        keys.variable_times("CS1"),
+        "2024-01-01T11:59:00.000000Z",
+    ]
+    values = dict(zip(*[iter(newest[4:])] * 2, strict=True))
     assert values == {heartbeat: "300", connector: "cType2"}  # the Target has no value
     meta = dict(zip(*[iter(ops[keys.variable_meta("CS1")])] * 2, strict=True))
     assert set(meta) == {heartbeat, connector, target}

@@ -142,7 +142,7 @@ def completed(action: str, request: Any, reply: Any) -> list[list[Any]]:
     [op] = effects.ops
     applied: list[list[Any]] = op[5]
     told = [(r.value, r.origin) for r in effects.records if isinstance(r, history.VariableReported)]
-    assert told == [(o[4], "command:c9") for o in applied if o[2] == keys.variables("CS1")]
+    assert told == [(o[5], "command:c9") for o in applied if o[1] == keys.variables("CS1")]
     return applied
 
 
@@ -157,7 +157,8 @@ def test_get_variables_results_become_current_values() -> None:
          "variable": {"name": "Y"}},
     ]}  # fmt: skip
     applied = completed("GetVariables", {"getVariableData": [HEARTBEAT]}, reply)
-    assert applied == [["call", "HSET", keys.variables("CS1"), FIELD, "120"]]
+    assert applied == [["newest_fields", keys.variables("CS1"), keys.variable_times("CS1"),
+                        "2024-01-01T12:00:00.000000Z", FIELD, "120"]]  # fmt: skip
 
 
 @pytest.mark.parametrize(("status", "kept"), [("Accepted", True), ("RebootRequired", True),
@@ -167,7 +168,8 @@ def test_set_variables_keeps_what_the_station_accepted(status: str, kept: bool) 
     applied = completed(
         "SetVariables", request, {"setVariableResult": [{"attributeStatus": status, **HEARTBEAT}]}
     )
-    assert applied == ([["call", "HSET", keys.variables("CS1"), FIELD, "60"]] if kept else [])
+    assert applied == ([["newest_fields", keys.variables("CS1"), keys.variable_times("CS1"),
+                         "2024-01-01T12:00:00.000000Z", FIELD, "60"]] if kept else [])  # fmt: skip
 
 
 def test_a_report_asked_for_is_recorded_with_the_stations_answer() -> None:
