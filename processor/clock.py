@@ -13,6 +13,8 @@ def utc(dt: datetime) -> datetime:
     """``dt`` in UTC; a naive datetime is taken to be UTC already. An instant
     before year 1 or after 9999 in UTC (``9999-12-31T23:59:59-05:00``, as a
     charger may send) is the nearest one a datetime holds, not an error."""
+    if dt.tzinfo is UTC:  # most: decoded from "...Z"
+        return dt
     if dt.tzinfo is None:
         return dt.replace(tzinfo=UTC)
     try:

@@ -207,7 +207,11 @@ class Dispatcher:
             if protocol is None:
                 return True  # its version is to be read
         route = protocol.routes.get(frame.action) if protocol else None
-        return route is not None and route.reads_state
+        if route is None:
+            return False
+        if route.reads_state_for is not None:
+            return route.reads_state_for(env.charge_point_id, frame.payload)
+        return route.reads_state
 
     def _spelling(self, env: Envelope | Rejected) -> Protocol:
         """The version to answer ``env`` in without reading anything: the

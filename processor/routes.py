@@ -4,6 +4,7 @@ it. Each OCPP version keeps its own table of them (``processor/v16/handlers``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic
 
@@ -21,9 +22,19 @@ class Route(Generic[Req, Resp]):
     # Whether the handler may await ctx.state. Those that don't never
     # suspend, so the dispatcher runs them inline instead of paying for a task.
     reads_state: bool
+    # For a handler that reads state for some messages only: whether it
+    # will for this one, from (charger, raw payload), told cheaply.
+    reads_state_for: Callable[[str, msgspec.Raw], bool] | None = None
 
 
 def route(
-    request: type[Req], handler: Handler[Req, Resp], *, reads_state: bool = False
+    request: type[Req],
+    handler: Handler[Req, Resp],
+    *,
+    reads_state: bool | Callable[[str, msgspec.Raw], bool] = False,
 ) -> Route[Req, Resp]:
+    """``reads_state``: whether the handler may await ctx.state, or a
+    function telling it per message."""
+    if callable(reads_state):
+        return Route(msgspec.json.Decoder(request), handler, True, reads_state)
     return Route(msgspec.json.Decoder(request), handler, reads_state)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import msgspec
 import ocpp
 import pytest
 
@@ -18,6 +19,7 @@ from processor.dispatch import Delivery, Dispatcher, Limits, Outcome
 from processor.protocols import OCPP201, protocols
 from processor.types import HandlerConfig, IdTagRecord
 from processor.v201.handlers import ROUTES
+from processor.v201.handlers.transactions import transaction_event_reads_state
 from processor.v201.messages import CHARGER_INITIATED
 from tests.messages import call
 from tests.processor.memory_state import MemoryState
@@ -315,6 +317,47 @@ async def test_an_evse_said_once_is_remembered_within_a_batch_without_reading() 
     [latest] = [op for op in outs[1].effects.ops if op[0] == "latest"]
     assert latest[1] == keys.meter_latest("CS1", 4)
     assert Counting.reads == 0
+
+
+def test_which_transaction_events_read_state() -> None:
+    """Told from the raw payload: what the handler will await."""
+    periodic = begin(5, "Sample.Periodic")
+    raw = lambda body: msgspec.Raw(json.dumps(body).encode())  # noqa: E731
+    reads = functools.partial(transaction_event_reads_state, "CS-R")
+    assert reads(raw(tx_event("Started", 0, "TX-R1", evse={"id": 2})))  # the allow-list
+    assert reads(raw(tx_event("Updated", 1, "TX-R1", idToken={"idToken": "T", "type": "Central"})))
+    # Readings of a session whose EVSE is not known here, unless they name it.
+    assert reads(raw(tx_event("Updated", 1, "TX-R1", meterValue=periodic)))
+    assert not reads(raw(tx_event("Updated", 1, "TX-R1", meterValue=periodic, evse={"id": 2})))
+    assert not reads(raw(tx_event("Ended", 2, "TX-R1")))  # no readings: no EVSE looked up
+    assert not reads(msgspec.Raw(b"[not an event"))  # refused when handled
+
+
+async def test_periodic_updates_of_sessions_seen_here_wait_for_nothing() -> None:
+    """Their EVSE remembered, a batch of them is handled inline: the previous
+    commit is not waited for, and no read is made."""
+    d = Dispatcher(protocols(), MemoryState(), HandlerConfig(), Limits())
+    started = tx_event("Started", 0, "TX-W", evse={"id": 3, "connectorId": 1})
+    await d.handle_batch([Delivery(b"1-0", call("CS-W", "m1", "TransactionEvent", started,
+                                                OCPP201))], NOW)  # fmt: skip
+    waited: list[bool] = []
+
+    async def settled() -> None:
+        waited.append(True)
+
+    updates = [Delivery(f"{n}-0".encode(), call("CS-W", f"m{n}", "TransactionEvent",
+                        tx_event("Updated", n, "TX-W", meterValue=begin(n, "Sample.Periodic"),
+                                 triggerReason="MeterValuePeriodic"), OCPP201))
+               for n in range(2, 6)]  # fmt: skip
+    outs = await d.handle_batch(updates, NOW, settled)
+    assert len(outs) == 4 and not waited
+    latest = [op for out in outs for op in out.effects.ops if op[0] == "latest"]
+    assert {op[1] for op in latest} == {keys.meter_latest("CS-W", 3)}
+    # An event that reads state (a Started) still waits for the commit.
+    other = tx_event("Started", 0, "TX-W2", evse={"id": 1})
+    await d.handle_batch([Delivery(b"9-0", call("CS-W", "m9", "TransactionEvent", other,
+                                                OCPP201))], NOW, settled)  # fmt: skip
+    assert waited == [True]
 
 
 @pytest.mark.parametrize(("info", "writes"), [({}, False), ({"chargingState": "Charging"}, True)])

@@ -25,7 +25,10 @@ from processor.v201.handlers.core import (
 )
 from processor.v201.handlers.metering import meter_values
 from processor.v201.handlers.reports import notify_report
-from processor.v201.handlers.transactions import transaction_event
+from processor.v201.handlers.transactions import (
+    transaction_event,
+    transaction_event_reads_state,
+)
 
 ROUTES: dict[str, Route[Any, Any]] = {
     "Authorize": route(m.Authorize, authorize, reads_state=True),
@@ -56,5 +59,7 @@ ROUTES: dict[str, Route[Any, Any]] = {
     "SecurityEventNotification": route(m.SecurityEventNotification, n.security_event_notification),
     "SignCertificate": route(m.SignCertificate, n.sign_certificate),
     "StatusNotification": route(m.StatusNotification, status_notification),
-    "TransactionEvent": route(m.TransactionEvent, transaction_event, reads_state=True),
+    "TransactionEvent": route(
+        m.TransactionEvent, transaction_event, reads_state=transaction_event_reads_state
+    ),  # fmt: skip
 }
