@@ -68,6 +68,7 @@ from adapters.api_models import (
     ChargerEventList,
     Command,
     CommandList,
+    FrameList,
     Health,
     IdTag,
     IdTagBody,
@@ -283,6 +284,14 @@ async def get_charge_point(state: State, charge_point_id: FromPath[str]) -> Char
     return await q.get_charge_point(_redis(state), charge_point_id)
 
 
+@get("/charge-points/{charge_point_id:str}/frames", responses=NOT_FOUND)
+async def get_frames(state: State, charge_point_id: FromPath[str]) -> FrameList:
+    """The charger's last OCPP frames, both ways, newest first. Those of our
+    commands are always kept; the rest only while someone watches the
+    charger, as this read does for the next ten minutes."""
+    return await q.charger_frames(_redis(state), charge_point_id)
+
+
 CSV = "text/csv"
 
 
@@ -486,6 +495,7 @@ V1_HANDLERS = [
     list_commands,
     list_charge_points,
     get_charge_point,
+    get_frames,
     list_transactions,
     get_transaction,
     list_sessions,

@@ -117,6 +117,25 @@ class ChargePoint(msgspec.Struct, kw_only=True):
     configuration: list[ConfigurationKey] | None = None
 
 
+class Frame(msgspec.Struct, kw_only=True):
+    """One OCPP-J frame: ``direction`` ``in`` (from the charger) or ``out``
+    (to it), ``at`` when it was received or sent, ``frame`` its text."""
+
+    at: str
+    direction: str
+    frame: str
+
+
+class FrameList(msgspec.Struct, kw_only=True):
+    """A charger's last frames, newest first. Those of our commands are
+    always recorded; the rest while the charger is watched: reading this
+    watches it until ``watched_until``."""
+
+    charge_point_id: str
+    watched_until: str
+    frames: list[Frame]
+
+
 class MeterValue(msgspec.Struct, kw_only=True):
     """One sampled value with every attribute the charger sent (absent ones
     null: OCPP's defaults, such as measurand Energy.Active.Import.Register,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -25,12 +26,14 @@ from adapters.api_models import (
     Command,
     ConfigurationKey,
     Connector,
+    Frame,
+    FrameList,
     IdTag,
     IdTagBody,
     LateReply,
     TransactionDetail,
 )
-from processor import clock, keys
+from processor import clock, frames, keys
 from processor.command_queue import CommandQueue
 from processor.commands import TERMINAL, CommandRecord, CommandRejected, validate_request
 from processor.protocol_names import OCPP16
@@ -189,6 +192,34 @@ async def charger_protocol(redis: Redis, charge_point_id: str, default: str = OC
     if isinstance(protocol, bytes):
         protocol = protocol.decode()
     return protocol or default
+
+
+async def charger_frames(redis: Redis, charge_point_id: str) -> FrameList:
+    """The charger's last frames, newest first; from now on, for
+    :data:`processor.frames.WATCH_S`, all of its frames are recorded (those
+    of our commands always are)."""
+    if not await charge_point_exists(redis, charge_point_id):
+        raise NotFound(f"charge point {charge_point_id!r} is not known")
+    now_ms = int(time.time() * 1000)
+    until_ms = now_ms + frames.WATCH_S * 1000
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zadd(keys.FRAMES_WATCHED, {charge_point_id: until_ms})
+        pipe.zremrangebyscore(keys.FRAMES_WATCHED, "-inf", now_ms)
+        pipe.lrange(keys.frames(charge_point_id), 0, keys.FRAMES_KEPT - 1)
+        *_, raw = await pipe.execute()
+    shown = []
+    for item in raw:
+        try:
+            e = _frame_entry.decode(item)
+        except msgspec.DecodeError:
+            continue  # not ours: left out rather than failing the page
+        at = datetime.fromtimestamp(e.at / 1000, UTC)
+        shown.append(Frame(at=clock.stored(at), direction=e.dir, frame=e.frame))
+    watched = clock.stored(datetime.fromtimestamp(until_ms / 1000, UTC))
+    return FrameList(charge_point_id=charge_point_id, watched_until=watched, frames=shown)
+
+
+_frame_entry = msgspec.json.Decoder(frames.Entry)
 
 
 async def charge_point_exists(redis: Redis, charge_point_id: str) -> bool:

@@ -19,7 +19,7 @@ import anyio
 from opentelemetry import metrics, trace
 from redis.asyncio import Redis
 
-from processor import clock, envelope, keys, trace_context
+from processor import clock, envelope, frames, keys, trace_context
 from processor.commands import CommandRecord, validate_request
 from processor.lifecycle import Stopper
 from processor.protocol_names import OCPP16
@@ -126,6 +126,8 @@ class CommandQueue:
             "action": action,
             "request": request.decode(),
             "frame": frame.decode(),
+            # The OCPP-J frame alone, for the charger's last frames.
+            "call": frames.sent_frame(frame),
             "created_at_ms": str(now_ms),
             "timeout_ms": str(int(timeout_s * 1000)),
             "traceparent": traceparent,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from datetime import datetime
 
 import msgspec
 
-from processor import clock, envelope, keys
+from processor import clock, envelope, frames, keys
 from processor.commands import CommandRecord, reply_effects
 from processor.effects import Effects
 from processor.envelope import Call, Envelope, Rejected
@@ -109,6 +110,9 @@ class Dispatcher:
         self._state = state
         self._config = config
         self._limits = limits
+        # Chargers whose frames are being recorded, as last read, and when.
+        self._watched: frozenset[str] = frozenset()
+        self._watched_at = -math.inf
 
     async def handle_batch(
         self,
@@ -130,6 +134,10 @@ class Dispatcher:
         """
         ts = clock.wire(now)
         self._batch_clock = time.monotonic()
+        now_ms = clock.epoch_ms(now)
+        if self._batch_clock - self._watched_at > frames.REFRESH_S:
+            self._watched = frozenset(await self._state.watched_chargers(now_ms))
+            self._watched_at = self._batch_clock
         outcomes: dict[bytes, Outcome] = {}
         by_charger: dict[str, Group] = {}
         order: list[bytes] = []
@@ -160,7 +168,9 @@ class Dispatcher:
         await self._run_groups(list(by_charger.values()), run, settled)
         if aborted:
             raise aborted[0]
-        return [outcomes[i] for i in order if i in outcomes]
+        done = [outcomes[i] for i in order if i in outcomes]
+        frames.tap(done, self._watched, now_ms)
+        return done
 
     async def _run_groups(
         self,

@@ -52,6 +52,19 @@ ID_TAG_PREFIX = "ocpp:idtag:"
 INSTANCES = "ocpp:instances"
 
 
+FRAMES_PREFIX = "ocpp:frames:"
+# Chargers whose frames are being recorded (processor/frames.py): member the
+# charger, score until when (epoch ms).
+FRAMES_WATCHED = "ocpp:frames_watched"
+# A charger's frames kept, at most (processor/lua/pump.lua trims to the same).
+FRAMES_KEPT = 50
+
+
+def frames(charge_point_id: str) -> str:
+    """A charger's last OCPP frames, both ways, newest first (processor/frames.py)."""
+    return f"{FRAMES_PREFIX}{charge_point_id}"
+
+
 def responses(charge_point_id: str) -> str:
     """The list the ws-server pops to write frames to ``charge_point_id``."""
     return RESPONSES_PREFIX + charge_point_id

@@ -182,6 +182,10 @@ class RedisState:
         )
         return bytes(protocol).decode() if protocol else None
 
+    async def watched_chargers(self, now_ms: int) -> set[str]:
+        [members] = await self._reads.read(("ZRANGEBYSCORE", keys.FRAMES_WATCHED, now_ms, "+inf"))
+        return {_str(m) for m in members}
+
     async def is_known_charger(self, charge_point_id: str) -> bool:
         [known] = await self._reads.read(("SISMEMBER", keys.KNOWN_CHARGE_POINTS, charge_point_id))
         return bool(known)

@@ -55,6 +55,10 @@ class State(Protocol):
         no new record) on every later call with the same key."""
         ...
 
+    async def watched_chargers(self, now_ms: int) -> set[str]:
+        """The chargers whose frames are being recorded (processor/frames.py)."""
+        ...
+
     async def transaction(self, transaction_id: int) -> dict[str, str] | None:
         """A transaction's record, or None if it is unknown."""
         ...

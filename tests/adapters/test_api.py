@@ -415,7 +415,7 @@ async def test_health_and_openapi(client: AsyncTestClient[Any]) -> None:
         "/v1/commands", "/v1/charge-points", "/v1/charge-points/{charge_point_id}",
         "/v1/charge-points/{charge_point_id}/events", "/v1/transactions",
         "/v1/transactions/{transaction_id}", "/v1/id-tags/{id_tag}", "/healthz", "/livez",
-        "/readyz", "/v1/v201/transactions",
+        "/readyz", "/v1/v201/transactions", "/v1/charge-points/{charge_point_id}/frames",
         "/v1/v201/transactions/{charge_point_id}/{transaction_id}",
     }  # fmt: skip
     send = doc["paths"]["/v1/charge-points/{charge_point_id}/commands/{action}"]["post"]
@@ -537,6 +537,46 @@ def answer(message_id: str, payload: Any) -> bytes:
     return json.dumps({"charge_point_id": CP, "message_type": 3, "message_id": message_id,
                        "payload": [3, message_id, payload],
                        "timestamp": "2024-01-01T12:00:01Z"}).encode()  # fmt: skip
+
+
+def test_a_chargers_frames_are_recorded_while_someone_watches_it(
+    stack: ApiServer, redis_db: str
+) -> None:
+    r = redis_sync.Redis.from_url(redis_db)
+    boot = {"chargePointVendor": "Acme", "chargePointModel": "Fast"}
+    try:
+        with httpx.Client(base_url=stack.base, headers={"authorization": f"Bearer {TOKEN}"},
+                          timeout=30) as http:  # fmt: skip
+            charger_says(r, call(CP, "b1", "BootNotification", boot),
+                         call("CP-UNWATCHED", "b1", "BootNotification", boot))  # fmt: skip
+            charger_receives(r)
+            assert r.brpop([keys.responses("CP-UNWATCHED")], timeout=10) is not None
+            # Nobody watched it: its boot was not recorded. Now someone does.
+            listed = http.get(f"/v1/charge-points/{CP}/frames").json()
+            assert listed["frames"] == [] and listed["watched_until"] > "2024"
+
+            shown: list[dict[str, Any]] = []
+
+            def heartbeat_recorded() -> bool:
+                charger_says(r, call(CP, "h1", "Heartbeat", {}))
+                charger_receives(r)  # answered: its commit is in
+                shown[:] = http.get(f"/v1/charge-points/{CP}/frames").json()["frames"]
+                return bool(shown)  # the processors learn who is watched within 2 s
+
+            wait_for(heartbeat_recorded, 15, "a watched charger's frames to be recorded", 0.2)
+            assert [f["direction"] for f in shown[:2]] == ["out", "in"]  # newest first
+            assert json.loads(shown[0]["frame"])[:2] == [3, "h1"]
+            assert json.loads(shown[1]["frame"]) == [2, "h1", "Heartbeat", {}]
+            # Our command is recorded as the CALL goes out.
+            sent = http.post(f"/v1/charge-points/{CP}/commands/ClearCache", json={}).json()
+            charger_receives(r)
+            newest = http.get(f"/v1/charge-points/{CP}/frames").json()["frames"][0]
+            assert newest["direction"] == "out"
+            assert json.loads(newest["frame"]) == [2, sent["command_id"], "ClearCache", {}]
+            assert http.get("/v1/charge-points/NOPE/frames").status_code == 404
+        assert r.llen(keys.frames("CP-UNWATCHED")) == 0
+    finally:
+        r.close()
 
 
 def test_stack_reads_what_the_processor_wrote_and_commands_round_trip(

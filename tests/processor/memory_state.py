@@ -19,6 +19,7 @@ class MemoryState:
         self.commands: dict[str, CommandRecord] = {}
         self.v201: dict[tuple[str, str], dict[str, str]] = {}
         self.protocols: dict[str, str] = {}
+        self.watched: set[str] = set()
 
     async def id_tag(self, tag: str) -> tuple[IdTagRecord | None, int | None]:
         return self.tags.get(tag), self.active.get(tag)
@@ -46,6 +47,9 @@ class MemoryState:
 
     async def charger_protocol(self, charge_point_id: str) -> str | None:
         return self.protocols.get(charge_point_id)
+
+    async def watched_chargers(self, now_ms: int) -> set[str]:
+        return set(self.watched)
 
     async def is_known_charger(self, charge_point_id: str) -> bool:
         return charge_point_id in self.known
