@@ -43,6 +43,8 @@ _encoder = msgspec.json.Encoder()
 # again, for envelopes that do not name theirs; how many are held.
 REGISTRATION_TTL_S = 30.0
 _REGISTRATIONS_MAX = 100_000
+# How often a replica writes a charger's last_seen, at most.
+SEEN_EVERY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,10 @@ class Dispatcher:
         # Chargers whose frames are being recorded, as last read, and when.
         self._watched: frozenset[str] = frozenset()
         self._watched_at = -math.inf
+        # When this replica last wrote each charger's last_seen (monotonic),
+        # and those to write before the next batch.
+        self._seen: dict[str, float] = {}
+        self._unsaid: dict[str, str] = {}
 
     async def handle_batch(
         self,
@@ -138,6 +144,9 @@ class Dispatcher:
         if self._batch_clock - self._watched_at > frames.REFRESH_S:
             self._watched = frozenset(await self._state.watched_chargers(now_ms))
             self._watched_at = self._batch_clock
+        if self._unsaid:
+            await self._state.mark_seen(self._unsaid)
+            self._unsaid = {}
         outcomes: dict[bytes, Outcome] = {}
         by_charger: dict[str, Group] = {}
         order: list[bytes] = []
@@ -170,7 +179,29 @@ class Dispatcher:
             raise aborted[0]
         done = [outcomes[i] for i in order if i in outcomes]
         frames.tap(done, self._watched, now_ms)
+        self._mark_seen(done, now)
         return done
+
+    def _mark_seen(self, outcomes: list[Outcome], now: datetime) -> None:
+        """A charger's ``last_seen``, whatever it sent (2.0.1 stations, and
+        1.6 chargers busy with other messages, may send no Heartbeat for
+        long): written before the next batch, at most every
+        :data:`SEEN_EVERY_S` per charger by this replica, not once a
+        message. Apart from the batch's effects: a refused message changes
+        nothing, and a stranger refused leaves no trace."""
+        stamp = ""
+        for out in outcomes:
+            env = out.envelope
+            if env is None or out.error_code or out.dead_reason:
+                continue
+            cp = env.charge_point_id
+            if self._batch_clock - self._seen.get(cp, -math.inf) < SEEN_EVERY_S:
+                continue
+            if len(self._seen) >= _REGISTRATIONS_MAX:
+                self._seen.clear()
+            self._seen[cp] = self._batch_clock
+            stamp = stamp or clock.stored(now)
+            self._unsaid[cp] = stamp
 
     async def _run_groups(
         self,

@@ -182,6 +182,12 @@ class RedisState:
         )
         return bytes(protocol).decode() if protocol else None
 
+    async def mark_seen(self, seen: Mapping[str, str]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for cp, at in seen.items():
+                pipe.hset(keys.charge_point(cp), "last_seen", at)
+            await pipe.execute()
+
     async def watched_chargers(self, now_ms: int) -> set[str]:
         [members] = await self._reads.read(("ZRANGEBYSCORE", keys.FRAMES_WATCHED, now_ms, "+inf"))
         return {_str(m) for m in members}

@@ -55,6 +55,10 @@ class State(Protocol):
         no new record) on every later call with the same key."""
         ...
 
+    async def mark_seen(self, seen: Mapping[str, str]) -> None:
+        """Write each charger's ``last_seen`` (charger -> stored time)."""
+        ...
+
     async def watched_chargers(self, now_ms: int) -> set[str]:
         """The chargers whose frames are being recorded (processor/frames.py)."""
         ...

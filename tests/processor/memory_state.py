@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from processor.commands import CommandRecord
 from processor.types import IdTagRecord, OpenedTransaction
 
@@ -20,6 +22,7 @@ class MemoryState:
         self.v201: dict[tuple[str, str], dict[str, str]] = {}
         self.protocols: dict[str, str] = {}
         self.watched: set[str] = set()
+        self.seen: dict[str, str] = {}
 
     async def id_tag(self, tag: str) -> tuple[IdTagRecord | None, int | None]:
         return self.tags.get(tag), self.active.get(tag)
@@ -47,6 +50,9 @@ class MemoryState:
 
     async def charger_protocol(self, charge_point_id: str) -> str | None:
         return self.protocols.get(charge_point_id)
+
+    async def mark_seen(self, seen: Mapping[str, str]) -> None:
+        self.seen.update(seen)
 
     async def watched_chargers(self, now_ms: int) -> set[str]:
         return set(self.watched)

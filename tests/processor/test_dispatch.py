@@ -319,3 +319,18 @@ def test_every_valid_payload_is_answered(action: str, data: st.DataObject) -> No
     outcomes = anyio.run(handle, dispatcher(), call("CP1", "m1", action, payload))
     assert len(outcomes) == 1, "left pending, to be retried until dead-lettered"
     assert frame(outcomes[0])[0] in (3, 4)
+
+
+async def test_any_message_marks_its_charger_seen_once_a_minute_not_a_refused_one() -> None:
+    state = MemoryState()
+    d = dispatcher(state)
+    await handle(d, call("CP1", "m1", "StatusNotification",
+                         {"connectorId": 1, "errorCode": "NoError", "status": "Available"}),
+                 call("CP2", "m1", "Heartbeat", {"x": 1}))  # fmt: skip
+    assert state.seen == {}  # written before the next batch, apart from its effects
+    await handle(d, call("CP1", "m2", "Heartbeat", {}))
+    assert state.seen == {"CP1": "2024-01-01T12:00:00.123456Z"}  # CP2's was refused
+    state.seen.clear()
+    await handle(d, call("CP1", "m3", "Heartbeat", {}))
+    await handle(d, call("CP1", "m4", "Heartbeat", {}))
+    assert state.seen == {}  # within the minute: not again
