@@ -1,9 +1,17 @@
 # One image for every service: ocpp-gateway, ocpp-adapter, ocpp-processor,
 # ocpp-api, ocpp-cli. Pick one with the command, e.g. `docker run IMAGE ocpp-api`.
+# The operator console's front-end libraries, from the npm registry at build
+# time, as `make` fetches them (package-lock.json pins them); served by ocpp-api.
+FROM node:20-slim AS console
+WORKDIR /console
+COPY adapters/console/package.json adapters/console/package-lock.json adapters/console/vendor.mjs ./
+RUN npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && node vendor.mjs
+
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY adapters adapters
+COPY --from=console /console/static/vendor adapters/console/static/vendor
 COPY processor processor
 # A wheel-only install into a prefix the runtime stage copies whole.
 RUN pip install --no-cache-dir --prefix=/install .

@@ -7,9 +7,23 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint check bench env redis-server postgresql
+.PHONY: demo test lint check bench env redis-server postgresql chromium
 
-$(BIN)/.installed: pyproject.toml
+# The operator console's front-end libraries, from the npm registry at
+# build time (package-lock.json pins them), copied into static/vendor/:
+# ocpp-api serves them itself, no CDN.
+CONSOLE := adapters/console
+VENDOR := $(CONSOLE)/static/vendor/.built
+
+$(VENDOR): $(CONSOLE)/package.json $(CONSOLE)/package-lock.json $(CONSOLE)/vendor.mjs
+	@if ! command -v npm >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nodejs npm >/dev/null; \
+	fi
+	cd $(CONSOLE) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && node vendor.mjs
+	touch $@
+
+$(BIN)/.installed: pyproject.toml $(VENDOR)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -31,13 +45,22 @@ postgresql:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
+# The console's browser tests drive Debian's chromium (Playwright cannot
+# download a browser here).
+chromium:
+	@if ! command -v chromium >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	fi
+
 env:
 	sh deploy/make-env.sh
 
+# KEEP=1: leave the stack up after the run, for a person to look at the console.
 demo: $(BIN)/.installed redis-server postgresql
-	$(BIN)/ocpp-demo
+	$(BIN)/ocpp-demo $(if $(KEEP),--keep)
 
-test: $(BIN)/.installed redis-server postgresql
+test: $(BIN)/.installed redis-server postgresql chromium
 	$(BIN)/pytest
 
 lint: $(BIN)/.installed

@@ -56,7 +56,6 @@ from litestar.params import (
 )
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 from msgspec import Meta
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from adapters import api_history as h
@@ -85,7 +84,17 @@ from adapters.api_problems import (
     UNAUTHORIZED,
     UNAVAILABLE,
 )
-from adapters.api_security import UnsafeSetting, bearer_guard, exposed, listen_host
+from adapters.api_security import (
+    LOGIN_FAILURES,
+    LOGIN_WINDOW_S,
+    UnsafeSetting,
+    bearer_guard,
+    exposed,
+    listen_host,
+)
+from adapters.app_state import history_of, queue_of, redis_of
+from adapters.console.auth import Gate
+from adapters.console.mount import console
 from adapters.history_db import History, check_url, shown
 from adapters.rate_limit import FailureLimiter
 from processor import json_depth
@@ -137,21 +146,6 @@ class ApiSettings(msgspec.Struct, kw_only=True, frozen=True):
 
 
 # --- handlers ----------------------------------------------------------------
-
-
-def _redis(state: State) -> Redis:
-    redis: Redis = state.redis
-    return redis
-
-
-def _queue(state: State) -> CommandQueue:
-    queue: CommandQueue = state.queue
-    return queue
-
-
-def _history(state: State) -> History:
-    history: History = state.history
-    return history
 
 
 _COMMAND_BODY = RequestBody(
@@ -219,7 +213,7 @@ async def send_command(
     """Send an OCPP command to a charger: 200 with its outcome if it has one
     (within ``wait`` seconds), else 202 with the command as it stands."""
     command = await q.send_command(
-        _redis(state), _queue(state), charge_point_id, action, body,
+        redis_of(state), queue_of(state), charge_point_id, action, body,
         timeout_s=timeout, wait_s=wait, traceparent=traceparent or "",
     )  # fmt: skip
     if q.is_finished(command):
@@ -232,7 +226,7 @@ async def send_command(
 async def get_command(state: State, command_id: FromPath[str]) -> Command:
     """A command and its outcome: from Redis while it keeps it, then from
     the history."""
-    return await h.get_command(_history(state), _queue(state), command_id)
+    return await h.get_command(history_of(state), queue_of(state), command_id)
 
 
 Limit = Annotated[int, QueryParameter(ge=1, le=q.MAX_LIMIT, description="page size")]
@@ -269,19 +263,19 @@ async def list_commands(
     before: Cursor = None,
 ) -> CommandList:
     """A charger's commands from the history, newest first."""
-    return await h.list_commands(_history(state), charge_point_id, limit=limit, before=before)
+    return await h.list_commands(history_of(state), charge_point_id, limit=limit, before=before)
 
 
 @get("/charge-points", responses=UNAUTHORIZED)
 async def list_charge_points(state: State) -> ChargePointList:
     """Every charger that booted."""
-    return await q.list_charge_points(_redis(state))
+    return await q.list_charge_points(redis_of(state))
 
 
 @get("/charge-points/{charge_point_id:str}", responses=NOT_FOUND)
 async def get_charge_point(state: State, charge_point_id: FromPath[str]) -> ChargePoint:
     """A charger's boot information, connectors and configuration."""
-    return await q.get_charge_point(_redis(state), charge_point_id)
+    return await q.get_charge_point(redis_of(state), charge_point_id)
 
 
 @get("/charge-points/{charge_point_id:str}/frames", responses=NOT_FOUND)
@@ -289,7 +283,7 @@ async def get_frames(state: State, charge_point_id: FromPath[str]) -> FrameList:
     """The charger's last OCPP frames, both ways, newest first. Those of our
     commands are always kept; the rest only while someone watches the
     charger, as this read does for the next ten minutes."""
-    return await q.charger_frames(_redis(state), charge_point_id)
+    return await q.charger_frames(redis_of(state), charge_point_id)
 
 
 CSV = "text/csv"
@@ -348,7 +342,7 @@ async def list_transactions(
 ) -> Response[TransactionList]:
     """Transactions from the history, newest first; CSV with ``Accept: text/csv``."""
     page = await h.list_transactions(
-        _history(state), charge_point_id=charge_point_id, id_tag=id_tag, active=active,
+        history_of(state), charge_point_id=charge_point_id, id_tag=id_tag, active=active,
         started_from=h.parse_time("started_from", started_from),
         started_to=h.parse_time("started_to", started_to), limit=limit, before=before,
     )  # fmt: skip
@@ -364,7 +358,7 @@ async def list_transactions(
 @get("/transactions/{transaction_id:int}", responses={**NOT_FOUND, **UNAVAILABLE})
 async def get_transaction(state: State, transaction_id: FromPath[int]) -> TransactionDetail:
     """A transaction and its meter values, in time order."""
-    return await h.get_transaction(_history(state), _redis(state), transaction_id)
+    return await h.get_transaction(history_of(state), redis_of(state), transaction_id)
 
 
 @get(
@@ -389,7 +383,7 @@ async def list_sessions(
     ``Accept: text/csv``. (1.6 transactions are at ``/v1/transactions``:
     their ids are ours and numeric, 2.0.1's the station's text.)"""
     page = await h.list_sessions(
-        _history(state), charge_point_id=charge_point_id, id_token=id_token, active=active,
+        history_of(state), charge_point_id=charge_point_id, id_token=id_token, active=active,
         started_from=h.parse_time("started_from", started_from),
         started_to=h.parse_time("started_to", started_to), limit=limit, before=before,
     )  # fmt: skip
@@ -407,7 +401,7 @@ async def get_session(
     state: State, charge_point_id: FromPath[str], transaction_id: FromPath[str]
 ) -> TransactionV201Detail:
     """An OCPP 2.0.1 session: its events in seqNo order, its meter values in time order."""
-    return await h.get_session(_history(state), _redis(state), charge_point_id, transaction_id)
+    return await h.get_session(history_of(state), redis_of(state), charge_point_id, transaction_id)
 
 
 @get(
@@ -428,7 +422,7 @@ async def list_events(
     """A charger's events from the history (boots, status changes,
     notifications, security events), newest first."""
     return await h.list_events(
-        _history(state), charge_point_id, kind=kind,
+        history_of(state), charge_point_id, kind=kind,
         occurred_from=h.parse_time("from", occurred_from),
         occurred_to=h.parse_time("to", occurred_to), limit=limit, before=before,
     )  # fmt: skip
@@ -440,7 +434,7 @@ IdTagPath = Annotated[str, PathParameter(min_length=1, max_length=20, descriptio
 @get("/id-tags/{id_tag:str}", responses=INVALID_OR_NOT_FOUND)
 async def get_id_tag(state: State, id_tag: IdTagPath) -> IdTag:
     """An authorization list entry."""
-    return await q.get_id_tag(_redis(state), id_tag)
+    return await q.get_id_tag(redis_of(state), id_tag)
 
 
 @put(
@@ -450,14 +444,14 @@ async def get_id_tag(state: State, id_tag: IdTagPath) -> IdTag:
 )
 async def put_id_tag(state: State, id_tag: IdTagPath, data: JSONBody[IdTagBody]) -> Response[IdTag]:
     """Create or replace an authorization list entry."""
-    entry, created = await q.put_id_tag(_redis(state), id_tag, data)
+    entry, created = await q.put_id_tag(redis_of(state), id_tag, data)
     return Response(entry, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
 
 @delete("/id-tags/{id_tag:str}", responses=INVALID_OR_NOT_FOUND)
 async def delete_id_tag(state: State, id_tag: IdTagPath) -> None:
     """Remove an entry from the authorization list."""
-    await q.delete_id_tag(_redis(state), id_tag)
+    await q.delete_id_tag(redis_of(state), id_tag)
 
 
 @get(
@@ -468,7 +462,7 @@ async def healthz(state: State) -> Response[Health]:
     """Whether Redis answers PING (no authentication)."""
     try:
         with anyio.fail_after(2):
-            await _redis(state).ping()
+            await redis_of(state).ping()
     except (RedisError, OSError, TimeoutError) as exc:
         log.warning("health check: redis does not answer: %s", describe(exc))
         return Response(Health(status="unavailable"), status_code=503)
@@ -546,6 +540,10 @@ def create_app(
             await history.close()
 
     auth = bool(settings.api_token)
+    # One limiter for /v1 and the console's login: guessing through either counts.
+    if login_limiter is None:  # not `or`: an empty limiter is falsy (it has a len)
+        login_limiter = FailureLimiter(LOGIN_FAILURES, LOGIN_WINDOW_S)
+    operator_console = console(Gate(settings.api_token, login_limiter))
     v1 = Router(
         "/v1",
         route_handlers=V1_HANDLERS,
@@ -557,8 +555,10 @@ def create_app(
         before_request=bounded_body,
     )
     return Litestar(
-        route_handlers=[v1, livez, readyz, healthz],
+        route_handlers=[v1, livez, readyz, healthz, *operator_console.routers],
         lifespan=[clients],
+        template_config=operator_console.template_config,
+        state=State(operator_console.state),
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
             title="OCPP 1.6 central system",

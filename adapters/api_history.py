@@ -213,7 +213,7 @@ TRANSACTION_BY_ID = f"""SELECT {_TRANSACTION_COLUMNS} FROM transactions WHERE tr
 # A row per meterValue, its sampled values a json array: one out a sample.
 METER_VALUES = """SELECT m.sampled_at, m.connector_id, s->>'value' AS value,
     s->>'measurand' AS measurand, s->>'phase' AS phase, s->>'location' AS location,
-    s->>'unit' AS unit, s->>'context' AS context, s->>'format' AS format
+    s->>'unit' AS unit, s->>'context' AS context, s->>'format' AS format, NULL::json AS signed
     FROM meter_values m, json_array_elements(m.sampled_values) WITH ORDINALITY AS e(s, n)
     WHERE m.transaction_id = $1 AND m.charge_point_id = $2
     ORDER BY m.sampled_at, m.record_id, m.seq, e.n LIMIT $3"""
@@ -224,6 +224,7 @@ def meter_value(row: Row) -> MeterValue:
         sampled_at=clock.stored(row["sampled_at"]), connector_id=row["connector_id"],
         value=row["value"], measurand=row["measurand"], phase=row["phase"],
         location=row["location"], unit=row["unit"], context=row["context"], format=row["format"],
+        signed_meter_value=_decoded(row["signed"]),
     )  # fmt: skip
 
 
@@ -444,10 +445,20 @@ SESSION_BY_KEY = (
 SESSION_EVENTS = """SELECT seq_no, event_type, trigger_reason, occurred_at, offline,
     charging_state, id_token FROM transaction_events
     WHERE charge_point_id = $1 AND transaction_id = $2 ORDER BY seq_no"""
-SESSION_METER_VALUES = METER_VALUES.replace(
-    "m.transaction_id = $1 AND m.charge_point_id = $2",
-    "m.transaction_ref = $1 AND m.charge_point_id = $2",
-)
+# 2.0.1 spells a sampled value otherwise: a number, scaled by its
+# unitOfMeasure's multiplier (a power of ten) here so that it reads in its
+# unit as 1.6's do; its signature beside it rather than in its place.
+SESSION_METER_VALUES = """SELECT m.sampled_at, m.connector_id,
+    CASE WHEN coalesce((s->'unitOfMeasure'->>'multiplier')::int, 0) = 0 THEN s->>'value'
+         ELSE trim_scale((s->>'value')::numeric
+                         * power(10::numeric, (s->'unitOfMeasure'->>'multiplier')::int))::text
+    END AS value,
+    s->>'measurand' AS measurand, s->>'phase' AS phase, s->>'location' AS location,
+    s->'unitOfMeasure'->>'unit' AS unit, s->>'context' AS context, NULL AS format,
+    s->'signedMeterValue' AS signed
+    FROM meter_values m, json_array_elements(m.sampled_values) WITH ORDINALITY AS e(s, n)
+    WHERE m.transaction_ref = $1 AND m.charge_point_id = $2
+    ORDER BY m.sampled_at, m.record_id, m.seq, e.n LIMIT $3"""
 
 
 def session_event(row: Row) -> TransactionEventRecord:

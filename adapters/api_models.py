@@ -150,6 +150,10 @@ class MeterValue(msgspec.Struct, kw_only=True):
     unit: str | None = None
     context: str | None = None
     format: str | None = None
+    # OCPP 2.0.1's signature of the value, as the station sent it
+    # (signedMeterData, signingMethod, encodingMethod, publicKey); 1.6 sends
+    # signed data in the value itself (format SignedData).
+    signed_meter_value: dict[str, Any] | None = None
 
 
 class Transaction(msgspec.Struct, kw_only=True):

@@ -14,6 +14,7 @@ SIGTERM.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
+from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any, cast
 
@@ -72,7 +74,12 @@ def pop(client: redis.Redis, key: str, timeout: float = 10) -> bytes:
     return cast(bytes, got[1])
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="ocpp-demo", description=__doc__)
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the stack up after the run (a few simulated chargers "
+                        "charging) until Ctrl-C, to look at the operator console")  # fmt: skip
+    keep = parser.parse_args(argv).keep
     with ExitStack() as stack:
         url = os.environ.get("REDIS_URL")
         if url is None:
@@ -113,15 +120,51 @@ def main() -> None:
         print("started ocpp-gateway, ocpp-adapter, three ocpp-processor replicas, "
               "ocpp-archiver and ocpp-api")  # fmt: skip
         print(f"the API: http://127.0.0.1:{api.port}/v1 with Authorization: Bearer {api.token}")
+        print(f"the operator console: http://127.0.0.1:{api.port}/ (log in with that token)")
         try:
             wait_for(lambda: _http_ok(api.port, "/healthz"), 30, "the API")
             wait_for(lambda: _listening(gateway_port), 30, "the gateway")
             run(client, url)
             fleet(client, url, gateway_port, api)
+            if keep:
+                keep_up(gateway_port, api)
         finally:
             codes = [s.terminate() for s in services]
             print(f"stopped all services with SIGTERM; exit codes {codes}")
             print(f"their logs (JSON lines): {logs.name}")
+
+
+def keep_up(gateway_port: int, api: Api) -> None:
+    """Leave the stack up, six simulated chargers (half 1.6, half 2.0.1)
+    charging now and then, until SIGINT or SIGTERM."""
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "adapters.sim", "--url", f"ws://127.0.0.1:{gateway_port}",
+         "--chargers", "6", "--prefix", "LIVE", "--protocol", MIXED, "--duration", "86400",
+         "--rate", "2", "--meter-values", "6", "--json", "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    print(f"\nthe stack stays up (KEEP): open http://127.0.0.1:{api.port}/ and log in with "
+          f"{api.token}\nsix chargers (LIVE-0001..6) keep charging; Ctrl-C stops everything",
+          flush=True)  # fmt: skip
+    # Both, explicitly: started in the background, SIGINT may come ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_cleanly)
+    try:
+        signal.pause()
+    except SystemExit:
+        pass
+    finally:
+        # The first stops new sessions; a second ends those in flight.
+        sim.send_signal(signal.SIGTERM)
+        try:
+            sim.wait(5)
+        except subprocess.TimeoutExpired:
+            sim.send_signal(signal.SIGTERM)
+            sim.wait(30)
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _listening(port: int) -> bool:

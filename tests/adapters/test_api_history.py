@@ -140,13 +140,13 @@ async def test_transaction_with_its_meter_values_in_time_order(client: Client) -
     assert values == [
         {"sampled_at": "2024-01-03T10:01:00.000000Z", "connector_id": 1, "value": "200",
          "measurand": "Energy.Active.Import.Register", "phase": None, "location": "Outlet",
-         "unit": "Wh", "context": "Sample.Periodic", "format": "Raw"},
+         "unit": "Wh", "context": "Sample.Periodic", "format": "Raw", "signed_meter_value": None},
         {"sampled_at": "2024-01-03T10:01:00.000000Z", "connector_id": 1, "value": "7.2",
          "measurand": "Power.Active.Import", "phase": "L1", "location": "Outlet", "unit": "kW",
-         "context": "Sample.Periodic", "format": "Raw"},
+         "context": "Sample.Periodic", "format": "Raw", "signed_meter_value": None},
         {"sampled_at": "2024-01-03T10:02:00.000000Z", "connector_id": 1, "value": "300",
          "measurand": "Energy.Active.Import.Register", "phase": None, "location": "Outlet",
-         "unit": "Wh", "context": "Sample.Periodic", "format": "Raw"},
+         "unit": "Wh", "context": "Sample.Periodic", "format": "Raw", "signed_meter_value": None},
     ]  # fmt: skip
     finished = (await client.get("/v1/transactions/1")).json()
     assert finished["active"] is False and finished["energy_wh"] == 1000
