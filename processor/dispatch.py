@@ -115,6 +115,9 @@ class Dispatcher:
         # Chargers whose frames are being recorded, as last read, and when.
         self._watched: frozenset[str] = frozenset()
         self._watched_at = -math.inf
+        # Requests decoded to tell whether they read state, by id(frame),
+        # for their handling in the same batch not to decode them again.
+        self._decoded: dict[int, object] = {}
         # When this replica last wrote each charger's last_seen (monotonic),
         # and those to write before the next batch.
         self._seen: dict[str, float] = {}
@@ -174,7 +177,10 @@ class Dispatcher:
                                   d.entry_id.decode(), env.charge_point_id,
                                   extra=trace_fields(d.traceparent))  # fmt: skip
 
-        await self._run_groups(list(by_charger.values()), run, settled)
+        try:
+            await self._run_groups(list(by_charger.values()), run, settled)
+        finally:
+            self._decoded.clear()
         if aborted:
             raise aborted[0]
         done = [outcomes[i] for i in order if i in outcomes]
@@ -251,7 +257,12 @@ class Dispatcher:
         if route is None:
             return False
         if route.reads_state_for is not None:
-            return route.reads_state_for(env.charge_point_id, frame.payload)
+            try:
+                request = route.decoder.decode(frame.payload)
+            except msgspec.DecodeError:
+                return False  # refused when handled, reading nothing
+            self._decoded[id(frame)] = request
+            return route.reads_state_for(env.charge_point_id, request)
         return route.reads_state
 
     def _spelling(self, env: Envelope | Rejected) -> Protocol:
@@ -351,8 +362,10 @@ class Dispatcher:
                 raise NotImplementedAction(
                     f"Action {frame.action} is not implemented ({protocol.name})"
                 )
+            request = self._decoded.pop(id(frame), None)
             try:
-                request = route.decoder.decode(frame.payload)
+                if request is None:
+                    request = route.decoder.decode(frame.payload)
             # Not only ValidationError: the envelope's decode skipped the
             # payload, which may still hold a lone surrogate escape.
             except msgspec.DecodeError as exc:

@@ -23,15 +23,15 @@ class Route(Generic[Req, Resp]):
     # suspend, so the dispatcher runs them inline instead of paying for a task.
     reads_state: bool
     # For a handler that reads state for some messages only: whether it
-    # will for this one, from (charger, raw payload), told cheaply.
-    reads_state_for: Callable[[str, msgspec.Raw], bool] | None = None
+    # will for this one, from (charger, request decoded).
+    reads_state_for: Callable[[str, Req], bool] | None = None
 
 
 def route(
     request: type[Req],
     handler: Handler[Req, Resp],
     *,
-    reads_state: bool | Callable[[str, msgspec.Raw], bool] = False,
+    reads_state: bool | Callable[[str, Req], bool] = False,
 ) -> Route[Req, Resp]:
     """``reads_state``: whether the handler may await ctx.state, or a
     function telling it per message."""

@@ -20,7 +20,7 @@ from processor.protocols import OCPP201, protocols
 from processor.types import HandlerConfig, IdTagRecord
 from processor.v201.handlers import ROUTES
 from processor.v201.handlers.transactions import transaction_event_reads_state
-from processor.v201.messages import CHARGER_INITIATED
+from processor.v201.messages import CHARGER_INITIATED, TransactionEvent
 from tests.messages import call
 from tests.processor.memory_state import MemoryState
 
@@ -320,17 +320,18 @@ async def test_an_evse_said_once_is_remembered_within_a_batch_without_reading() 
 
 
 def test_which_transaction_events_read_state() -> None:
-    """Told from the raw payload: what the handler will await."""
+    """Told from the request: what the handler will await."""
     periodic = begin(5, "Sample.Periodic")
-    raw = lambda body: msgspec.Raw(json.dumps(body).encode())  # noqa: E731
-    reads = functools.partial(transaction_event_reads_state, "CS-R")
-    assert reads(raw(tx_event("Started", 0, "TX-R1", evse={"id": 2})))  # the allow-list
-    assert reads(raw(tx_event("Updated", 1, "TX-R1", idToken={"idToken": "T", "type": "Central"})))
+
+    def reads(body: dict[str, Any]) -> bool:
+        return transaction_event_reads_state("CS-R", msgspec.convert(body, TransactionEvent))
+
+    assert reads(tx_event("Started", 0, "TX-R1", evse={"id": 2}))  # the allow-list
+    assert reads(tx_event("Updated", 1, "TX-R1", idToken={"idToken": "T", "type": "Central"}))
     # Readings of a session whose EVSE is not known here, unless they name it.
-    assert reads(raw(tx_event("Updated", 1, "TX-R1", meterValue=periodic)))
-    assert not reads(raw(tx_event("Updated", 1, "TX-R1", meterValue=periodic, evse={"id": 2})))
-    assert not reads(raw(tx_event("Ended", 2, "TX-R1")))  # no readings: no EVSE looked up
-    assert not reads(msgspec.Raw(b"[not an event"))  # refused when handled
+    assert reads(tx_event("Updated", 1, "TX-R1", meterValue=periodic))
+    assert not reads(tx_event("Updated", 1, "TX-R1", meterValue=periodic, evse={"id": 2}))
+    assert not reads(tx_event("Ended", 2, "TX-R1"))  # no readings: no EVSE looked up
 
 
 async def test_periodic_updates_of_sessions_seen_here_wait_for_nothing() -> None:

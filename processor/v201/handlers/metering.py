@@ -58,15 +58,15 @@ MAX_MULTIPLIER = 30
 def _scaled(value: float, multiplier: int) -> str:
     """``value`` times ten to ``multiplier``, exactly, as plain decimal text
     (``<value>e<multiplier>`` past MAX_MULTIPLIER)."""
-    if abs(multiplier) > MAX_MULTIPLIER:
-        return f"{value!r}e{multiplier}"
-    if multiplier == 0 and abs(value) < 1e15:
+    if not multiplier and -1e15 < value < 1e15:
         # The usual case, 5x quicker: repr is already exact and plain here
         # (it turns to exponents only from 1e16 or below 1e-4).
         if value.is_integer():
             return str(int(value))
-        if abs(value) >= 1e-4:
+        if value >= 1e-4 or value <= -1e-4:
             return repr(value)
+    if not -MAX_MULTIPLIER <= multiplier <= MAX_MULTIPLIER:
+        return f"{value!r}e{multiplier}"
     text = format(Decimal(repr(value)).scaleb(multiplier), "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
 

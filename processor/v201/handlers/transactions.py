@@ -28,8 +28,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
-import msgspec
-
 from processor import clock, history, keys
 from processor.handler_common import (
     refuse_unknown_under_known_only,
@@ -65,29 +63,7 @@ def _remember(key: tuple[str, str], evse_id: int) -> None:
     _EVSES[key] = evse_id
 
 
-class _Info(msgspec.Struct, rename="camel"):
-    transaction_id: str
-
-
-class _Glimpse(msgspec.Struct, rename="camel"):
-    """What tells whether handling an event reads state; the rest skipped."""
-
-    event_type: str
-    transaction_info: _Info
-    # Left as their JSON, unread; empty when absent (Raw | None is not a type).
-    evse: msgspec.Raw = msgspec.Raw(b"")
-    id_token: msgspec.Raw = msgspec.Raw(b"")
-    meter_value: msgspec.Raw = msgspec.Raw(b"")
-
-
-_glimpse = msgspec.json.Decoder(_Glimpse)
-
-
-def _given(raw: msgspec.Raw) -> bool:
-    return len(raw) > 0 and memoryview(raw)[:4].tobytes() != b"null"
-
-
-def transaction_event_reads_state(cp: str, payload: msgspec.Raw) -> bool:
+def transaction_event_reads_state(cp: str, req: TransactionEvent) -> bool:
     """Whether :func:`transaction_event` will await state for this event: a
     Started (the allow-list), an idToken (the authorization list), readings
     of a session whose EVSE is not known here. Most events, a periodic
@@ -96,15 +72,11 @@ def transaction_event_reads_state(cp: str, payload: msgspec.Raw) -> bool:
     between, the oldest of 100,000, it is read inline, maybe before the
     previous batch's commit is in: at worst its readings' latest values go
     under EVSE 0, as before the first event.)"""
-    try:
-        e = _glimpse.decode(payload)
-    except msgspec.DecodeError:
-        return False  # refused when handled, reading nothing
     return (
-        e.event_type == "Started"
-        or _given(e.id_token)
-        or (_given(e.meter_value) and not _given(e.evse)
-            and (cp, e.transaction_info.transaction_id) not in _EVSES)
+        req.event_type == "Started"
+        or req.id_token is not None
+        or (bool(req.meter_value) and req.evse is None
+            and (cp, req.transaction_info.transaction_id) not in _EVSES)
     )  # fmt: skip
 
 
@@ -213,18 +185,19 @@ async def transaction_event(ctx: Context, req: TransactionEvent) -> TransactionE
     stamp = clock.stored(trusted_time(ctx, req.timestamp, "TransactionEvent"))
     connector_id = req.evse.connector_id if req.evse is not None else None
 
-    once = _stated_once(req, stamp)
-    earliest = _earliest(req)
     # A periodic Updated (most of a session's events) says nothing of the
     # session but its meter values: like 1.6's MeterValues, it writes those
     # alone, and no event row (its readings are keyed by their content).
-    says = (bool(once) or bool(earliest) or req.event_type != "Updated"
-            or info.charging_state is not None
-            or req.trigger_reason != "MeterValuePeriodic")  # fmt: skip
+    # (Nothing it holds is stated once nor earliest: see _stated_once and
+    # _earliest.)
+    says = (req.event_type != "Updated" or req.trigger_reason != "MeterValuePeriodic"
+            or info.charging_state is not None or req.evse is not None
+            or req.id_token is not None or info.remote_start_id is not None
+            or req.reservation_id is not None)  # fmt: skip
     if says:
-        for name, value in once.items():
+        for name, value in _stated_once(req, stamp).items():
             ctx.effects.call("HSETNX", key, name, value)
-        for seq_field, facts in earliest:
+        for seq_field, facts in _earliest(req):
             ctx.effects.hset_newer(key, facts, timestamp_field=seq_field,
                                    timestamp=_earlier_wins(req.seq_no))  # fmt: skip
         # The session's state, kept from the highest seqNo that changed it.
