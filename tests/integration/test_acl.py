@@ -212,6 +212,23 @@ def test_the_pipeline_runs_under_its_own_users(acl: Acl, tmp_path: Path, postgre
                                                for t in found)  # fmt: skip
 
             wait_for(archived, TIMEOUT, "both sessions archived")
+            # The operator console, whose pages read more than /v1 does.
+            http.cookies.set("ocpp_console", TOKEN)
+            for path in (
+                "/",
+                "/overview/live",
+                "/chargers",
+                f"/chargers/{CP}",
+                f"/chargers/{CP}/frames",
+                "/transactions",
+                "/id-tags",
+                "/transactions?protocol=ocpp2.0.1",
+                "/dead-letters",
+                "/anomalies",
+            ):
+                page = http.get(path)
+                assert page.status_code == 200, (path, page.text[:500])
+            assert "processors" in http.get("/").text  # the group's lag
         # An OCPP 2.0.1 station's session too: its writes (HSETNX among them)
         # under the same users.
         station = sim(f"ws://127.0.0.1:{stack.gateway_port}", "--chargers", "1", "--sessions",
