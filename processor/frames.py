@@ -33,6 +33,9 @@ WATCH_S: Final = 600
 REFRESH_S: Final = 2.0
 # A frame longer than this is kept cut, saying how long it was.
 MAX_FRAME_CHARS: Final = 16_384
+# A charger's frames go this long after its last one recorded: a charger
+# gone (or an id that connected once) leaves no key behind for ever.
+KEPT_S: Final = 7 * 86_400
 
 
 class Entry(msgspec.Struct):
@@ -90,3 +93,4 @@ def tap(outcomes: Iterable[Outcome], watched: Collection[str], now_ms: int) -> N
         key = keys.frames(cp)
         out.effects.call("LPUSH", key, *pushed)
         out.effects.call("LTRIM", key, 0, keys.FRAMES_KEPT - 1)
+        out.effects.call("EXPIRE", key, KEPT_S)

@@ -114,6 +114,7 @@ class RedisState:
         self._ttl = idempotency_ttl_s
         self._max_session = max_session_s
         self._open = script(redis, "processor", "open_transaction")
+        self._seen_script = script(redis, "processor", "seen")
 
     async def id_tag(self, tag: str) -> tuple[IdTagRecord | None, int | None]:
         fields, active = await self._reads.read(
@@ -183,10 +184,9 @@ class RedisState:
         return bytes(protocol).decode() if protocol else None
 
     async def mark_seen(self, seen: Mapping[str, str]) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for cp, at in seen.items():
-                pipe.hset(keys.charge_point(cp), "last_seen", at)
-            await pipe.execute()
+        # Newest wins: another replica may have written a later one since.
+        flat = [x for pair in seen.items() for x in pair]
+        await self._seen_script(args=flat)
 
     async def watched_chargers(self, now_ms: int) -> set[str]:
         [members] = await self._reads.read(("ZRANGEBYSCORE", keys.FRAMES_WATCHED, now_ms, "+inf"))

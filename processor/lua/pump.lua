@@ -21,13 +21,14 @@ local function pump(cp, now_ms, reply_ttl_ms)
       redis.call('LPUSH', reply, redis.call('HGET', cmd, 'frame'))
       redis.call('PEXPIRE', reply, reply_ttl_ms)
       -- Our commands are always among the charger's last frames
-      -- (processor/frames.py; keys.FRAMES_KEPT is 50 too).
+      -- (processor/frames.py; keys.FRAMES_KEPT is 50 too, KEPT_S a week).
       local call = redis.call('HGET', cmd, 'call')
       if call then
         local frames = 'ocpp:frames:' .. cp
         redis.call('LPUSH', frames,
           cjson.encode({at = tonumber(now_ms), dir = 'out', frame = call}))
         redis.call('LTRIM', frames, 0, 49)
+        redis.call('EXPIRE', frames, 604800)
       end
       return id
     end

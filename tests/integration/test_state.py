@@ -306,3 +306,12 @@ async def test_a_redis_that_stops_answering_times_a_round_trip_out(
         assert await state.id_tag("A") == (IdTagRecord("Accepted", None, None), None)
     finally:
         await redis.aclose()
+
+
+async def test_last_seen_never_moves_back(redis: Redis) -> None:
+    state = RedisState(redis, 60)
+    t1, t2 = "2024-01-01T10:00:00.000000Z", "2024-01-01T11:00:00.000000Z"
+    await state.mark_seen({"CP1": t2, "CP2": t1})
+    await state.mark_seen({"CP1": t1})  # a replica writing late
+    assert await redis.hget(keys.charge_point("CP1"), "last_seen") == t2.encode()
+    assert await redis.hget(keys.charge_point("CP2"), "last_seen") == t1.encode()

@@ -32,6 +32,7 @@ def pushed(out: Outcome, cp: str = "CS1") -> list[dict[str, Any]]:
         return []
     [[_, _, key, *entries]] = lpush
     assert ["call", "LTRIM", key, "0", str(keys.FRAMES_KEPT - 1)] in ops
+    assert ["call", "EXPIRE", key, str(frames.KEPT_S)] in ops
     assert key == keys.frames(cp)
     return [json.loads(e) for e in entries]
 
@@ -77,3 +78,4 @@ def test_a_long_frame_is_kept_cut_saying_how_long_it_was() -> None:
 def test_the_command_script_keeps_as_many_frames_as_the_processor() -> None:
     pump = (Path(frames.__file__).parent / "lua" / "pump.lua").read_text()
     assert f"redis.call('LTRIM', frames, 0, {keys.FRAMES_KEPT - 1})" in pump
+    assert f"redis.call('EXPIRE', frames, {frames.KEPT_S})" in pump
