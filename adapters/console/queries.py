@@ -9,10 +9,12 @@ already make for the /v1 API are called, not repeated.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+from weakref import WeakKeyDictionary
 
 import msgspec
 from redis.asyncio import Redis
@@ -27,7 +29,9 @@ from adapters.api_models import (
 from adapters.console import views as v
 from adapters.history_db import History, HistoryUnavailable
 from processor import keys
-from processor.protocol_names import OCPP201
+from processor.protocol_names import OCPP16, OCPP201
+
+T = TypeVar("T")
 
 # The overview counts dead letters and anomalies of the last hour up to this.
 RECENT_CAP = 1000
@@ -81,8 +85,40 @@ async def _connector_statuses(
     return statuses
 
 
+class _Shared(Generic[T]):
+    """A read of the whole fleet, one per Redis client, made at most every
+    ``ttl`` seconds and shared by every open tab's poll and page view in
+    this process: the overview and the charger list read every charger,
+    and with thousands of them each read costs a noticeable share of a
+    core. Concurrent callers wait for the one read in progress."""
+
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        self._held: WeakKeyDictionary[Redis, tuple[float, T]] = WeakKeyDictionary()
+        self._locks: WeakKeyDictionary[Redis, asyncio.Lock] = WeakKeyDictionary()
+
+    async def get(self, redis: Redis, read: Callable[[], Awaitable[T]]) -> T:
+        async with self._locks.setdefault(redis, asyncio.Lock()):
+            held = self._held.get(redis)
+            if held is not None and time.monotonic() - held[0] < self._ttl:
+                return held[1]
+            value = await read()
+            self._held[redis] = (time.monotonic(), value)
+            return value
+
+
+# As often as the overview polls: a second tab costs nothing more.
+FLEET_TTL_S = 2.0
+_rows: _Shared[list[v.ChargerRow]] = _Shared(FLEET_TTL_S)
+
+
 async def charger_rows(redis: Redis, now: datetime) -> list[v.ChargerRow]:
-    """Every charger that booted or is on the allow-list, by id."""
+    """Every charger that booted or is on the allow-list, by id; read at
+    most every :data:`FLEET_TTL_S` (their presence as of that read)."""
+    return await _rows.get(redis, lambda: _read_charger_rows(redis, now))
+
+
+async def _read_charger_rows(redis: Redis, now: datetime) -> list[v.ChargerRow]:
     async with redis.pipeline(transaction=False) as pipe:
         pipe.smembers(keys.CHARGE_POINTS)
         pipe.smembers(keys.KNOWN_CHARGE_POINTS)
@@ -124,10 +160,14 @@ class ChargerDetail(msgspec.Struct, kw_only=True):
     variables: list[v.VariableRow] = []
 
 
-async def charger_detail(redis: Redis, charge_point_id: str) -> ChargerDetail:
-    """Raises ``api_queries.NotFound`` for a charger never heard of."""
+async def charger_detail(
+    redis: Redis, charge_point_id: str, default_protocol: str = OCPP16
+) -> ChargerDetail:
+    """Raises ``api_queries.NotFound`` for a charger never heard of; one
+    that has registered no version speaks ``default_protocol``
+    (``OCPP_DEFAULT_PROTOCOL``)."""
     charger = await q.get_charge_point(redis, charge_point_id)
-    protocol = await q.charger_protocol(redis, charge_point_id)
+    protocol = await q.charger_protocol(redis, charge_point_id, default_protocol)
     if protocol != OCPP201:
         rows = [
             v.ConnectorRow(connector_id=c.connector_id, status=c.status, error_code=c.error_code,
@@ -205,15 +245,27 @@ async def _recent(redis: Redis, stream: str, now_ms: int) -> int:
 
 
 # Energy of the sessions that ended since $1, both versions; 2.0.1 sessions
-# still open (an Ended that never came stays open: shown as such).
+# open, started since $2 (a day ago): one whose Ended never came would
+# otherwise count as running for ever. (Indexes: migration 0006.)
 _TODAY = """SELECT
     (SELECT coalesce(sum(energy_wh), 0) FROM transactions WHERE stopped_at >= $1)
     + (SELECT coalesce(sum(energy_wh), 0) FROM transactions_v201 WHERE stopped_at >= $1)
         AS energy_wh,
-    (SELECT count(*) FROM transactions_v201 WHERE stopped_at IS NULL) AS open_v201"""
+    (SELECT count(*) FROM transactions_v201 WHERE stopped_at IS NULL AND started_at >= $2)
+        AS open_v201"""
+
+
+_overviews: _Shared[v.Overview] = _Shared(FLEET_TTL_S)
 
 
 async def overview(redis: Redis, history: History, meter: v.RateMeter, now: datetime) -> v.Overview:
+    """The fleet at a glance, read at most every :data:`FLEET_TTL_S`."""
+    return await _overviews.get(redis, lambda: _read_overview(redis, history, meter, now))
+
+
+async def _read_overview(
+    redis: Redis, history: History, meter: v.RateMeter, now: datetime
+) -> v.Overview:
     rows = await charger_rows(redis, now)
     now_ms = int(now.timestamp() * 1000)
     async with redis.pipeline(transaction=False) as pipe:
@@ -236,7 +288,7 @@ async def overview(redis: Redis, history: History, meter: v.RateMeter, now: date
     )
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     try:
-        found = await history.fetch(_TODAY, midnight)
+        found = await history.fetch(_TODAY, midnight, now - timedelta(days=1))
     except HistoryUnavailable as exc:
         out.history_error = str(exc)
     else:
