@@ -47,6 +47,8 @@ from adapters.history_db import History, Row
 from processor import clock, keys
 from processor.command_queue import CommandQueue
 
+# 1.6 transaction ids are ours, from one counter, kept as PostgreSQL integers.
+MAX_ID = 2**31 - 1
 # A transaction's meter values in one answer, at most; more is flagged
 # (meter_values_truncated) rather than cut silently.
 MAX_METER_VALUES = 100_000
@@ -165,8 +167,8 @@ def transactions_query(
     """SQL and arguments for a page of transactions, newest (highest id)
     first, one row more than ``limit`` to tell whether there is more.
     ``started_from`` is inclusive, ``started_to`` exclusive."""
-    if before is not None and before < 1:
-        raise q.InvalidInput(f"before must be a transaction id (1 or more), got {before}")
+    if before is not None and not 1 <= before <= MAX_ID:
+        raise q.InvalidInput(f"before must be a transaction id (1 to {MAX_ID}), got {before}")
     where = _transaction_filters(limit, charge_point_id, ("id_tag", id_tag), active,
                                  started_from, started_to)  # fmt: skip
     if before is not None:
@@ -552,6 +554,8 @@ async def list_transactions(
 async def get_transaction(history: History, redis: Redis, transaction_id: int) -> TransactionDetail:
     """A transaction and its meter values from the history; one the
     archiver has not written yet from Redis, without meter values."""
+    if not 1 <= transaction_id <= MAX_ID:
+        raise q.NotFound(f"transaction {transaction_id} does not exist")
     rows = await history.fetch(TRANSACTION_BY_ID, transaction_id)
     if not rows:
         live = await q.live_transaction(redis, transaction_id)

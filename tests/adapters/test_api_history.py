@@ -174,6 +174,9 @@ async def test_transaction_not_archived_yet_comes_from_redis(client: Client, red
     # The listing is the history's alone.
     assert await page(client, "?charge_point_id=CP2") == ([2], None)
     assert_problem(await client.get("/v1/transactions/99"), 404, "transaction 99")
+    # Past PostgreSQL's integer: no such transaction, not a 500.
+    assert_problem(await client.get(f"/v1/transactions/{2**40}"), 404, "does not exist")
+    assert_problem(await client.get(f"/v1/transactions?before={2**40}"), 400, "before")
 
 
 async def test_closed_transactions_outlive_redis(client: Client, redis_db: str) -> None:
