@@ -142,6 +142,14 @@ class ApiSettings(msgspec.Struct, kw_only=True, frozen=True):
         int, Meta(ge=1, description="how long a command's record is kept")
     ] = 7 * 86400
     default_protocol: DefaultProtocol = "ocpp1.6"
+    console_offline_after_s: Annotated[
+        int,
+        Meta(
+            ge=10,
+            description="the console shows a charger online while it was heard from "
+            "within this (two heartbeat intervals and some slack)",
+        ),
+    ] = 660
     log_level: LogLevel = "INFO"
 
 
@@ -543,7 +551,8 @@ def create_app(
     # One limiter for /v1 and the console's login: guessing through either counts.
     if login_limiter is None:  # not `or`: an empty limiter is falsy (it has a len)
         login_limiter = FailureLimiter(LOGIN_FAILURES, LOGIN_WINDOW_S)
-    operator_console = console(Gate(settings.api_token, login_limiter))
+    operator_console = console(Gate(settings.api_token, login_limiter),
+                               offline_after_s=settings.console_offline_after_s)  # fmt: skip
     v1 = Router(
         "/v1",
         route_handlers=V1_HANDLERS,

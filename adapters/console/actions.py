@@ -21,7 +21,7 @@ from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from adapters import api_queries as q
 from adapters.app_state import queue_of, redis_of
-from adapters.console.pages import now, page
+from adapters.console.pages import id_tags_page, now, page
 from processor import clock
 
 Form = Body(media_type=RequestEncodingType.URL_ENCODED)
@@ -64,10 +64,17 @@ class IdTagForm(msgspec.Struct, kw_only=True):
     parent_id_tag: str = ""
 
 
-def _back(done: str = "", tag: str = "", error: str = "") -> Redirect:
-    query = urlencode({k: val for k, val in (("done", done), ("tag", tag), ("error", error))
-                       if val})  # fmt: skip
-    return Redirect(f"/id-tags?{query}" if query else "/id-tags", status_code=HTTP_303_SEE_OTHER)
+def _back(done: str, tag: str) -> Redirect:
+    """To the list, saying what was done (a word the list page knows)."""
+    query = urlencode({"done": done, "tag": tag})
+    return Redirect(f"/id-tags?{query}", status_code=HTTP_303_SEE_OTHER)
+
+
+async def _refused(state: State, exc: q.InvalidInput | q.NotFound) -> Template:
+    """The list again, saying why the change was not made: rendered here,
+    not redirected to, so no URL can make the page say it."""
+    status = 404 if isinstance(exc, q.NotFound) else 400
+    return await id_tags_page(state, status, error=str(exc))
 
 
 def _expiry(text: str) -> str | None:
@@ -88,18 +95,18 @@ async def _put(state: State, tag: FromPath[str], status: str, expiry: str | None
 
 
 @post("/id-tags", status_code=HTTP_303_SEE_OTHER)
-async def put_id_tag(state: State, data: Annotated[IdTagForm, Form]) -> Redirect:
+async def put_id_tag(state: State, data: Annotated[IdTagForm, Form]) -> Redirect | Template:
     tag = data.id_tag.strip()
     try:
         q.check_id_tag(tag)
         await _put(state, tag, data.status, _expiry(data.expiry_date),
                    data.parent_id_tag.strip() or None)  # fmt: skip
     except q.InvalidInput as exc:
-        return _back(error=str(exc))
+        return await _refused(state, exc)
     return _back("saved", tag)
 
 
-async def _change(state: State, tag: FromPath[str], **change: Any) -> Redirect:
+async def _change(state: State, tag: FromPath[str], **change: Any) -> Redirect | Template:
     """Rewrite ``tag``'s entry with ``change`` applied to what it holds."""
     try:
         entry = await q.get_id_tag(redis_of(state), tag)
@@ -107,32 +114,32 @@ async def _change(state: State, tag: FromPath[str], **change: Any) -> Redirect:
                   "parent": entry.parent_id_tag, **change}  # fmt: skip
         await _put(state, tag, fields["status"], fields["expiry"], fields["parent"])
     except (q.InvalidInput, q.NotFound) as exc:
-        return _back(error=str(exc))
+        return await _refused(state, exc)
     return _back(change.get("status", "expired").lower(), tag)
 
 
 @post("/id-tags/{tag:str}/block", status_code=HTTP_303_SEE_OTHER)
-async def block_id_tag(state: State, tag: FromPath[str]) -> Redirect:
+async def block_id_tag(state: State, tag: FromPath[str]) -> Redirect | Template:
     return await _change(state, tag, status="Blocked")
 
 
 @post("/id-tags/{tag:str}/accept", status_code=HTTP_303_SEE_OTHER)
-async def accept_id_tag(state: State, tag: FromPath[str]) -> Redirect:
+async def accept_id_tag(state: State, tag: FromPath[str]) -> Redirect | Template:
     return await _change(state, tag, status="Accepted")
 
 
 @post("/id-tags/{tag:str}/expire", status_code=HTTP_303_SEE_OTHER)
-async def expire_id_tag(state: State, tag: FromPath[str]) -> Redirect:
+async def expire_id_tag(state: State, tag: FromPath[str]) -> Redirect | Template:
     """Expiry set to now: from the next Authorize on, the tag is Expired."""
     return await _change(state, tag, expiry=clock.wire(now()))
 
 
 @post("/id-tags/{tag:str}/delete", status_code=HTTP_303_SEE_OTHER)
-async def delete_id_tag(state: State, tag: FromPath[str]) -> Redirect:
+async def delete_id_tag(state: State, tag: FromPath[str]) -> Redirect | Template:
     try:
         await q.delete_id_tag(redis_of(state), tag)
     except (q.InvalidInput, q.NotFound) as exc:
-        return _back(error=str(exc))
+        return await _refused(state, exc)
     return _back("removed", tag)
 
 

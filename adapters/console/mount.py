@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from litestar import Router
+from litestar import Request, Router
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import CacheControlHeader, ResponseHeader
 from litestar.exceptions import HTTPException
@@ -37,11 +37,19 @@ from litestar.middleware.csrf import CSRFMiddleware
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
+from litestar.types import BeforeRequestHookHandler, ExceptionHandlersMap
 
+from adapters import api_queries as q
 from adapters.console import views
 from adapters.console.actions import ACTIONS
 from adapters.console.auth import Gate, LoginRequired, auth_handlers, cookie_guard, login_redirect
-from adapters.console.pages import PAGES, error_page
+from adapters.console.pages import (
+    PAGES,
+    error_page,
+    failure_page,
+    invalid_input_page,
+    not_found_page,
+)
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
@@ -70,7 +78,8 @@ _HEADERS = [
 ]
 
 
-def templates(auth: bool) -> TemplateConfig[JinjaTemplateEngine]:
+def templates(auth: bool, offline_after_s: float = views.OFFLINE_AFTER_S
+              ) -> TemplateConfig[JinjaTemplateEngine]:  # fmt: skip
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(default=True, default_for_string=True),
@@ -81,6 +90,7 @@ def templates(auth: bool) -> TemplateConfig[JinjaTemplateEngine]:
     env.filters.update(views.FILTERS)
     env.globals["auth"] = auth
     env.globals["csrf_header"] = CSRF_HEADER
+    env.globals["online_legend"] = views.online_legend(offline_after_s)
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
 
 
@@ -108,13 +118,39 @@ class Console:
     state: dict[str, Any] = field(default_factory=dict)
 
 
-def console(gate: Gate) -> Console:
-    """The console behind ``gate``."""
+# What fails on a console page shows as a console page. Redis and
+# PostgreSQL being unavailable are left to the app's handlers (RedisError
+# and HistoryUnavailable: more specific than Exception, so they win).
+_ERRORS: ExceptionHandlersMap = {
+    LoginRequired: login_redirect,
+    HTTPException: error_page,
+    q.InvalidInput: invalid_input_page,
+    q.NotFound: not_found_page,
+    Exception: failure_page,
+}
+
+
+def presence_window(offline_after_s: float) -> BeforeRequestHookHandler:
+    """A hook setting the online threshold for the request it runs before:
+    every presence judged while serving it (in ``queries.py`` too) uses it."""
+
+    # async: Litestar runs a sync hook on a worker thread, whose context
+    # is not the handler's.
+    async def hook(request: Request[Any, Any, Any]) -> None:
+        views.offline_after.set(offline_after_s)
+
+    return hook
+
+
+def console(gate: Gate, offline_after_s: float = views.OFFLINE_AFTER_S) -> Console:
+    """The console behind ``gate``; a charger is online while heard from
+    within ``offline_after_s``."""
     shared: dict[str, Any] = {
         "include_in_schema": False,
         "middleware": [DefineMiddleware(CSRFMiddleware, config=csrf(gate.token))],
         "response_headers": _HEADERS,
-        "exception_handlers": {LoginRequired: login_redirect, HTTPException: error_page},
+        "exception_handlers": _ERRORS,
+        "before_request": presence_window(offline_after_s),
     }
     pages = Router("/", route_handlers=[*PAGES, *ACTIONS],
                    guards=[cookie_guard(gate)] if gate.enabled else None, **shared)  # fmt: skip
@@ -126,6 +162,6 @@ def console(gate: Gate) -> Console:
     )  # fmt: skip
     return Console(
         routers=[pages, login, static],
-        template_config=templates(gate.enabled),
+        template_config=templates(gate.enabled, offline_after_s),
         state={"console_meter": views.RateMeter()},
     )

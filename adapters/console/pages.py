@@ -7,6 +7,8 @@ through ``views.py``; a history read that fails (PostgreSQL down, no
 
 from __future__ import annotations
 
+import logging
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -34,8 +36,16 @@ from adapters.history_db import History, HistoryUnavailable
 from processor.keys import ANOMALIES, DEAD
 from processor.protocol_names import OCPP201
 
+log = logging.getLogger("api")
+
 # CSV export: all matching transactions, read a page at a time, up to this.
 CSV_MAX_ROWS = 100_000
+# 1.6 transaction ids are PostgreSQL int4 (and ours from 1): an id past
+# these is none, and given to PostgreSQL would fail the query itself.
+FIRST_ID, LAST_ID = 1, 2**31 - 1
+# A stream entry id (``ms-seq``), each part a 64-bit unsigned integer.
+_STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+_U64 = 2**64 - 1
 
 
 def is_htmx(request: Request[Any, Any, Any]) -> bool:
@@ -84,16 +94,17 @@ async def chargers(
 ) -> Template:
     f = v.ChargerFilter(q=q_, presence=presence, protocol=protocol, seen=seen)
     at = now()
-    every = await cq.charger_rows(redis_of(state), at)
-    rows = v.filter_chargers(every, f, at)
+    found = v.charger_page(await cq.charger_rows(redis_of(state), at), f, at)
     name = "_charger_rows.html" if is_htmx(request) else "chargers.html"
-    return page(name, "chargers", rows=rows, total=len(every), f=f, seen_windows=v.SEEN_WINDOWS,
+    return page(name, "chargers", found=found, f=f, seen_windows=v.SEEN_WINDOWS,
                 presence_labels=v.PRESENCE_LABELS, protocols=v.PROTOCOL_LABELS)  # fmt: skip
 
 
 async def _detail(state: State, charge_point_id: FromPath[str]) -> cq.ChargerDetail:
     try:
-        return await cq.charger_detail(redis_of(state), charge_point_id)
+        return await cq.charger_detail(
+            redis_of(state), charge_point_id, queue_of(state).default_protocol
+        )
     except q.NotFound as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
 
@@ -142,7 +153,9 @@ async def command_form(
     state: State, charge_point_id: FromPath[str], action: FromQuery[str] = ""
 ) -> Template:
     """The form for one command, generated in the browser from its schema."""
-    protocol = await q.charger_protocol(redis_of(state), charge_point_id)
+    protocol = await q.charger_protocol(
+        redis_of(state), charge_point_id, queue_of(state).default_protocol
+    )
     try:
         schema = schemas.request_schema(protocol, action)
     except KeyError:
@@ -181,8 +194,20 @@ async def transaction_filter(
     try:
         f.started_from, f.started_to  # noqa: B018 (parsing them is the check)
     except ValueError:
-        raise HTTPException(status_code=400, detail="days are YYYY-MM-DD") from None
+        raise HTTPException(
+            status_code=400,
+            detail=f"days are YYYY-MM-DD, years {v.FIRST_YEAR} to {v.LAST_YEAR}",
+        ) from None
     return f
+
+
+def before_id(text: str) -> int:
+    """``before`` of the 1.6 list as a transaction id; 400 for anything else."""
+    if not (text.isascii() and text.isdigit()) or not FIRST_ID <= int(text) <= LAST_ID:
+        raise HTTPException(
+            status_code=400, detail=f"before is a transaction id, {FIRST_ID} to {LAST_ID}"
+        )
+    return int(text)
 
 
 async def _page(history: History, f: v.TransactionFilter, limit: int, before: str
@@ -195,12 +220,10 @@ async def _page(history: History, f: v.TransactionFilter, limit: int, before: st
             active=f.active, started_from=f.started_from, started_to=f.started_to,
             limit=limit, before=before or None,
         )  # fmt: skip
-    if before and not before.isdigit():
-        raise HTTPException(status_code=400, detail="before is a transaction id")
     return await h.list_transactions(
         history, charge_point_id=f.charge_point_id or None, id_tag=f.id_tag or None,
         active=f.active, started_from=f.started_from, started_to=f.started_to, limit=limit,
-        before=int(before) if before else None,
+        before=before_id(before) if before else None,
     )  # fmt: skip
 
 
@@ -239,13 +262,17 @@ async def transactions_csv(state: State, f: NamedDependency[v.TransactionFilter]
     text = (h.sessions_csv if f.v201 else h.transactions_csv)(rows[:CSV_MAX_ROWS])
     name = "sessions-ocpp201" if f.v201 else "transactions"
     return Response(
-        text, media_type="text/csv; charset=utf-8",
+        # Litestar adds "; charset=utf-8" to a text/ type itself.
+        text, media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{name}-{stamp}.csv"'},
     )  # fmt: skip
 
 
 @get("/transactions/{transaction_id:int}", name="transaction")
 async def transaction(state: State, transaction_id: FromPath[int]) -> Template:
+    if not FIRST_ID <= transaction_id <= LAST_ID:
+        raise HTTPException(status_code=404, detail=f"there is no transaction #{transaction_id}: "
+                            f"ids run from {FIRST_ID} to {LAST_ID}")  # fmt: skip
     try:
         t: TransactionDetail = await h.get_transaction(
             history_of(state), redis_of(state), transaction_id
@@ -255,7 +282,7 @@ async def transaction(state: State, transaction_id: FromPath[int]) -> Template:
                     transaction_id=transaction_id)  # fmt: skip
     except q.NotFound as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
-    chart = v.chart_data(t.meter_values)
+    chart = v.chart_data(t.meter_values, t.meter_start)
     return page("transaction.html", "transactions", t=t, chart=chart, history_error=None,
                 signed=v.signed_values(t.meter_values), transaction_id=transaction_id,
                 chart_json=_chart_json(chart))  # fmt: skip
@@ -274,7 +301,7 @@ async def session(state: State, charge_point_id: FromPath[str], transaction_id: 
                     transaction_id=transaction_id)  # fmt: skip
     except q.NotFound as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
-    chart = v.chart_data(t.meter_values)
+    chart = v.chart_data(t.meter_values, t.meter_start)
     return page("session.html", "transactions", t=t, chart=chart, history_error=None,
                 signed=v.signed_values(t.meter_values), transaction_id=transaction_id,
                 chart_json=_chart_json(chart))  # fmt: skip
@@ -288,18 +315,45 @@ def _chart_json(chart: v.ChartData) -> str:
 # --- authorization list, dead letters, anomalies ------------------------------------
 
 
-@get("/id-tags", name="id_tags")
-async def id_tags(
-    state: State, done: FromQuery[str] = "", tag: FromQuery[str] = "", error: FromQuery[str] = ""
-) -> Template:
+# What a change to the list did, as the redirect after it names it: a
+# query any link can set, so only these words are shown, never its text.
+ID_TAG_DONE = frozenset({"saved", "blocked", "accepted", "expired", "removed"})
+
+
+async def id_tags_page(state: State, status: int = 200, *, done: str = "", tag: str = "",
+                       error: str = "") -> Template:  # fmt: skip
+    """The authorization list, with what was done (``done`` one of
+    :data:`ID_TAG_DONE`, to ``tag``) or why it was not (``error``: the
+    console's own message, never read from the URL)."""
     rows, more = await cq.id_tags(redis_of(state))
-    return page("id_tags.html", "id_tags", rows=rows, more=more, done=done, tag=tag,
+    if done not in ID_TAG_DONE or not 1 <= len(tag) <= 20:
+        done = tag = ""
+    return page("id_tags.html", "id_tags", status, rows=rows, more=more, done=done, tag=tag,
                 error=error, statuses=("Accepted", "Blocked", "Expired", "Invalid"))  # fmt: skip
+
+
+@get("/id-tags", name="id_tags")
+async def id_tags(state: State, done: FromQuery[str] = "", tag: FromQuery[str] = "") -> Template:
+    return await id_tags_page(state, done=done, tag=tag)
+
+
+def stream_before(before: str | None) -> str | None:
+    """``before`` of a stream page: an entry id this page gave out (``ms-seq``),
+    or none; 400 for anything else, which Redis would refuse as an error."""
+    if not before:
+        return None
+    found = _STREAM_ID.fullmatch(before)
+    if found is None or any(int(part) > _U64 for part in found.groups()) or before == "0-0":
+        # (0-0 too: nothing is before it, and Redis refuses "(0-0" as a bound.)
+        raise HTTPException(
+            status_code=400, detail="before is a stream entry id, as 1700000000000-0"
+        )
+    return before
 
 
 @get("/dead-letters", name="dead_letters")
 async def dead_letters(state: State, before: FromQuery[str | None] = None) -> Template:
-    entries, more = await cq.stream_page(redis_of(state), DEAD, "reason", before)
+    entries, more = await cq.stream_page(redis_of(state), DEAD, "reason", stream_before(before))
     return page("stream.html", "dead_letters", title="Dead letters", entries=entries, more=more,
                 what="reason", intro="Messages the processors could not handle: poison after "
                 "too many deliveries, and input that does not decode.")  # fmt: skip
@@ -307,21 +361,45 @@ async def dead_letters(state: State, before: FromQuery[str | None] = None) -> Te
 
 @get("/anomalies", name="anomalies")
 async def anomalies(state: State, before: FromQuery[str | None] = None) -> Template:
-    entries, more = await cq.stream_page(redis_of(state), ANOMALIES, "kind", before)
+    entries, more = await cq.stream_page(redis_of(state), ANOMALIES, "kind", stream_before(before))
     return page("stream.html", "anomalies", title="Anomalies", entries=entries, more=more,
                 what="kind", intro="Odd but accepted input: stops of unknown transactions, "
                 "clocks far ahead, second stops that differ.")  # fmt: skip
 
 
-def error_page(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    """Errors on console pages as a page (the /v1 API keeps its problem
-    details); an htmx fragment gets the message alone."""
+# --- errors ---------------------------------------------------------------------------
+# Errors on console pages as a page (the /v1 API keeps its problem details);
+# an htmx fragment gets the message alone. ``mount.py`` routes them here.
+
+
+def error_response(request: Request[Any, Any, Any], status: int, detail: str,
+                   headers: dict[str, str] | None = None) -> Response[Any]:  # fmt: skip
     if is_htmx(request):
-        return Response(f"{exc.status_code}: {exc.detail}", status_code=exc.status_code,
-                        media_type=MediaType.TEXT, headers=exc.headers)  # fmt: skip
-    return Template("error.html", status_code=exc.status_code, headers=exc.headers,
-                    context={"now": now(), "nav": "", "status": exc.status_code,
-                             "detail": exc.detail})  # fmt: skip
+        return Response(f"{status}: {detail}", status_code=status, media_type=MediaType.TEXT,
+                        headers=headers)  # fmt: skip
+    return Template("error.html", status_code=status, headers=headers,
+                    context={"now": now(), "nav": "", "status": status,
+                             "detail": detail})  # fmt: skip
+
+
+def error_page(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    return error_response(request, exc.status_code, exc.detail, exc.headers)
+
+
+def invalid_input_page(request: Request[Any, Any, Any], exc: q.InvalidInput) -> Response[Any]:
+    """What the /v1 reads refuse (a cursor this console did not give out)."""
+    return error_response(request, 400, str(exc))
+
+
+def not_found_page(request: Request[Any, Any, Any], exc: q.NotFound) -> Response[Any]:
+    return error_response(request, 404, str(exc))
+
+
+def failure_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Anything else: logged with its traceback; the page says no more
+    than that (its text may hold what an operator should not see)."""
+    log.exception("console %s %s failed", request.method, request.url.path)
+    return error_response(request, 500, "The console failed to show this; the error is logged.")
 
 
 PAGES = [overview, overview_live, chargers, charger, charger_live, charger_frames, command_form,

@@ -73,6 +73,11 @@ def shoot(base: str, token: str, out: Path) -> list[Path]:
         page.locator("table tbody th a").first.click()
         page.locator("#chart canvas").wait_for()
         save("transaction")
+        page.goto(f"{base}/transactions?protocol=ocpp2.0.1")
+        save("transactions-ocpp201")
+        page.locator("table tbody th a").first.click()
+        page.locator("#chart canvas").wait_for()
+        save("session-ocpp201")
         page.goto(f"{base}/id-tags")
         for tag in ("FLEET-CARD-01", "FLEET-CARD-02", "LOST-CARD-07"):
             page.get_by_label("idTag", exact=True).fill(tag)

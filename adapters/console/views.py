@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -26,7 +27,13 @@ from processor.protocol_names import OCPP16, OCPP201
 # at the processor's default interval (300 s) and a minute of slack. Nothing
 # in Redis says whether its WebSocket is open (that is the ws-server's), so
 # presence is read from last_seen, which every message it sends refreshes.
+# The default of the console's own setting (``mount.console``).
 OFFLINE_AFTER_S = 2 * 300 + 60
+
+# The threshold of the console serving this request: its mount sets it
+# before each request (``mount.py``), so the rows ``queries.py`` builds
+# judge presence by the console's setting without every read passing it on.
+offline_after: ContextVar[float] = ContextVar("offline_after_s", default=OFFLINE_AFTER_S)
 
 Presence = Literal["online", "offline", "never"]
 PRESENCE_LABELS: dict[str, str] = {
@@ -44,15 +51,29 @@ SEEN_WINDOWS: tuple[tuple[str, str, int], ...] = (
 )
 
 
-def presence(last_boot: str | None, last_seen: str | None, now: datetime) -> Presence:
+def presence(
+    last_boot: str | None,
+    last_seen: str | None,
+    now: datetime,
+    offline_after_s: float | None = None,
+) -> Presence:
     """Online, offline, or never booted (on the allow-list, or heard from
-    without a BootNotification that was accepted)."""
+    without a BootNotification that was accepted). Online means heard from
+    within ``offline_after_s``; by default this request's console's threshold."""
     if not last_boot:
         return "never"
+    limit = offline_after.get() if offline_after_s is None else offline_after_s
     seen = clock.parse(last_seen)
-    if seen is None or (now - seen).total_seconds() > OFFLINE_AFTER_S:
+    if seen is None or (now - seen).total_seconds() > limit:
         return "offline"
     return "online"
+
+
+def online_legend(offline_after_s: float) -> str:
+    """What "online" means, for a page's legend: ``heard from in the last 11 min``."""
+    seconds = round(offline_after_s)
+    window = f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
+    return f"heard from in the last {window}"
 
 
 # --- connectors ----------------------------------------------------------------
@@ -173,6 +194,33 @@ def _seen_within(row: ChargerRow, window: str, now: datetime) -> bool:
         return seconds < 0
     age = (now - seen).total_seconds()
     return age <= seconds if seconds > 0 else age > -seconds
+
+
+# The charger list shows at most this many rows: it re-renders every 3 s,
+# and a fleet of thousands would make each poll a page of megabytes. The
+# filters still search the whole fleet.
+CHARGERS_SHOWN = 200
+
+
+class ChargerPage(msgspec.Struct, frozen=True, kw_only=True):
+    """The rows the list shows, how many matched the filters, how many there are."""
+
+    rows: list[ChargerRow]
+    matched: int
+    total: int
+
+    @property
+    def capped(self) -> bool:
+        return self.matched > len(self.rows)
+
+
+def charger_page(
+    every: Sequence[ChargerRow], f: ChargerFilter, now: datetime, limit: int = CHARGERS_SHOWN
+) -> ChargerPage:
+    """``every`` filtered by ``f``, the first ``limit`` of them kept (in
+    the order given)."""
+    found = filter_chargers(every, f, now)
+    return ChargerPage(rows=found[:limit], matched=len(found), total=len(every))
 
 
 def filter_chargers(
@@ -342,14 +390,17 @@ _SIGNED = "SignedData"
 
 class ChartData(msgspec.Struct, frozen=True, kw_only=True):
     """A transaction's curve for uPlot: epoch seconds, energy delivered
-    since its first reading (kWh), power (kW; derived from the energy
-    readings when the charger sent none). Series are aligned on ``t``;
-    null where a reading has no such value."""
+    since its start (kWh: the register less the transaction's meter start,
+    or less its first reading when the start is not known), power (kW;
+    derived from the energy readings when the charger sent none). Series
+    are aligned on ``t``; null where a reading has no such value."""
 
     t: list[float]
     energy_kwh: list[float | None]
     power_kw: list[float | None]
     power_derived: bool = False
+    # Whether energy counts from the meter start (else from the first reading).
+    from_meter_start: bool = False
 
     @property
     def points(self) -> int:
@@ -377,10 +428,13 @@ def _scaled(value: str, unit: str | None, base: str) -> float | None:
     return None
 
 
-def chart_data(values: Sequence[MeterValue]) -> ChartData:
+def chart_data(values: Sequence[MeterValue], meter_start_wh: int | None = None) -> ChartData:
     """Energy and power per reading time, from the readings with no phase
     (the totals). Energy defaults to the register, Wh, as OCPP says when
-    measurand and unit are left out."""
+    measurand and unit are left out. Energy counts from ``meter_start_wh``
+    (1.6's meterStart, 2.0.1's Transaction.Begin register) when known: the
+    first reading may come minutes into the transaction, so counting from
+    it would leave out what was delivered before."""
     energy: dict[float, float] = {}
     power: dict[float, float] = {}
     for v in values:
@@ -396,7 +450,7 @@ def chart_data(values: Sequence[MeterValue]) -> ChartData:
         elif measurand == _POWER and (kw := _scaled(v.value, v.unit, "W")) is not None:
             power[t] = kw
     times = sorted(energy.keys() | power.keys())
-    start = energy[min(energy)] if energy else 0.0
+    start = _energy_base(energy, meter_start_wh)
     derived = not power and len(energy) > 1
     if derived:
         ordered = sorted(energy.items())
@@ -408,7 +462,15 @@ def chart_data(values: Sequence[MeterValue]) -> ChartData:
         energy_kwh=[round(energy[t] - start, 4) if t in energy else None for t in times],
         power_kw=[round(power[t], 3) if t in power else None for t in times],
         power_derived=derived,
+        from_meter_start=meter_start_wh is not None,
     )
+
+
+def _energy_base(energy: dict[float, float], meter_start_wh: int | None) -> float:
+    """The register (kWh) energy counts from: the meter start, else the first reading."""
+    if meter_start_wh is not None:
+        return meter_start_wh / 1000
+    return energy[min(energy)] if energy else 0.0
 
 
 def signed_values(values: Sequence[MeterValue]) -> list[MeterValue]:
@@ -484,6 +546,16 @@ def epoch_text(at: float) -> str:
     return clock.stored(datetime.fromtimestamp(at, UTC))
 
 
+def dom_id(text: str) -> str:
+    """``text`` (a charger's id, any characters) as the tail of an HTML id,
+    one to one: letters, digits and ``-`` kept, every other character as
+    ``_<hex>_``. htmx gives the focus back after a swap only to an element
+    whose id the new markup has again, so ids in polled fragments must
+    come from what they show, not from their position."""
+    return "".join(c if c.isascii() and (c.isalnum() or c == "-") else f"_{ord(c):x}_"
+                   for c in text)  # fmt: skip
+
+
 def stream_time(entry_id: str) -> str:
     """A stream entry's time (its id's milliseconds) as stored text."""
     ms = entry_id.partition("-")[0]
@@ -500,6 +572,7 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "epoch_text": epoch_text,
     "stream_time": stream_time,
     "frame_action": frame_action,
+    "dom_id": dom_id,
 }
 
 
@@ -544,8 +617,17 @@ class TransactionFilter(msgspec.Struct, frozen=True, kw_only=True):
         return urlencode({k: val for k, val in pairs.items() if val not in ("", None)})
 
 
+# Days the filters take: no transaction is older or newer, and a day near
+# datetime's ends would overflow the day added to make ``started_to``.
+FIRST_YEAR, LAST_YEAR = 2000, 2999
+
+
 def _day(text: str) -> datetime | None:
-    """``YYYY-MM-DD`` as midnight UTC; ValueError for anything else."""
+    """``YYYY-MM-DD`` (years :data:`FIRST_YEAR` to :data:`LAST_YEAR`) as
+    midnight UTC; ValueError for anything else."""
     if not text:
         return None
-    return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise ValueError(f"{text} is not between {FIRST_YEAR} and {LAST_YEAR}")
+    return day

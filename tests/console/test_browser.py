@@ -243,11 +243,13 @@ def test_csv_export_has_every_transaction_with_its_kwh(page: Page, stack: Stack)
     assert done.returncode == 0, done.stderr
     log_in(page, stack)
 
-    def archived() -> bool:
-        page.goto(f"{stack.base}/transactions?charge_point_id=CSV-0002&status=finished")
+    def archived(charge_point_id: str) -> bool:
+        page.goto(f"{stack.base}/transactions?charge_point_id={charge_point_id}&status=finished")
         return bool(page.locator("tbody a[href^='/transactions/']").count())
 
-    wait_for(archived, 20, "the sessions in PostgreSQL", interval=0.5)
+    # Each charger's session is archived in its own time: wait for both.
+    wait_for(lambda: archived("CSV-0001") and archived("CSV-0002"), 20,
+             "both sessions in PostgreSQL", interval=0.5)  # fmt: skip
     page.goto(f"{stack.base}/transactions")
     with page.expect_download() as download:
         page.get_by_role("button", name="Export CSV").click()
@@ -288,6 +290,33 @@ def test_a_blocked_id_tag_is_refused_at_the_next_authorize(page: Page, stack: St
     assert run_async(authorize(stack.ws, "CARD-42")) == "Blocked"
     row.get_by_role("button", name="Remove CARD-42").click()
     expect(row).to_have_count(0)
+
+
+def wait_for_a_poll(page: Page, region: str) -> None:
+    """Until the polled fragment ``region`` (an element id) has been
+    replaced by its next poll's markup."""
+    old = page.evaluate_handle(f"document.getElementById({region!r})")
+    page.wait_for_function("old => !old.isConnected", arg=old)
+
+
+def focused_id(page: Page) -> str:
+    return str(page.evaluate("document.activeElement ? document.activeElement.id : ''"))
+
+
+def test_the_focus_stays_where_it_was_across_polls(page: Page, stack: Stack) -> None:
+    run_async(authorize(stack.ws, "ANY"))  # AUTH-CP boots, for the list
+    log_in(page, stack)
+    page.goto(f"{stack.base}/chargers")
+    link = page.get_by_role("link", name="AUTH-CP", exact=True)
+    link.focus()
+    wait_for_a_poll(page, "charger-rows")
+    assert focused_id(page) == "cp-AUTH-CP"
+    expect(link).to_be_focused()
+    page.goto(f"{stack.base}/")
+    tile = page.locator("#tile-online")
+    tile.focus()
+    wait_for_a_poll(page, "overview")
+    assert focused_id(page) == "tile-online"
 
 
 PAGES = ["/", "/chargers", "/transactions", "/id-tags", "/dead-letters", "/anomalies",

@@ -3,6 +3,7 @@ series, the device model and frames as stored."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -23,6 +24,19 @@ def test_presence_reads_last_seen_against_the_offline_threshold() -> None:
     assert v.presence(at(100), at(5), NOW) == "online"
     assert v.presence(at(100), at(v.OFFLINE_AFTER_S + 1), NOW) == "offline"
     assert v.presence(at(100), "garbage", NOW) == "offline"
+    assert v.presence(at(100), at(100), NOW, offline_after_s=60) == "offline"
+    # The threshold set for the request (mount.py) is the default.
+    token = v.offline_after.set(60)
+    try:
+        assert v.presence(at(100), at(100), NOW) == "offline"
+        assert v.presence(at(100), at(100), NOW, offline_after_s=120) == "online"
+    finally:
+        v.offline_after.reset(token)
+
+
+def test_online_legend() -> None:
+    assert v.online_legend(v.OFFLINE_AFTER_S) == "heard from in the last 11 min"
+    assert v.online_legend(90) == "heard from in the last 90 s"
 
 
 def row(
@@ -45,6 +59,27 @@ def test_charger_filters() -> None:
     assert ids(v.ChargerFilter(seen="old")) == ["XY-3"]
     assert rows[0].connectors == [("Available", 2), ("Unknown", 1)]
     assert v.ChargerFilter(q="a b", seen="1h").query() == "q=a+b&seen=1h"
+
+
+def test_the_charger_list_shows_the_first_rows_of_all_that_match() -> None:
+    rows = [row(f"CP-{n}", 10) for n in range(5)] + [row("XY-9", 10)]
+    page = v.charger_page(rows, v.ChargerFilter(), NOW, limit=3)
+    assert [r.charge_point_id for r in page.rows] == ["CP-0", "CP-1", "CP-2"]
+    assert (page.matched, page.total, page.capped) == (6, 6, True)
+    # The filters see past the cap.
+    page = v.charger_page(rows, v.ChargerFilter(q="xy"), NOW, limit=3)
+    assert [r.charge_point_id for r in page.rows] == ["XY-9"]
+    assert (page.matched, page.total, page.capped) == (1, 6, False)
+    assert v.charger_page(rows, v.ChargerFilter(), NOW).matched == 6
+    assert not v.charger_page(rows, v.ChargerFilter(), NOW).capped
+
+
+def test_dom_ids_are_one_to_one_and_safe() -> None:
+    assert v.dom_id("CP-01") == "CP-01"
+    ids = [v.dom_id(t) for t in ("a b", "a_20_b", "a.b", "a_b", "é", 'x"y')]
+    assert ids == ["a_20_b", "a_5f_20_5f_b", "a_2e_b", "a_5f_b", "_e9_", "x_22_y"]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", i) for i in ids)
 
 
 def test_merge_counts_adds_up_per_status() -> None:
@@ -95,6 +130,16 @@ def test_chart_aligns_energy_and_power_and_skips_phases_and_signed_data() -> Non
     assert [s.value for s in v.signed_values(values)] == ["1400"]
 
 
+def test_energy_so_far_counts_from_the_meter_start_when_known() -> None:
+    # meterStart 1522 Wh; the first reading comes later, at 1774 Wh.
+    values = [mv(60, "1774"), mv(120, "2026")]
+    chart = v.chart_data(values, meter_start_wh=1522)
+    assert chart.energy_kwh == [0.252, 0.504] and chart.delivered_kwh == 0.504
+    assert chart.from_meter_start
+    unknown = v.chart_data(values)
+    assert unknown.energy_kwh == [0.0, 0.252] and not unknown.from_meter_start
+
+
 def test_chart_derives_power_when_the_charger_sent_none() -> None:
     chart = v.chart_data([mv(0, "0"), mv(3600, "7400"), mv(7200, "7400")])
     assert chart.power_derived
@@ -140,3 +185,7 @@ def test_transaction_filter() -> None:
     )
     with pytest.raises(ValueError):
         v.TransactionFilter(start_day="01/02/2024").started_from  # noqa: B018
+    assert v.TransactionFilter(end_day="2999-12-31").started_to == datetime(3000, 1, 1, tzinfo=UTC)
+    for day in ("9999-12-31", "1999-12-31", "0001-01-01"):
+        with pytest.raises(ValueError):
+            v.TransactionFilter(end_day=day).started_to  # noqa: B018
