@@ -42,7 +42,7 @@ log = logging.getLogger("api")
 CSV_MAX_ROWS = 100_000
 # 1.6 transaction ids are PostgreSQL int4 (and ours from 1): an id past
 # these is none, and given to PostgreSQL would fail the query itself.
-FIRST_ID, LAST_ID = 1, 2**31 - 1
+FIRST_ID, LAST_ID = 1, h.MAX_ID
 # A stream entry id (``ms-seq``), each part a 64-bit unsigned integer.
 _STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
 _U64 = 2**64 - 1

@@ -194,8 +194,11 @@ def console_app(redis_url: str, offline_after_s: float) -> Litestar:
         finally:
             await app.state.redis.aclose()
 
+    # logging_config None, as ocpp-api's: Litestar's own would set the root
+    # logger to INFO for every later test in this process.
     return Litestar(route_handlers=built.routers, template_config=built.template_config,
-                    state=State(built.state), lifespan=[clients])  # fmt: skip
+                    state=State(built.state), lifespan=[clients],
+                    logging_config=None)  # fmt: skip
 
 
 def test_the_online_threshold_comes_from_the_console_built(

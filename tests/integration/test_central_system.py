@@ -270,8 +270,9 @@ def test_authorize_answers_from_the_list_and_writes_nothing(cs: CentralSystem) -
     assert cs.call("CP-AUTH", "Authorize", {"idTag": "STRANGER"}) == {
         "idTagInfo": {"status": "Accepted"}
     }
-    # Authorize only reads.
-    assert cs.state_keys() == before
+    # Authorize only reads; the charger is marked seen, as for any message.
+    assert cs.state_keys() - {keys.charge_point("CP-AUTH")} == before
+    assert set(cs.hash(keys.charge_point("CP-AUTH"))) <= {"last_seen"}
     assert cs.hash(keys.id_tag("TAG-FLEET"))["status"] == "Accepted"
 
 
@@ -369,10 +370,9 @@ def test_firmware_status_notification_is_recorded_newest_wins(cs: CentralSystem)
         cs.call("CP-FW", "FirmwareStatusNotification", {"status": "Downloaded"}, received=older)
         == {}
     )
-    assert cs.hash(keys.charge_point("CP-FW")) == {
-        "firmware_status": "Installing",
-        "firmware_status_at": stored(newer),
-    }
+    held = cs.hash(keys.charge_point("CP-FW"))
+    assert held.pop("last_seen")  # any message marks it seen
+    assert held == {"firmware_status": "Installing", "firmware_status_at": stored(newer)}
     # ... but is still in the event log.
     assert [(e["status"], e["occurred_at"]) for e in cs.events()] == [
         ("Installing", stored(newer)),
