@@ -282,10 +282,7 @@ async def transaction(state: State, transaction_id: FromPath[int]) -> Template:
                     transaction_id=transaction_id)  # fmt: skip
     except q.NotFound as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
-    chart = v.chart_data(t.meter_values, t.meter_start)
-    return page("transaction.html", "transactions", t=t, chart=chart, history_error=None,
-                signed=v.signed_values(t.meter_values), transaction_id=transaction_id,
-                chart_json=_chart_json(chart))  # fmt: skip
+    return _with_meter_values("transaction.html", t, transaction_id)
 
 
 @get("/sessions/{charge_point_id:str}/{transaction_id:str}", name="session")
@@ -301,8 +298,16 @@ async def session(state: State, charge_point_id: FromPath[str], transaction_id: 
                     transaction_id=transaction_id)  # fmt: skip
     except q.NotFound as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
+    return _with_meter_values("session.html", t, transaction_id)
+
+
+def _with_meter_values(
+    template: str, t: TransactionDetail | TransactionV201Detail, transaction_id: int | str
+) -> Template:
+    """A transaction's or session's page: its chart (counted from its meter
+    start) and its signed readings."""
     chart = v.chart_data(t.meter_values, t.meter_start)
-    return page("session.html", "transactions", t=t, chart=chart, history_error=None,
+    return page(template, "transactions", t=t, chart=chart, history_error=None,
                 signed=v.signed_values(t.meter_values), transaction_id=transaction_id,
                 chart_json=_chart_json(chart))  # fmt: skip
 

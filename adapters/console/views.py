@@ -22,6 +22,7 @@ import msgspec
 from adapters.api_models import ChargePointSummary, MeterValue
 from processor import clock
 from processor.protocol_names import OCPP16, OCPP201
+from processor.v201.device_model import Attribute
 
 # A charger is online while it was heard from within this: two heartbeats
 # at the processor's default interval (300 s) and a minute of slack. Nothing
@@ -315,17 +316,6 @@ class VariableRow(msgspec.Struct, frozen=True, kw_only=True):
     unit: str | None = None
 
 
-class _Attribute(msgspec.Struct, array_like=True, frozen=True):
-    # processor/v201/device_model.py's Attribute, as its field spells it.
-    component: str
-    component_instance: str
-    evse_id: int | None
-    connector_id: int | None
-    variable: str
-    variable_instance: str
-    attribute_type: str
-
-
 class _Meta(msgspec.Struct, frozen=True):
     mutability: str | None = None
     characteristics: dict[str, Any] | None = None
@@ -341,7 +331,7 @@ def variable_rows(values: dict[str, str], meta: dict[str, str]) -> list[Variable
     rows = []
     for field, value in values.items():
         try:
-            a = msgspec.json.decode(field, type=_Attribute)
+            a = msgspec.json.decode(field, type=Attribute)
         except msgspec.DecodeError:
             continue
         try:

@@ -79,10 +79,13 @@ class Station(ChargePoint):  # type: ignore[misc]
 
 
 @asynccontextmanager
-async def station(port: int, name: str) -> AsyncIterator[Station]:
+async def station(
+    port: int, name: str, kind: type[ChargePoint] = Station
+) -> AsyncIterator[ChargePoint]:
+    """A 2.0.1 charge point of ``kind`` connected through the gateway, reading."""
     url = f"ws://127.0.0.1:{port}/{name}"
     async with websockets.connect(url, subprotocols=["ocpp2.0.1"], open_timeout=TIMEOUT) as ws:
-        cp = Station(name, ws, response_timeout=TIMEOUT)
+        cp = kind(name, ws, response_timeout=TIMEOUT)
 
         async def read() -> None:
             with suppress(ConnectionClosed):

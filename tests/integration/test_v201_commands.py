@@ -6,25 +6,21 @@ command's result, and those that change what we know of the station do."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Iterator
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 import redis
-import websockets
 from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
 from ocpp.routing import on
 from ocpp.v201 import ChargePoint
 from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
-from websockets.exceptions import ConnectionClosed
 
 from tests.adapters.test_api import TOKEN, ApiServer
 from tests.integration.test_archiver import stop_all
-from tests.integration.test_v201 import stack
+from tests.integration.test_v201 import stack, station
 from tests.v201_commands import EXAMPLES
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
@@ -47,28 +43,15 @@ def _answering(action: str) -> Any:
 
 
 class Station(ChargePoint):  # type: ignore[misc]
-    received: dict[str, Any]
+    """Answers every command with its example's answer, keeping each request."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.received: dict[str, Any] = {}
 
 
 for _action in EXAMPLES:
     setattr(Station, f"on_{_action}", _answering(_action))
-
-
-@asynccontextmanager
-async def connected(port: int) -> AsyncIterator[Station]:
-    url = f"ws://127.0.0.1:{port}/{CS}"
-    async with websockets.connect(url, subprotocols=["ocpp2.0.1"], open_timeout=TIMEOUT) as ws:
-        cp = Station(CS, ws, response_timeout=TIMEOUT)
-        cp.received = {}
-
-        async def read() -> None:
-            with suppress(ConnectionClosed):
-                await cp.start()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(read)
-            yield cp
-            tg.cancel_scope.cancel()
 
 
 @pytest.fixture
@@ -88,7 +71,10 @@ async def test_every_command_goes_through_the_api_and_comes_back_answered(
 ) -> None:
     port, api = api_stack
     headers = {"authorization": f"Bearer {TOKEN}"}
-    async with connected(port) as cp, httpx.AsyncClient(base_url=api.base, headers=headers) as h:
+    async with (
+        station(port, CS, Station) as cp,
+        httpx.AsyncClient(base_url=api.base, headers=headers) as h,
+    ):
         boot = await cp.call(call201.BootNotification(
             charging_station={"model": "M", "vendor_name": "V"}, reason="PowerUp"))  # fmt: skip
         assert boot.status == "Accepted"
